@@ -1,0 +1,32 @@
+# Two entry points, each creating the environment when it is missing (pins live in pyproject.toml).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test test-all bench env clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+env: $(VENV)/.installed
+
+## demo: the main job on the embedded default (torchvision mobilenet_v2, all_but_first)
+demo: env
+	$(PY) -m odconv_surgery.demo
+
+## test: the test suite (what CI runs)
+test: env
+	$(PY) -m pytest
+
+## test-all: including the heavy tests marked slow
+test-all: env
+	$(PY) -m pytest -m "slow or not slow"
+
+bench: env
+	$(PY) benchmarks/bench_eager.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

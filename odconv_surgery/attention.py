@@ -1,0 +1,180 @@
+"""The multi-head attention pi(x) of ODConv (paper §3.2, Fig. 1b).
+
+GAP -> 1x1 conv (C_in -> A, no bias) -> norm -> ReLU, then up to four 1x1-conv heads:
+channel (C_in, sigmoid), filter (C_out, sigmoid), spatial (kh*kw, sigmoid), kernel (n, softmax).
+Each head's logits are divided by the temperature before the activation.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+ATTENTION_NORMS = ("bn", "ln", "none")
+
+
+class Attentions(NamedTuple):
+    """Per-sample attentions; a head that a layer does not have is ``None``.
+
+    Shapes for batch B, n kernels, shared attention:
+    channel (B, C_in, 1, 1), filter (B, C_out, 1, 1), spatial (B, 1, 1, 1, kh, kw), kernel (B, n, 1, 1, 1, 1).
+    Without sharing, channel/filter/spatial carry one set per kernel: (B, n, C_in), (B, n, C_out), (B, n, kh*kw).
+    """
+
+    channel: Tensor | None
+    filter: Tensor | None
+    spatial: Tensor | None
+    kernel: Tensor | None
+
+
+class BatchOneBatchNormError(ValueError):
+    """Raised when the attention BatchNorm would train on a single sample."""
+
+
+def attention_channels(in_channels: int, reduction: float, min_channels: int = 16) -> int:
+    """Width A of the attention trunk: ``max(int(C_in * r), min_channels)`` as in the reference code."""
+    return max(int(in_channels * reduction), min_channels)
+
+
+def _make_norm(kind: str, channels: int) -> nn.Module:
+    if kind == "bn":
+        return nn.BatchNorm2d(channels)
+    if kind == "ln":
+        # GroupNorm with one group over a (B, A, 1, 1) tensor is a LayerNorm over the A features:
+        # batch-independent, so it trains with a batch of 1.
+        return nn.GroupNorm(1, channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"attention_norm must be one of {ATTENTION_NORMS}, got {kind!r}")
+
+
+class ODAttention(nn.Module):
+    """Computes ODConv's four attentions from the layer input."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: tuple[int, int],
+        groups: int = 1,
+        kernel_num: int = 1,
+        reduction: float = 1 / 16,
+        min_channels: int = 16,
+        share_attention: bool = True,
+        attention_norm: str = "bn",
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = tuple(kernel_size)
+        self.kernel_num = kernel_num
+        self.share_attention = share_attention
+        self.attention_norm = attention_norm
+        self.temperature = 1.0
+        hidden = attention_channels(in_channels, reduction, min_channels)
+        self.hidden_channels = hidden
+        per_kernel = 1 if share_attention else kernel_num
+        kh, kw = self.kernel_size
+
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Conv2d(in_channels, hidden, 1, bias=False)
+        self.norm = _make_norm(attention_norm, hidden)
+        self.relu = nn.ReLU(inplace=True)
+        self.channel_fc = nn.Conv2d(hidden, in_channels * per_kernel, 1)
+        is_depthwise = in_channels == groups == out_channels
+        self.filter_fc = None if is_depthwise else nn.Conv2d(hidden, out_channels * per_kernel, 1)
+        self.spatial_fc = None if kh * kw == 1 else nn.Conv2d(hidden, kh * kw * per_kernel, 1)
+        self.kernel_fc = None if kernel_num == 1 else nn.Conv2d(hidden, kernel_num, 1)
+
+    def heads(self) -> dict[str, nn.Conv2d]:
+        """The heads this layer has, by name, in a fixed order (channel, filter, spatial, kernel)."""
+        named = {"channel": self.channel_fc, "filter": self.filter_fc, "spatial": self.spatial_fc, "kernel": self.kernel_fc}
+        return {name: head for name, head in named.items() if head is not None}
+
+    def reset_parameters_scratch(self) -> None:
+        """The reference code's initialisation: Kaiming normal (fan_out, relu), zero biases, unit norm scale."""
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def reset_parameters_neutral(self, generator: torch.Generator | None = None) -> None:
+        """Initialise so every head outputs zero logits for any input, yet every parameter gets gradient.
+
+        Hidden units are made in groups of identical copies (same ``fc`` row, same norm parameters), and each
+        head's weight columns for a group sum to zero; so ``head(h) == bias == 0`` for all inputs, while the
+        gradient reaching each copy is non-zero and of opposite sign, so the copies diverge after one step.
+        Zero logits give sigmoid 0.5 and softmax 1/n: constant attentions that ``ODConv2d`` compensates.
+        """
+        hidden = self.hidden_channels
+        groups = _pair_groups(hidden)
+        with torch.no_grad():
+            base = torch.empty_like(self.fc.weight)
+            nn.init.kaiming_normal_(base, mode="fan_out", nonlinearity="relu", generator=generator)
+            for group in groups:
+                base[group] = base[group[0]].clone()
+            self.fc.weight.copy_(base)
+            if isinstance(self.norm, (nn.BatchNorm2d, nn.GroupNorm)):
+                nn.init.ones_(self.norm.weight)
+                nn.init.zeros_(self.norm.bias)
+            if isinstance(self.norm, nn.BatchNorm2d):
+                self.norm.reset_running_stats()
+            for head in self.heads().values():
+                weight = torch.empty_like(head.weight)
+                nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu", generator=generator)
+                for group in groups:
+                    # Make the columns of this group sum to zero: the last copy takes minus the sum of the others.
+                    weight[:, group[-1]] = -weight[:, group[:-1]].sum(dim=1)
+                head.weight.copy_(weight)
+                nn.init.zeros_(head.bias)
+
+    def _check_batch(self, x: Tensor) -> None:
+        if self.training and self.attention_norm == "bn" and x.shape[0] == 1:
+            raise BatchOneBatchNormError(
+                "ODConv attention BatchNorm cannot train on a batch of 1. Use a batch of 2 or more, call "
+                "model.eval() for inference, or convert with attention_norm='ln' (batch-independent)."
+            )
+
+    def forward(self, x: Tensor) -> Attentions:
+        self._check_batch(x)
+        batch = x.shape[0]
+        h = self.relu(self.norm(self.fc(self.avgpool(x))))
+        t = self.temperature
+        scale = (lambda logits: logits) if t == 1.0 else (lambda logits: logits / t)
+        n = self.kernel_num
+        kh, kw = self.kernel_size
+
+        channel = torch.sigmoid(scale(self.channel_fc(h)))
+        filt = None if self.filter_fc is None else torch.sigmoid(scale(self.filter_fc(h)))
+        spatial = None if self.spatial_fc is None else torch.sigmoid(scale(self.spatial_fc(h)))
+        kernel = None if self.kernel_fc is None else torch.softmax(scale(self.kernel_fc(h)).view(batch, n), dim=1)
+
+        if self.share_attention:
+            return Attentions(
+                channel=channel.view(batch, -1, 1, 1),
+                filter=None if filt is None else filt.view(batch, -1, 1, 1),
+                spatial=None if spatial is None else spatial.view(batch, 1, 1, 1, kh, kw),
+                kernel=None if kernel is None else kernel.view(batch, n, 1, 1, 1, 1),
+            )
+        return Attentions(
+            channel=channel.view(batch, n, -1),
+            filter=None if filt is None else filt.view(batch, n, -1),
+            spatial=None if spatial is None else spatial.view(batch, n, kh * kw),
+            kernel=None if kernel is None else kernel.view(batch, n, 1, 1, 1, 1),
+        )
+
+
+def _pair_groups(hidden: int) -> list[list[int]]:
+    """Split ``range(hidden)`` into pairs, with one triple when ``hidden`` is odd (hidden >= 2)."""
+    if hidden < 2:
+        raise ValueError("the attention trunk needs at least 2 hidden channels for a neutral initialisation")
+    groups = [[i, i + 1] for i in range(0, hidden - hidden % 2, 2)]
+    if hidden % 2:
+        groups[-1].append(hidden - 1)
+    return groups

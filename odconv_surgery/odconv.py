@@ -1,0 +1,289 @@
+"""``ODConv2d``: omni-dimensional dynamic convolution (paper Eq. 2), a drop-in for ``nn.Conv2d``.
+
+y = (sum_i alpha_wi * alpha_fi * alpha_ci * alpha_si * W_i) * x + b
+
+Channel attention scales the input and filter attention scales the output (equivalent to scaling the kernel,
+and cheaper); spatial and kernel attentions build one aggregated kernel per sample, run as a single grouped
+convolution over the batch. A 1x1 layer with one kernel has no per-sample kernel and runs as a plain conv.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
+
+from .attention import ATTENTION_NORMS, Attentions, ODAttention
+
+InitMode = Literal["pretrained", "scratch"]
+
+
+class ODConv2d(nn.Module):
+    """Omni-dimensional dynamic 2-D convolution with the full ``nn.Conv2d`` argument set.
+
+    ``weight`` is the kernel bank of shape (n, C_out, C_in/groups, kh, kw); ``attention`` computes the four
+    attentions. ``kernel_num`` is n, ``reduction`` the trunk's r (A = max(int(C_in*r), 16)).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = False,
+        padding_mode: str = "zeros",
+        *,
+        kernel_num: int = 1,
+        reduction: float = 1 / 16,
+        min_attention_channels: int = 16,
+        share_attention: bool = True,
+        attention_norm: str = "bn",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})")
+        if kernel_num < 1:
+            raise ValueError(f"kernel_num must be >= 1, got {kernel_num}")
+        if not 0 < reduction <= 1:
+            raise ValueError(f"reduction must be in (0, 1], got {reduction} (the paper uses 1/16)")
+        if attention_norm not in ATTENTION_NORMS:
+            raise ValueError(f"attention_norm must be one of {ATTENTION_NORMS}, got {attention_norm!r}")
+        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError(f"padding_mode must be 'zeros', 'reflect', 'replicate' or 'circular', got {padding_mode!r}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.padding = padding if isinstance(padding, str) else _pair(padding)
+        if isinstance(self.padding, str) and self.padding not in ("same", "valid"):
+            raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+        if self.padding == "same" and any(s != 1 for s in self.stride):
+            raise ValueError("padding='same' is not supported for strided convolutions (as in nn.Conv2d)")
+        self.dilation = _pair(dilation)
+        self.groups = groups
+        self.padding_mode = padding_mode
+        self.kernel_num = kernel_num
+        self.reduction = reduction
+        self.share_attention = share_attention
+        self.attention_norm = attention_norm
+        factory = {"device": device, "dtype": dtype}
+        kh, kw = self.kernel_size
+        self.weight = nn.Parameter(torch.empty(kernel_num, out_channels, in_channels // groups, kh, kw, **factory))
+        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        self.attention = ODAttention(
+            in_channels,
+            out_channels,
+            self.kernel_size,
+            groups=groups,
+            kernel_num=kernel_num,
+            reduction=reduction,
+            min_channels=min_attention_channels,
+            share_attention=share_attention,
+            attention_norm=attention_norm,
+        ).to(**factory)
+        self._padding_for_pad = self._explicit_padding()
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_conv(
+        cls,
+        conv: nn.Conv2d,
+        *,
+        kernel_num: int = 1,
+        reduction: float = 1 / 16,
+        min_attention_channels: int = 16,
+        share_attention: bool = True,
+        attention_norm: str = "bn",
+        init: InitMode = "pretrained",
+        generator: torch.Generator | None = None,
+    ) -> "ODConv2d":
+        """Build an ODConv2d with ``conv``'s geometry.
+
+        ``init="pretrained"`` makes it function-preserving: at conversion its output equals ``conv``'s (see
+        ``load_static_weight``). ``init="scratch"`` uses the paper's Kaiming initialisation.
+        """
+        if not isinstance(conv, nn.Conv2d):
+            raise TypeError(f"ODConv2d.from_conv expects an nn.Conv2d, got {type(conv).__name__}")
+        if init not in ("pretrained", "scratch"):
+            raise ValueError(f"init must be 'pretrained' or 'scratch', got {init!r}")
+        layer = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            stride=conv.stride,
+            padding=conv.padding,
+            dilation=conv.dilation,
+            groups=conv.groups,
+            bias=conv.bias is not None,
+            padding_mode=conv.padding_mode,
+            kernel_num=kernel_num,
+            reduction=reduction,
+            min_attention_channels=min_attention_channels,
+            share_attention=share_attention,
+            attention_norm=attention_norm,
+            device=conv.weight.device,
+            dtype=conv.weight.dtype,
+        )
+        if init == "pretrained":
+            layer.load_static_weight(conv.weight, conv.bias, generator=generator)
+        layer.train(conv.training)
+        return layer
+
+    def reset_parameters(self) -> None:
+        """Paper/reference initialisation: each kernel Kaiming normal (fan_out, relu); attention likewise."""
+        for i in range(self.kernel_num):
+            nn.init.kaiming_normal_(self.weight.data[i], mode="fan_out", nonlinearity="relu")
+        if self.bias is not None:
+            fan_in = self.weight[0, 0].numel()
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
+            nn.init.uniform_(self.bias, -bound, bound)
+        self.attention.reset_parameters_scratch()
+
+    def attention_gain(self) -> float:
+        """Product of the attentions when every head outputs zero logits (sigmoid 0.5 each, softmax 1/n)."""
+        sigmoid_heads = sum(name in self.attention.heads() for name in ("channel", "filter", "spatial"))
+        return 0.5**sigmoid_heads
+
+    @torch.no_grad()
+    def load_static_weight(
+        self,
+        weight: Tensor,
+        bias: Tensor | None = None,
+        *,
+        divergence: float = 1e-2,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        """Function-preserving initialisation from a static kernel ``weight`` (C_out, C_in/g, kh, kw).
+
+        Heads get zero logits for every input (``ODAttention.reset_parameters_neutral``), so the attentions are
+        the constants sigmoid(0)=0.5 and softmax(0)=1/n. Each kernel W_i = W / gain + d_i, where gain is the
+        product of those constants and the perturbations d_i sum to zero; the uniform kernel mixture is then
+        exactly W, while the d_i make the kernels (and the kernel attention) receive different gradients, so
+        the n kernels diverge in training. ``divergence`` is the size of d_i relative to W's std.
+        """
+        expected = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        if tuple(weight.shape) != expected:
+            raise ValueError(f"static weight has shape {tuple(weight.shape)}, expected {expected}")
+        self.attention.reset_parameters_neutral(generator)
+        base = weight.to(self.weight) / self.attention_gain()
+        bank = base.unsqueeze(0).repeat(self.kernel_num, 1, 1, 1, 1)
+        if self.kernel_num > 1:
+            noise = torch.randn(bank.shape, generator=generator, dtype=bank.dtype).to(bank.device)
+            noise = noise - noise.mean(dim=0, keepdim=True)
+            bank += noise * (divergence * base.std().clamp_min(1e-12))
+        self.weight.copy_(bank)
+        if self.bias is not None:
+            if bias is None:
+                self.bias.zero_()
+            else:
+                self.bias.copy_(bias)
+
+    # ------------------------------------------------------------------ forward
+    def _explicit_padding(self) -> tuple[int, int, int, int] | None:
+        """(left, right, top, bottom) for ``F.pad`` when padding_mode is not 'zeros'."""
+        if self.padding_mode == "zeros":
+            return None
+        if self.padding == "valid":
+            return (0, 0, 0, 0)
+        if self.padding == "same":
+            pads = []
+            for d, k in zip(reversed(self.dilation), reversed(self.kernel_size)):
+                total = d * (k - 1)
+                pads += [total // 2, total - total // 2]
+            return tuple(pads)
+        ph, pw = self.padding
+        return (pw, pw, ph, ph)
+
+    def _conv(self, x: Tensor, weight: Tensor, groups: int) -> Tensor:
+        if self._padding_for_pad is not None:
+            x = F.pad(x, self._padding_for_pad, mode=self.padding_mode)
+            return F.conv2d(x, weight, None, self.stride, 0, self.dilation, groups)
+        return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation, groups)
+
+    def has_per_sample_kernel(self) -> bool:
+        """Whether forward needs a per-sample aggregated kernel (spatial or kernel attention, or no sharing)."""
+        return self.attention.spatial_fc is not None or self.kernel_num > 1 or not self.share_attention
+
+    def aggregate_weight(self, att: Attentions) -> Tensor:
+        """Per-sample kernels (B, C_out, C_in/g, kh, kw) for the shared-attention case (no channel/filter)."""
+        weight = self.weight.unsqueeze(0)  # (1, n, C_out, C_in/g, kh, kw)
+        if att.spatial is not None:
+            weight = weight * att.spatial
+        if att.kernel is not None:
+            weight = weight * att.kernel
+        return weight.sum(dim=1)
+
+    def _aggregate_unshared(self, att: Attentions) -> Tensor:
+        """Per-sample kernels when each kernel has its own channel/filter/spatial attention (Table 12)."""
+        batch, n = att.channel.shape[:2]
+        kh, kw = self.kernel_size
+        cin_g = self.in_channels // self.groups
+        channel = att.channel.view(batch, n, self.groups, 1, cin_g)  # per input channel, grouped
+        weight = self.weight.view(1, n, self.groups, self.out_channels // self.groups, cin_g, kh * kw)
+        weight = weight * channel.unsqueeze(-1)
+        weight = weight.view(1, n, self.out_channels, cin_g, kh, kw)
+        if att.filter is not None:
+            weight = weight * att.filter.view(batch, n, self.out_channels, 1, 1, 1)
+        if att.spatial is not None:
+            weight = weight * att.spatial.view(batch, n, 1, 1, kh, kw)
+        if att.kernel is not None:
+            weight = weight * att.kernel
+        return weight.sum(dim=1)
+
+    def _grouped_per_sample_conv(self, x: Tensor, weight: Tensor) -> Tensor:
+        """Convolve each sample with its own kernel: one conv with the batch folded into the groups."""
+        batch, _, height, width = x.shape
+        out = self._conv(
+            x.reshape(1, batch * self.in_channels, height, width),
+            weight.reshape(batch * self.out_channels, self.in_channels // self.groups, *self.kernel_size),
+            groups=self.groups * batch,
+        )
+        return out.view(batch, self.out_channels, out.shape[-2], out.shape[-1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"ODConv2d expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
+        att = self.attention(x)
+        if not self.share_attention:
+            out = self._grouped_per_sample_conv(x, self._aggregate_unshared(att))
+        else:
+            x = x * att.channel
+            if self.has_per_sample_kernel():
+                out = self._grouped_per_sample_conv(x, self.aggregate_weight(att))
+            else:
+                out = self._conv(x, self.weight[0], self.groups)
+            if att.filter is not None:
+                out = out * att.filter
+        if self.bias is not None:
+            out = out + self.bias.view(1, -1, 1, 1)
+        return out
+
+    def extra_repr(self) -> str:
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
+        s += f", kernel_num={self.kernel_num}, reduction={self.reduction:g}"
+        if not self.share_attention:
+            s += ", share_attention=False"
+        if self.attention_norm != "bn":
+            s += f", attention_norm={self.attention_norm}"
+        return s

@@ -1,0 +1,66 @@
+"""Softmax/sigmoid temperature of ODConv attentions, and the paper's annealing schedule.
+
+The paper (after DyConv) divides head logits by T and anneals T linearly from 30 to 1 over the first 10 of
+100 epochs; evaluation and export use T = 1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from .attention import ODAttention
+
+
+def set_temperature(model: nn.Module, temperature: float) -> int:
+    """Set T on every ODConv attention in ``model``; returns how many layers were updated."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    count = 0
+    for module in model.modules():
+        if isinstance(module, ODAttention):
+            module.temperature = float(temperature)
+            count += 1
+    return count
+
+
+def get_temperature(model: nn.Module) -> float | None:
+    """The temperature of the first ODConv attention in ``model`` (None when it has none)."""
+    for module in model.modules():
+        if isinstance(module, ODAttention):
+            return module.temperature
+    return None
+
+
+@dataclass
+class TemperatureSchedule:
+    """Linear annealing from ``start`` to ``end`` over ``anneal_steps`` steps, then ``end``.
+
+    Call ``schedule.step(model)`` once per step (or epoch) from any training loop; ``schedule.value(step)``
+    gives the temperature at a step. The paper: start=30, end=1, anneal_steps = 10% of training.
+    """
+
+    anneal_steps: int
+    start: float = 30.0
+    end: float = 1.0
+    current_step: int = 0
+
+    def __post_init__(self) -> None:
+        if self.anneal_steps < 0:
+            raise ValueError(f"anneal_steps must be >= 0, got {self.anneal_steps}")
+        if self.start <= 0 or self.end <= 0:
+            raise ValueError("temperatures must be > 0")
+
+    def value(self, step: int) -> float:
+        if self.anneal_steps == 0 or step >= self.anneal_steps:
+            return self.end
+        frac = max(step, 0) / self.anneal_steps
+        return self.start + (self.end - self.start) * frac
+
+    def step(self, model: nn.Module) -> float:
+        """Apply the temperature for the current step to ``model``, then advance; returns the value applied."""
+        t = self.value(self.current_step)
+        set_temperature(model, t)
+        self.current_step += 1
+        return t

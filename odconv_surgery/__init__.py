@@ -1,0 +1,34 @@
+"""odconv-surgery: rewrite CNNs into Omni-Dimensional Dynamic Convolution (ODConv, ICLR 2022) models."""
+
+from .attention import BatchOneBatchNormError, ODAttention
+from .checkpoint import CheckpointMismatchError, load, save
+from .odconv import ODConv2d
+from .policies import EmptySelectionError, available_policies, register_policy
+from .passes.fx import UntraceableModelError
+from .recipe import Recipe, get_recipe
+from .report import ConversionReport
+from .surgery import ConversionResult, apply_odconv, list_candidates, plan_conversion
+from .temperature import TemperatureSchedule, get_temperature, set_temperature
+
+__all__ = [
+    "BatchOneBatchNormError",
+    "CheckpointMismatchError",
+    "ConversionReport",
+    "ConversionResult",
+    "EmptySelectionError",
+    "ODAttention",
+    "ODConv2d",
+    "Recipe",
+    "TemperatureSchedule",
+    "UntraceableModelError",
+    "apply_odconv",
+    "available_policies",
+    "get_recipe",
+    "get_temperature",
+    "list_candidates",
+    "load",
+    "plan_conversion",
+    "register_policy",
+    "save",
+    "set_temperature",
+]

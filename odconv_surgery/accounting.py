@@ -1,0 +1,321 @@
+"""Parameter and MAdds accounting, per layer and in total, before and after ODConv conversion.
+
+Static convolution / linear MAdds come from torch's own ``torch.utils.flop_counter`` (it counts FLOPs = 2 x
+MAdds for conv and matmul; we halve them). ODConv's extra MAdds follow the paper's Appendix A.1:
+
+    Eq. 3 (n = 1):  hw c_in + A (2 c_in + c_out + k^2)     + k^2 c_in (1 + 2 c_out)
+    Eq. 4 (n > 1):  hw c_in + A (2 c_in + c_out + k^2 + n) + k^2 c_in (1 + c_out + 2 n c_out)
+
+where A = c_in r is the attention width (the paper's c_in / r with r = 16; we use the layer's actual
+``attention.hidden_channels``, which the reference code floors at 16) and hw is the output map size, as in the
+paper's h w k^2 c_in c_out for the static convolution (using the input map the GAP really pools instead adds
+~1-2% to the extra MAdds and moves away from the paper's published totals).
+The equations are written for dense convolutions; we account for the layer as built:
+
+* kernel-aggregation terms use the kernel's real input depth c_in / groups (a depthwise kernel has depth 1);
+* the head term counts only the heads the layer has: the channel head always (c_in), the filter head unless
+  depthwise (c_out), the spatial head unless 1x1 (k^2), the kernel head only for n > 1 (n); heads are n times
+  wider when attention is not shared between kernels.
+
+The flop counter also sees the attention's own 1x1 convolutions inside an ``ODConv2d``; those are excluded from
+the static count (the equations above already include them), so ``madds = static + extra`` is not double
+counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .odconv import ODConv2d
+
+__all__ = [
+    "LayerCost",
+    "ModelCost",
+    "count_cost",
+    "odconv_extra_madds",
+    "compare_costs",
+    "format_count",
+]
+
+
+@dataclass
+class LayerCost:
+    """Cost of one convolution / linear / ODConv layer for one forward pass of a single sample."""
+
+    name: str
+    kind: str  # "conv", "linear" or "odconv"
+    params: int  # all parameters of the layer (for ODConv: kernel bank + bias + attention)
+    static_madds: int  # the (aggregated) convolution / matmul itself, from torch's flop counter
+    extra_madds: int = 0  # ODConv attention + kernel aggregation, paper Eq. 3/4
+    in_shape: tuple[int, ...] = ()
+    out_shape: tuple[int, ...] = ()
+    geometry: str = ""
+
+    @property
+    def madds(self) -> int:
+        return self.static_madds + self.extra_madds
+
+
+@dataclass
+class ModelCost:
+    """Totals and per-layer costs of a model at one input size (batch 1)."""
+
+    params: int
+    static_madds: int  # every op torch's flop counter counts, minus ODConv attention internals
+    extra_madds: int  # sum of ODConv extras (Eq. 3/4)
+    input_shape: tuple[int, ...]
+    layers: list[LayerCost] = field(default_factory=list)
+
+    @property
+    def madds(self) -> int:
+        return self.static_madds + self.extra_madds
+
+    def layer(self, name: str) -> LayerCost:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer named {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["madds"] = self.madds
+        for row, layer in zip(out["layers"], self.layers):
+            row["madds"] = layer.madds
+        return out
+
+    def table(self) -> str:
+        """A markdown table of the layers and the totals."""
+        lines = [
+            f"input {tuple(self.input_shape)}: params {format_count(self.params)}, MAdds {format_count(self.madds)} "
+            f"(static {format_count(self.static_madds)} + ODConv extra {format_count(self.extra_madds)})",
+            "",
+            "| layer | kind | geometry | params | static MAdds | extra MAdds |",
+            "|---|---|---|---:|---:|---:|",
+        ]
+        for layer in self.layers:
+            lines.append(
+                f"| {layer.name} | {layer.kind} | {layer.geometry} | {format_count(layer.params)} | "
+                f"{format_count(layer.static_madds)} | {format_count(layer.extra_madds) if layer.extra_madds else '-'} |"
+            )
+        return "\n".join(lines)
+
+
+def format_count(value: float) -> str:
+    """Human-readable count: 311.8M, 1.838G, 4.94M, 723K."""
+    value = float(value)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= scale:
+            digits = 3 if unit == "G" else (2 if unit == "M" and abs(value) < 1e7 else 1)
+            return f"{value / scale:.{digits}f}{unit}"
+    return f"{int(value)}"
+
+
+def odconv_extra_madds(layer: ODConv2d, out_hw: tuple[int, int]) -> int:
+    """Extra MAdds of one ODConv layer over its static convolution (paper Eq. 3/4, groups accounted).
+
+    ``out_hw`` is the spatial size of the layer output: the paper's h, w (same notation as h w k^2 c_in c_out).
+    """
+    att = layer.attention
+    c_in, c_out, groups, n = layer.in_channels, layer.out_channels, layer.groups, layer.kernel_num
+    kh, kw = layer.kernel_size
+    k2 = kh * kw
+    hidden = att.hidden_channels
+    per_kernel = 1 if layer.share_attention else n
+    gap = out_hw[0] * out_hw[1] * c_in
+    head_outputs = c_in * per_kernel
+    if att.filter_fc is not None:
+        head_outputs += c_out * per_kernel
+    if att.spatial_fc is not None:
+        head_outputs += k2 * per_kernel
+    if att.kernel_fc is not None:
+        head_outputs += n
+    attention = hidden * (c_in + head_outputs)  # trunk FC (c_in -> A) + heads (A -> outputs)
+    c_in_kernel = c_in // groups
+    if n == 1:
+        aggregation = k2 * c_in_kernel * (1 + 2 * c_out)
+    else:
+        aggregation = k2 * c_in_kernel * (1 + c_out + 2 * n * c_out)
+    return int(gap + attention + aggregation)
+
+
+def _geometry(module: nn.Module) -> str:
+    if isinstance(module, (nn.Conv2d, ODConv2d)):
+        kh, kw = module.kernel_size
+        text = f"{module.in_channels}->{module.out_channels} {kh}x{kw}"
+        stride = tuple(module.stride)
+        if stride != (1, 1):
+            text += f" s{stride[0]}" if stride[0] == stride[1] else f" s{stride}"
+        if module.groups == module.in_channels == module.out_channels and module.groups > 1:
+            text += " dw"
+        elif module.groups > 1:
+            text += f" g{module.groups}"
+        if isinstance(module, ODConv2d):
+            text += f" n={module.kernel_num}"
+        return text
+    if isinstance(module, nn.Linear):
+        return f"{module.in_features}->{module.out_features}"
+    return ""
+
+
+def _own_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _unique_params(model: nn.Module) -> int:
+    seen: set[int] = set()
+    total = 0
+    for p in model.parameters():
+        if id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def _example_input(model: nn.Module, input_shape: Sequence[int]) -> Tensor:
+    ref = next(iter(model.parameters()), None)
+    device = ref.device if ref is not None else torch.device("cpu")
+    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
+    return torch.zeros(tuple(input_shape), device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def count_cost(
+    model: nn.Module,
+    input_shape: Sequence[int] = (1, 3, 224, 224),
+    *,
+    example_input: Tensor | None = None,
+) -> ModelCost:
+    """Params and MAdds of ``model`` for one sample, per conv / linear / ODConv layer and in total.
+
+    Runs one eval-mode forward under ``FlopCounterMode`` (the model's train/eval mode is restored). Pass
+    ``input_shape`` (batch 1, e.g. ``(1, 3, 224, 224)``) or an ``example_input``. MAdds are per sample: a
+    batch larger than 1 is divided out.
+    """
+    if example_input is None:
+        if len(input_shape) < 2:
+            raise ValueError(f"input_shape must include the batch dimension, e.g. (1, 3, 224, 224); got {input_shape}")
+        example_input = _example_input(model, input_shape)
+    batch = int(example_input.shape[0]) if example_input.dim() > 0 else 1
+    if batch < 1:
+        raise ValueError("example_input has an empty batch")
+
+    tracked: dict[nn.Module, str] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear, ODConv2d)) and module not in tracked:
+            inside_odconv = any(isinstance(m, ODConv2d) and name.startswith(n + ".") for n, m in tracked.items())
+            if not inside_odconv:
+                tracked[module] = name
+    attentions = {m.attention: n for m, n in tracked.items() if isinstance(m, ODConv2d)}
+
+    records: dict[str, dict[str, Any]] = {}
+    attention_flops = 0
+    counter = FlopCounterMode(display=False)
+    starts: dict[int, list[int]] = {}
+
+    def pre_hook(module: nn.Module, args: tuple) -> None:
+        starts.setdefault(id(module), []).append(counter.get_total_flops())
+
+    def post_hook(module: nn.Module, args: tuple, output: Any) -> None:
+        nonlocal attention_flops
+        flops = counter.get_total_flops() - starts[id(module)].pop()
+        if module in attentions:
+            attention_flops += flops
+            records[attentions[module]]["attention_flops"] += flops
+            return
+        name = tracked[module]
+        rec = records.setdefault(name, {"flops": 0, "attention_flops": 0, "calls": 0, "in": (), "out": ()})
+        rec["flops"] += flops
+        rec["calls"] += 1
+        x = args[0] if args else None
+        if isinstance(x, Tensor):
+            rec["in"] = tuple(x.shape[1:])
+        if isinstance(output, Tensor):
+            rec["out"] = tuple(output.shape[1:])
+
+    handles = []
+    for module in list(tracked) + list(attentions):
+        if module in attentions:
+            records.setdefault(attentions[module], {"flops": 0, "attention_flops": 0, "calls": 0, "in": (), "out": ()})
+        handles.append(module.register_forward_pre_hook(pre_hook))
+        handles.append(module.register_forward_hook(post_hook))
+    was_training = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with counter:
+            model(example_input)
+        total_flops = counter.get_total_flops()
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in was_training.items():
+            m.training = mode
+
+    layers: list[LayerCost] = []
+    extra_total = 0
+    for module, name in tracked.items():
+        rec = records.get(name)
+        if rec is None or rec["calls"] == 0:
+            continue  # not used in forward
+        static = (rec["flops"] - rec["attention_flops"]) // (2 * batch)
+        extra = 0
+        kind = "linear" if isinstance(module, nn.Linear) else "conv"
+        if isinstance(module, ODConv2d):
+            kind = "odconv"
+            out_hw = rec["out"][-2:] if len(rec["out"]) >= 2 else (1, 1)
+            extra = odconv_extra_madds(module, (int(out_hw[0]), int(out_hw[1]))) * rec["calls"]
+            extra_total += extra
+        layers.append(
+            LayerCost(
+                name=name,
+                kind=kind,
+                params=_own_params(module),
+                static_madds=int(static),
+                extra_madds=int(extra),
+                in_shape=rec["in"],
+                out_shape=rec["out"],
+                geometry=_geometry(module),
+            )
+        )
+    static_total = (total_flops - attention_flops) // (2 * batch)
+    return ModelCost(
+        params=_unique_params(model),
+        static_madds=int(static_total),
+        extra_madds=int(extra_total),
+        input_shape=(1, *tuple(example_input.shape[1:])),
+        layers=layers,
+    )
+
+
+def compare_costs(before: ModelCost, after: ModelCost) -> str:
+    """A markdown table of per-layer params/MAdds before and after conversion, with totals."""
+    after_by_name = {layer.name: layer for layer in after.layers}
+    lines = [
+        "| layer | before | after | params before | params after | MAdds before | MAdds after |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    seen: set[str] = set()
+    for layer in before.layers:
+        other = after_by_name.get(layer.name)
+        seen.add(layer.name)
+        if other is None:
+            lines.append(
+                f"| {layer.name} | {layer.kind} | - | {format_count(layer.params)} | - | {format_count(layer.madds)} | - |"
+            )
+            continue
+        lines.append(
+            f"| {layer.name} | {layer.kind} | {other.kind} | {format_count(layer.params)} | {format_count(other.params)} "
+            f"| {format_count(layer.madds)} | {format_count(other.madds)} |"
+        )
+    for layer in after.layers:
+        if layer.name not in seen:
+            lines.append(f"| {layer.name} | - | {layer.kind} | - | {format_count(layer.params)} | - | {format_count(layer.madds)} |")
+    lines.append(
+        f"| **total** | | | {format_count(before.params)} | {format_count(after.params)} "
+        f"| {format_count(before.madds)} | {format_count(after.madds)} |"
+    )
+    return "\n".join(lines)

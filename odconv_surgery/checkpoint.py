@@ -1,0 +1,91 @@
+"""Save and load converted models: weights plus the recipe that rebuilds the architecture."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .recipe import Recipe, apply_recipe, get_recipe
+
+FORMAT = "odconv-surgery/checkpoint-v1"
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's weights do not fit the model rebuilt from its recipe."""
+
+
+def save(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write ``{format, recipe, state_dict}`` atomically (temp file + rename), so a crash never leaves half a file."""
+    from .surgery import unwrap_parallel
+
+    model = unwrap_parallel(model)
+    recipe = get_recipe(model)
+    if recipe is None:
+        raise ValueError("model has no ODConv recipe: convert it with apply_odconv() (or load()) before save()")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "recipe": recipe.to_dict(), "state_dict": model.state_dict()}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Recipe, dict]:
+    """Recipe and state_dict of a checkpoint, loaded with ``weights_only=True``."""
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise ValueError(f"{path} is not a readable odconv-surgery checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError(f"{path} is not an odconv-surgery checkpoint (expected format {FORMAT!r}); write it with odconv_surgery.save()")
+    return Recipe.from_dict(payload["recipe"]), payload["state_dict"]
+
+
+def load(base_model: nn.Module, path: str | os.PathLike, *, map_location: str | torch.device = "cpu", inplace: bool = False) -> nn.Module:
+    """Rebuild the converted architecture on ``base_model`` from the checkpoint's recipe and load its weights.
+
+    Raises ``CheckpointMismatchError`` listing missing, unexpected and mis-shaped keys when they do not fit.
+    """
+    import copy
+
+    from .surgery import unwrap_parallel
+
+    recipe, state = read_checkpoint(path, map_location)
+    model = unwrap_parallel(base_model)
+    if not inplace:
+        model = copy.deepcopy(model)
+    try:
+        apply_recipe(model, recipe)
+    except (KeyError, TypeError) as err:
+        raise CheckpointMismatchError(f"checkpoint {path} does not match {type(model).__name__}: {err}") from err
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
+    )
+    if missing or unexpected or shapes:
+        def show(items: list[str]) -> str:
+            return ", ".join(items[:20]) + (f" ... (+{len(items) - 20})" if len(items) > 20 else "") if items else "none"
+
+        raise CheckpointMismatchError(
+            f"checkpoint {path} does not match {type(model).__name__} rebuilt from its recipe "
+            f"(policy={recipe.policy}). Missing keys: {show(missing)}. Unexpected keys: {show(unexpected)}. "
+            f"Shape mismatches: {show(shapes)}. Load it onto the same architecture it was saved from."
+        )
+    model.load_state_dict(state)
+    return model

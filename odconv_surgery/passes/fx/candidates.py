@@ -1,0 +1,134 @@
+"""Every convolution of a model as a ``ConvLayer``: geometry, order, block, shortcut role, convertibility."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from ...odconv import ODConv2d
+from .graph_analysis import GraphStructure, analyse_graph
+from .hook_order import record_conv_order
+from .tracer import CONV_TYPES, trace_model
+
+
+class UntraceableModelError(RuntimeError):
+    """torch.fx could not trace the model and no example inputs were given for the hook fallback."""
+
+
+@dataclass(frozen=True)
+class ConvLayer:
+    """One convolution module of the model, as the placement policies see it."""
+
+    name: str
+    module: nn.Module
+    order: int  # position in execution order (first call)
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    groups: int
+    in_channels: int
+    out_channels: int
+    block: str | None  # enclosing block module name
+    block_index: int | None  # position of that block in execution order
+    is_first: bool  # the first conv executed (the stem)
+    is_shortcut: bool  # projection shortcut of a residual add
+    call_count: int  # call sites in the traced graph
+    not_convertible: str | None  # why ODConv2d cannot replace it (None when it can)
+
+    @property
+    def type_name(self) -> str:
+        return type(self.module).__name__
+
+    @property
+    def is_depthwise(self) -> bool:
+        return self.groups == self.in_channels == self.out_channels and self.groups > 1
+
+
+@dataclass
+class ModelAnalysis:
+    """All convs of a model in execution order, plus its blocks and how the structure was read."""
+
+    layers: list[ConvLayer]
+    blocks: list[str]
+    method: str  # "fx" or "hooks"
+
+    @property
+    def names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def convertible(self) -> list[ConvLayer]:
+        return [layer for layer in self.layers if layer.not_convertible is None]
+
+
+def _not_convertible(module: nn.Module) -> str | None:
+    if isinstance(module, ODConv2d):
+        return "already an ODConv2d"
+    if not isinstance(module, nn.Conv2d):
+        return f"{type(module).__name__} is not a 2-D convolution; ODConv2d replaces nn.Conv2d only"
+    if type(module).forward is not nn.Conv2d.forward or type(module)._conv_forward is not nn.Conv2d._conv_forward:
+        return f"{type(module).__name__} overrides Conv2d.forward; ODConv2d cannot reproduce its custom behaviour"
+    if module.in_channels == 0 or module.out_channels == 0:
+        return "empty convolution"
+    return None
+
+
+def _structure(model: nn.Module, example_inputs: Sequence[Any] | None) -> tuple[GraphStructure, str]:
+    try:
+        graph = trace_model(model)
+    except Exception as err:  # fx raises many types (TraceError, TypeError, ...) on data-dependent code
+        if example_inputs is None:
+            raise UntraceableModelError(
+                f"torch.fx could not trace {type(model).__name__} ({type(err).__name__}: {err}). Pass "
+                "example_inputs=(tensor,) so the conv execution order can be recorded with forward hooks instead."
+            ) from err
+        warnings.warn(
+            f"torch.fx could not trace {type(model).__name__} ({type(err).__name__}); using forward hooks on the "
+            "example inputs. Block and projection-shortcut detection are unavailable: shortcuts are not kept static.",
+            stacklevel=3,
+        )
+        order = record_conv_order(model, example_inputs)
+        return GraphStructure(order, {n: 1 for n in order}, set(), []), "hooks"
+    return analyse_graph(model, graph), "fx"
+
+
+def analyse_model(model: nn.Module, example_inputs: Sequence[Any] | None = None) -> ModelAnalysis:
+    """Trace ``model`` (fx, or hooks on ``example_inputs`` when fx fails) and describe each convolution."""
+    structure, method = _structure(model, example_inputs)
+    modules = dict(model.named_modules())
+    block_index = {b: i for i, b in enumerate(structure.blocks)}
+    layers = []
+    for order, name in enumerate(structure.conv_order):
+        module = modules[name]
+        block = structure.block_of.get(name)
+        layers.append(
+            ConvLayer(
+                name=name,
+                module=module,
+                order=order,
+                kernel_size=tuple(module.kernel_size),
+                stride=tuple(module.stride),
+                groups=module.groups,
+                in_channels=module.in_channels,
+                out_channels=module.out_channels,
+                block=block,
+                block_index=block_index.get(block) if block is not None else None,
+                is_first=order == 0,
+                is_shortcut=name in structure.shortcuts,
+                call_count=structure.call_counts.get(name, 1),
+                not_convertible=_not_convertible(module),
+            )
+        )
+    return ModelAnalysis(layers, structure.blocks, method)
+
+
+def uncalled_convs(model: nn.Module, analysis: ModelAnalysis) -> list[str]:
+    """Conv modules that exist in the model but are never called by forward."""
+    seen = {id(layer.module) for layer in analysis.layers}
+    inside_odconv = {id(sub) for m in model.modules() if isinstance(m, ODConv2d) for sub in m.modules()}
+    return [
+        n for n, m in model.named_modules()
+        if isinstance(m, CONV_TYPES) and id(m) not in seen and id(m) not in inside_odconv
+    ]

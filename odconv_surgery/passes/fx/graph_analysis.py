@@ -1,0 +1,148 @@
+"""Structure of a traced model, read with networkx: conv execution order, joins, blocks, projection shortcuts.
+
+- A *join* is an ``add`` (residual) or ``cat`` (multi-branch) node with two or more tensor inputs.
+- Its *region* is every node between the join's immediate dominator (the fork) and the join.
+- A *projection shortcut* is the lone conv on one input branch of an ``add`` whose other branch holds more convs
+  (ResNet's ``downsample``); the paper keeps those static.
+- A *block* is the smallest module holding a join region; every module of a class found that way is a block
+  (so a MobileNetV2 ``InvertedResidual`` without a skip is a block too), and outer blocks win over nested ones.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+
+import networkx as nx
+import torch
+from torch import fx, nn
+
+from .tracer import CONV_TYPES
+
+_ADD_TARGETS = {operator.add, operator.iadd, torch.add}
+_CAT_TARGETS = {torch.cat, torch.concat, torch.concatenate}
+_ROOT = "__root__"
+
+
+@dataclass
+class GraphStructure:
+    """What the graph says about the model's convolutions."""
+
+    conv_order: list[str]  # conv module names in order of first call
+    call_counts: dict[str, int]  # how many call sites each conv module has
+    shortcuts: set[str]  # projection-shortcut conv names
+    blocks: list[str]  # block module names in execution order
+    block_of: dict[str, str] = field(default_factory=dict)  # conv name -> block name
+    graph: nx.DiGraph | None = None
+
+
+def _tensor_inputs(node: fx.Node) -> list[fx.Node]:
+    if node.op == "call_function" and node.target in _CAT_TARGETS:
+        seq = node.args[0] if node.args else node.kwargs.get("tensors", ())
+        return [a for a in seq if isinstance(a, fx.Node)]
+    return [a for a in node.args[:2] if isinstance(a, fx.Node)]
+
+
+def _join_kind(node: fx.Node) -> str | None:
+    if node.op == "call_function" and node.target in _ADD_TARGETS:
+        kind = "add"
+    elif node.op == "call_method" and node.target in ("add", "add_"):
+        kind = "add"
+    elif node.op == "call_function" and node.target in _CAT_TARGETS:
+        kind = "cat"
+    else:
+        return None
+    inputs = _tensor_inputs(node)
+    return kind if len(inputs) >= 2 and len(set(inputs)) >= 2 else None
+
+
+def to_networkx(graph: fx.Graph) -> nx.DiGraph:
+    """Data-flow DiGraph of an fx graph; every source hangs off a virtual root so dominators are defined.
+
+    Edges from ``get_attr`` nodes (parameters, buffers) are left out: they are constants, not data flow, and
+    would otherwise make the root the dominator of every join that touches a parameter (ConvNeXt's layer scale).
+    """
+    g = nx.DiGraph()
+    g.add_node(_ROOT)
+    for node in graph.nodes:
+        g.add_node(node.name, node=node)
+        preds = [p for p in node.all_input_nodes if p.op != "get_attr"]
+        if not preds:
+            g.add_edge(_ROOT, node.name)
+        for pred in preds:
+            g.add_edge(pred.name, node.name)
+    return g
+
+
+def _common_module_prefix(names: list[str]) -> str:
+    parts = [n.split(".") for n in names]
+    prefix: list[str] = []
+    for column in zip(*parts):
+        if len(set(column)) != 1:
+            break
+        prefix.append(column[0])
+    return ".".join(prefix)
+
+
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _owning_block(modules: dict[str, nn.Module], prefix: str) -> str | None:
+    """The nearest module at or above ``prefix`` that is not a plain container (None for the root)."""
+    while prefix:
+        if prefix in modules and not isinstance(modules[prefix], _CONTAINERS) and not isinstance(modules[prefix], CONV_TYPES):
+            return prefix
+        prefix = prefix.rpartition(".")[0]
+    return None
+
+
+def analyse_graph(model: nn.Module, graph: fx.Graph) -> GraphStructure:
+    """Read conv order, projection shortcuts and blocks off an fx graph traced with ``ConvLeafTracer``."""
+    modules = dict(model.named_modules())
+    g = to_networkx(graph)
+    conv_nodes: dict[str, str] = {}  # fx node name -> module name
+    conv_order: list[str] = []
+    call_counts: dict[str, int] = {}
+    for node in graph.nodes:
+        if node.op == "call_module" and isinstance(modules.get(node.target), CONV_TYPES):
+            conv_nodes[node.name] = node.target
+            call_counts[node.target] = call_counts.get(node.target, 0) + 1
+            if call_counts[node.target] == 1:
+                conv_order.append(node.target)
+
+    idom = nx.immediate_dominators(g, _ROOT)
+    shortcuts: set[str] = set()
+    region_prefixes: list[str] = []
+    for node in graph.nodes:
+        kind = _join_kind(node)
+        if kind is None:
+            continue
+        fork = idom[node.name]
+        inside = nx.descendants(g, fork) & nx.ancestors(g, node.name)
+        region_convs = [conv_nodes[n] for n in inside if n in conv_nodes]
+        if region_convs:
+            region_prefixes.append(_common_module_prefix(region_convs))
+        if kind == "add":
+            branches = []
+            for inp in _tensor_inputs(node):
+                branch = (nx.ancestors(g, inp.name) | {inp.name}) & (inside | {inp.name})
+                branches.append([conv_nodes[n] for n in branch if n in conv_nodes])
+            if len(branches) == 2:
+                small, large = sorted(branches, key=len)
+                if len(small) == 1 and len(large) >= 2 and small[0] not in large:
+                    shortcuts.add(small[0])
+
+    block_types = {type(modules[b]) for b in filter(None, map(lambda p: _owning_block(modules, p), region_prefixes))}
+    candidates = [name for name, m in model.named_modules() if name and type(m) in block_types]
+    # Outer blocks win: drop a block nested inside another.
+    outer = [b for b in candidates if not any(b != o and b.startswith(o + ".") for o in candidates)]
+    block_of: dict[str, str] = {}
+    for conv in conv_order:
+        for block in outer:
+            if conv.startswith(block + "."):
+                block_of[conv] = block
+                break
+    first_use = {conv: i for i, conv in enumerate(conv_order)}
+    used_blocks = {b for b in block_of.values()}
+    blocks = sorted(used_blocks, key=lambda b: min(first_use[c] for c, bb in block_of.items() if bb == b))
+    return GraphStructure(conv_order, call_counts, shortcuts, blocks, block_of, g)

@@ -1,0 +1,93 @@
+"""The paper's placement policies (Table 9) plus ``all``.
+
+The paper's ResNets keep projection-shortcut convs static, so every built-in policy except ``all`` leaves
+them alone (Table 2 parameter counts depend on it); ``include=`` brings them back.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..passes.fx.candidates import ConvLayer, ModelAnalysis
+from .registry import Decision, Policy, register_policy, register_policy_factory
+
+_SHORTCUT = (False, "projection shortcut (kept static, as in the paper)")
+_STEM = (False, "first conv (stem) stays static")
+
+
+@register_policy("all")
+def convert_all(layer: ConvLayer, analysis: ModelAnalysis) -> Decision:
+    """Every convertible conv, stem and shortcuts included."""
+    return True, "all convs"
+
+
+@register_policy("all_but_first")
+def all_but_first(layer: ConvLayer, analysis: ModelAnalysis) -> Decision:
+    """The paper's default (after DyConv): every conv except the first one."""
+    if layer.is_first:
+        return _STEM
+    if layer.is_shortcut:
+        return _SHORTCUT
+    return True, "all but first"
+
+
+@register_policy("1x1")
+def pointwise_only(layer: ConvLayer, analysis: ModelAnalysis) -> Decision:
+    """All 1x1 convs (Table 9, row 3)."""
+    if layer.is_first:
+        return _STEM
+    if layer.is_shortcut:
+        return _SHORTCUT
+    if layer.kernel_size != (1, 1):
+        return False, f"kernel {layer.kernel_size[0]}x{layer.kernel_size[1]} is not 1x1"
+    return True, "1x1 conv"
+
+
+@register_policy("3x3")
+def spatial_only(layer: ConvLayer, analysis: ModelAnalysis) -> Decision:
+    """All convs with a spatial kernel (3x3 and any k>1, e.g. 5x5, 1x7), the stem excepted (Table 9, row 4)."""
+    if layer.is_first:
+        return _STEM
+    if layer.is_shortcut:
+        return _SHORTCUT
+    if layer.kernel_size == (1, 1):
+        return False, "1x1 kernel has no spatial extent"
+    return True, "spatial kernel"
+
+
+def last_k_blocks(k: int) -> Policy:
+    """Convs in the last ``k`` blocks and every conv after them (the head), as CondConv places its layers
+    (Table 9, row 5: last 6 residual blocks of MobileNetV2)."""
+    if k < 1:
+        raise ValueError(f"last_k needs k >= 1, got {k}")
+
+    def policy(layer: ConvLayer, analysis: ModelAnalysis) -> Decision:
+        if not analysis.blocks:
+            raise ValueError(
+                "policy 'last:k' needs residual/multi-branch blocks, but none were found "
+                f"({'the model was not traceable by torch.fx' if analysis.method != 'fx' else 'the model has no add/cat joins'}); "
+                "select layers with include=/exclude= or another policy instead"
+            )
+        if k > len(analysis.blocks):
+            raise ValueError(f"policy 'last:{k}' asks for {k} blocks but the model has {len(analysis.blocks)}")
+        first_block = analysis.blocks[-k]
+        start = min(l.order for l in analysis.layers if l.block == first_block)
+        if layer.is_shortcut:
+            return _SHORTCUT
+        if layer.order < start:
+            return False, f"before the last {k} blocks"
+        return True, f"in the last {k} blocks" if layer.block else f"after the last {k} blocks (head)"
+
+    policy.__name__ = f"last_{k}_blocks"
+    return policy
+
+
+def _parse_last(arg: str) -> Policy:
+    if not re.fullmatch(r"\d+", arg):
+        raise ValueError(f"policy 'last:K' needs an integer K, got {arg!r} (e.g. 'last:6')")
+    return last_k_blocks(int(arg))
+
+
+register_policy_factory("last", _parse_last)
+register_policy_factory("last_k", _parse_last)
+register_policy("last_k", last_k_blocks(6))  # bare name: the paper's k = 6

@@ -1,0 +1,66 @@
+"""Named placement policies: which convolutions become ODConv.
+
+A policy is a callable ``(layer, analysis) -> bool | (bool, reason)``: whether to convert one ``ConvLayer``,
+given the whole ``ModelAnalysis`` (execution order, blocks). Only convertible layers are offered to it.
+Parameterised policies are factories registered with a ``name:arg`` form, e.g. ``"last:6"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Union
+
+from ..passes.fx.candidates import ConvLayer, ModelAnalysis
+
+Decision = Union[bool, tuple[bool, str]]
+Policy = Callable[[ConvLayer, ModelAnalysis], Decision]
+
+_POLICIES: dict[str, Policy] = {}
+_FACTORIES: dict[str, Callable[[str], Policy]] = {}
+
+
+def register_policy(name: str, policy: Policy | None = None, *, overwrite: bool = False):
+    """Register ``policy`` under ``name`` (usable as a decorator). Names are case-insensitive."""
+
+    def add(fn: Policy) -> Policy:
+        key = name.lower()
+        if not overwrite and key in _POLICIES:
+            raise ValueError(f"a policy named {name!r} is already registered; pass overwrite=True to replace it")
+        _POLICIES[key] = fn
+        return fn
+
+    return add(policy) if policy is not None else add
+
+
+def register_policy_factory(prefix: str, factory: Callable[[str], Policy]) -> None:
+    """Register a parameterised policy: ``"prefix:arg"`` calls ``factory("arg")``."""
+    _FACTORIES[prefix.lower()] = factory
+
+
+def available_policies() -> list[str]:
+    """Registered policy names; parameterised ones are shown as ``prefix:<arg>``."""
+    return sorted(_POLICIES) + sorted(f"{p}:<arg>" for p in _FACTORIES)
+
+
+def get_policy(policy: str | Policy) -> Policy:
+    """Resolve a policy name (``"all_but_first"``, ``"last:6"``) or pass a callable through."""
+    if callable(policy):
+        return policy
+    if not isinstance(policy, str):
+        raise TypeError(f"policy must be a name, a callable or None, got {type(policy).__name__}")
+    key = policy.strip().lower()
+    if key in _POLICIES:
+        return _POLICIES[key]
+    prefix, sep, arg = key.partition(":")
+    if sep and prefix in _FACTORIES:
+        return _FACTORIES[prefix](arg)
+    raise ValueError(f"unknown placement policy {policy!r}; available: {', '.join(available_policies())}")
+
+
+def decide(policy: Policy, layer: ConvLayer, analysis: ModelAnalysis) -> tuple[bool, str]:
+    """Run a policy on one layer and normalise its answer to ``(selected, reason)``."""
+    answer = policy(layer, analysis)
+    if isinstance(answer, tuple):
+        selected, reason = answer
+        return bool(selected), str(reason)
+    return bool(answer), "selected by policy" if answer else "not selected by policy"

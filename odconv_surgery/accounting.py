@@ -207,7 +207,7 @@ def count_cost(
     tracked: dict[nn.Module, str] = {}
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear, ODConv2d)) and module not in tracked:
-            inside_odconv = any(isinstance(m, ODConv2d) and name.startswith(n + ".") for n, m in tracked.items())
+            inside_odconv = any(isinstance(m, ODConv2d) and name.startswith(n + ".") for m, n in tracked.items())
             if not inside_odconv:
                 tracked[module] = name
     attentions = {m.attention: n for m, n in tracked.items() if isinstance(m, ODConv2d)}

@@ -1,0 +1,344 @@
+"""ONNX export of ODConv models with a dynamic batch: ``export_onnx``.
+
+Exporter choice: the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``). Each shared-attention
+``ODConv2d`` is wrapped, during export only, in a ``torch.autograd.Function`` whose ``symbolic`` emits one marker
+node ``odconv.surgery::ODConv2d`` (inputs: x and the layer's parameters as initializers, tagged by role;
+geometry as attributes; node name = module path). This makes the ODConv subgraphs exact to find (no op-sequence
+guessing), keeps the per-sample "batch folded into groups" trick out of the graph entirely (the marker has no
+batch-dependent attribute), and leaves the choice of the ONNX formulation to our passes, which lower the marker
+to standard ops (``passes/onnx/lower_odconv.py``): naively (``fuse=False``) or through the fusion pipeline.
+The dynamo exporter would need a ``torch.library`` custom op plus an onnxscript translation for the same result
+and is several times slower to export resnet50; the TorchScript exporter keeps module scopes in node names, and
+its eval-mode peephole folds Conv+BN of the static layers as usual.
+
+Layers the marker does not cover (``share_attention=False``, non-zero ``padding_mode``) export through a
+generic batch-independent PyTorch formulation (per-sample kernels + unfold + batched matmul).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import warnings
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import onnx
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .odconv import ODConv2d
+from .passes.onnx.common import HEAD_ORDER, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP
+
+DEFAULT_OPSET = 18
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+
+
+def _explicit_pads(layer: ODConv2d) -> list[int]:
+    """ONNX pads [top, left, bottom, right] for ``layer.padding``."""
+    if layer.padding == "valid":
+        return [0, 0, 0, 0]
+    if layer.padding == "same":
+        pads_begin, pads_end = [], []
+        for d, k in zip(layer.dilation, layer.kernel_size):
+            total = d * (k - 1)
+            pads_begin.append(total // 2)
+            pads_end.append(total - total // 2)
+        return pads_begin + pads_end
+    ph, pw = layer.padding
+    return [ph, pw, ph, pw]
+
+
+def marker_supported(layer: ODConv2d) -> bool:
+    return layer.share_attention and layer.padding_mode == "zeros"
+
+
+def _layer_params(layer: ODConv2d) -> tuple[list[str], list[Tensor], dict[str, Any]]:
+    """Roles, tensors and extra attributes of one ODConv layer for the marker node."""
+    att = layer.attention
+    roles: list[str] = ["weight"]
+    tensors: list[Tensor] = [layer.weight]
+    if layer.bias is not None:
+        roles.append("bias")
+        tensors.append(layer.bias)
+    roles.append("fc_weight")
+    tensors.append(att.fc.weight)
+    extra: dict[str, Any] = {"norm": "none", "norm_eps": 0.0}
+    if isinstance(att.norm, nn.BatchNorm2d):
+        norm = att.norm
+        roles += ["norm_scale", "norm_bias", "norm_mean", "norm_var"]
+        scale = norm.weight if norm.weight is not None else torch.ones_like(norm.running_mean)
+        bias = norm.bias if norm.bias is not None else torch.zeros_like(norm.running_mean)
+        tensors += [scale, bias, norm.running_mean, norm.running_var]
+        extra = {"norm": "bn", "norm_eps": float(norm.eps)}
+    elif isinstance(att.norm, nn.GroupNorm):
+        norm = att.norm
+        roles += ["norm_scale", "norm_bias"]
+        tensors += [norm.weight, norm.bias]
+        extra = {"norm": "ln", "norm_eps": float(norm.eps)}
+    heads = att.heads()
+    for name in HEAD_ORDER:
+        if name in heads:
+            roles += [f"{name}_weight", f"{name}_bias"]
+            tensors += [heads[name].weight, heads[name].bias]
+    extra["heads"] = [h for h in HEAD_ORDER if h in heads]
+    return roles, tensors, extra
+
+
+def _make_marker(attrs: dict, original_forward) -> type:
+    """A per-layer ``autograd.Function``: runs the layer eagerly while tracing, exports as one marker node."""
+
+    class _ODConvMarker(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x: Tensor, *params: Tensor) -> Tensor:  # noqa: ARG004
+            state = torch._C._get_tracing_state()
+            torch._C._set_tracing_state(None)  # run the eager maths untraced: only the symbolic is recorded
+            try:
+                return original_forward(x)
+            finally:
+                torch._C._set_tracing_state(state)
+
+        @staticmethod
+        def symbolic(g, x, *params):
+            return g.op(
+                f"{OD_DOMAIN}::{OD_OP}",
+                x,
+                *params,
+                layer_name_s=attrs["layer_name"],
+                roles_s=attrs["roles"],
+                heads_s=attrs["heads"],
+                in_channels_i=attrs["in_channels"],
+                out_channels_i=attrs["out_channels"],
+                kernel_shape_i=attrs["kernel_shape"],
+                strides_i=attrs["strides"],
+                pads_i=attrs["pads"],
+                dilations_i=attrs["dilations"],
+                group_i=attrs["group"],
+                kernel_num_i=attrs["kernel_num"],
+                norm_s=attrs["norm"],
+                norm_eps_f=attrs["norm_eps"],
+                input_hw_i=attrs["input_hw"],
+            )
+
+    return _ODConvMarker
+
+
+def _marker_forward(layer: ODConv2d, name: str, original_forward):
+    roles, tensors, extra = _layer_params(layer)
+    attrs = {
+        "layer_name": name,
+        "roles": roles,
+        "heads": extra["heads"],
+        "in_channels": layer.in_channels,
+        "out_channels": layer.out_channels,
+        "kernel_shape": list(layer.kernel_size),
+        "strides": list(layer.stride),
+        "pads": _explicit_pads(layer),
+        "dilations": list(layer.dilation),
+        "group": layer.groups,
+        "kernel_num": layer.kernel_num,
+        "norm": extra["norm"],
+        "norm_eps": extra["norm_eps"],
+    }
+
+    marker = _make_marker(attrs, original_forward)
+
+    def forward(x: Tensor) -> Tensor:
+        attrs["input_hw"] = [int(x.shape[-2]), int(x.shape[-1])]
+        return marker.apply(x, *tensors)
+
+    return forward
+
+
+def generic_forward(layer: ODConv2d, x: Tensor) -> Tensor:
+    """Batch-independent ODConv forward: per-sample kernels, unfold (im2col) and a batched matmul."""
+    att = layer.attention(x)
+    batch = x.shape[0]
+    if layer.share_attention:
+        x = x * att.channel
+        weight = layer.aggregate_weight(att)
+        if weight.dim() == 4:  # no per-sample part: (C_out, C_in/g, kh, kw)
+            weight = weight.unsqueeze(0)
+        weight = weight.expand(batch, *weight.shape[1:]) if weight.shape[0] == 1 else weight
+    else:
+        weight = layer._aggregate_unshared(att)
+    if layer._padding_for_pad is not None:
+        x = F.pad(x, layer._padding_for_pad, mode=layer.padding_mode)
+        pad = (0, 0)
+    else:
+        p = _explicit_pads(layer)
+        if p[0] != p[2] or p[1] != p[3]:
+            x = F.pad(x, (p[1], p[3], p[0], p[2]))
+            pad = (0, 0)
+        else:
+            pad = (p[0], p[1])
+    height, width = x.shape[-2:]
+    kh, kw = layer.kernel_size
+    (sh, sw), (dh, dw) = layer.stride, layer.dilation
+    out_h = (height + 2 * pad[0] - dh * (kh - 1) - 1) // sh + 1
+    out_w = (width + 2 * pad[1] - dw * (kw - 1) - 1) // sw + 1
+    cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=pad, stride=layer.stride)
+    g = layer.groups
+    cols = cols.reshape(batch, g, -1, out_h * out_w)
+    w = weight.reshape(batch, g, layer.out_channels // g, -1)
+    out = torch.matmul(w, cols).reshape(batch, layer.out_channels, out_h, out_w)
+    if layer.share_attention and att.filter is not None:
+        out = out * att.filter
+    if layer.bias is not None:
+        out = out + layer.bias.view(1, -1, 1, 1)
+    return out
+
+
+@contextlib.contextmanager
+def export_mode(model: nn.Module) -> Iterator[list[str]]:
+    """Temporarily make every ODConv2d export-friendly (marker node or generic form) at temperature 1.
+
+    Yields the names of the marked layers. Restores forwards and temperatures on exit.
+    """
+    saved: list[tuple[ODConv2d, Any, float]] = []
+    marked: list[str] = []
+    try:
+        for name, module in model.named_modules():
+            if not isinstance(module, ODConv2d):
+                continue
+            saved.append((module, module.__dict__.get("forward"), module.attention.temperature))
+            module.attention.temperature = 1.0
+            original = module.forward
+            if marker_supported(module):
+                module.forward = _marker_forward(module, name, original)
+                marked.append(name)
+            else:
+                module.forward = (lambda m: (lambda x: generic_forward(m, x)))(module)
+        yield marked
+    finally:
+        for module, forward, temperature in saved:
+            if forward is None:
+                module.__dict__.pop("forward", None)
+            else:
+                module.forward = forward
+            module.attention.temperature = temperature
+
+
+def _project_version() -> str:
+    try:
+        from .recipe import package_version
+
+        return package_version()
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def _recipe_dict(model: nn.Module) -> dict[str, Any] | None:
+    recipe = getattr(model, "odconv_recipe", None)
+    if recipe is None:
+        return None
+    try:
+        return recipe.to_dict()
+    except Exception:  # noqa: BLE001
+        return {"repr": repr(recipe)}
+
+
+def set_metadata(model: onnx.ModelProto, items: dict[str, str]) -> None:
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in items.items():
+        if key in existing:
+            existing[key].value = value
+        else:
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+
+
+def export_marked(
+    model: nn.Module,
+    example_input: Tensor,
+    *,
+    dynamic_batch: bool = True,
+    opset: int = DEFAULT_OPSET,
+) -> onnx.ModelProto:
+    """Export with ``odconv.surgery::ODConv2d`` marker nodes (not runnable until lowered by the passes)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"export expects an nn.Module, got {type(model).__name__}")
+    if not isinstance(example_input, Tensor) or example_input.dim() != 4:
+        raise ValueError("example_input must be a 4-D (N, C, H, W) tensor")
+    was_training = model.training
+    model.eval()
+    buffer = io.BytesIO()
+    try:
+        with export_mode(model) as marked, torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (example_input,),
+                buffer,
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
+                do_constant_folding=True,
+                custom_opsets={OD_DOMAIN: OD_DOMAIN_VERSION},
+            )
+    finally:
+        model.train(was_training)
+    proto = onnx.load_from_string(buffer.getvalue())
+    for node in proto.graph.node:
+        if node.domain == OD_DOMAIN and node.op_type == OD_OP:
+            for attr in node.attribute:
+                if attr.name == "layer_name":
+                    node.name = attr.s.decode()
+    recipe = _recipe_dict(model)
+    meta = {
+        "odconv.version": _project_version(),
+        "odconv.exporter": f"torch.onnx TorchScript (torch {torch.__version__}), opset {opset}",
+        "odconv.temperature": "1.0",
+        "odconv.dynamic_batch": str(bool(dynamic_batch)).lower(),
+        "odconv.layers": json.dumps(marked),
+        "odconv.example_input_shape": json.dumps(list(example_input.shape)),
+    }
+    if recipe is not None:
+        meta["odconv.recipe"] = json.dumps(recipe, default=str)
+    set_metadata(proto, meta)
+    return proto
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike | None,
+    example_input: Tensor,
+    *,
+    dynamic_batch: bool = True,
+    fuse: bool = True,
+    opset: int = DEFAULT_OPSET,
+    check: bool = True,
+    tolerance: float = 1e-4,
+    batch1_branch: bool = True,
+) -> onnx.ModelProto:
+    """Export ``model`` (eval mode, temperature 1) to ONNX; returns the ModelProto and writes ``path`` if given.
+
+    ``dynamic_batch``: the batch dimension is symbolic and the graph never depends on it. ``fuse=True`` runs the
+    fusion pass pipeline (``passes.onnx.PIPELINE``); ``fuse=False`` lowers each ODConv naively. ``check`` runs
+    the numeric check after every pass (ORT before vs after, raising ``PassNumericsError`` naming the pass).
+    ``batch1_branch`` adds the batch-1 fast path (an ``If`` on the batch size, see ``batch_regime.py``).
+    Recipe, project version and temperature go into ``metadata_props``.
+    """
+    from .passes.onnx import run_pipeline
+
+    proto = export_marked(model, example_input, dynamic_batch=dynamic_batch, opset=opset)
+    feed = example_input.detach().cpu().numpy().astype(np.float32)
+    proto = run_pipeline(
+        proto,
+        fuse=fuse,
+        check_input=feed if check else None,
+        tolerance=tolerance,
+        batch1_branch=batch1_branch and dynamic_batch,
+    )
+    if path is not None:
+        onnx.save(proto, os.fspath(path))
+    return proto
+
+
+__all__: Sequence[str] = ["export_onnx", "export_marked", "export_mode", "generic_forward", "DEFAULT_OPSET"]

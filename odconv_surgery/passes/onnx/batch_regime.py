@@ -1,0 +1,80 @@
+"""Pass ``batch_regime``: lower the ODConv markers twice and pick the form by batch size at run time.
+
+Invariant: function unchanged at every batch size; no marker left. The graph becomes
+``If(Shape(input)[0] == 1, then=<batch-1 graph>, else=<any-batch graph>)``: the batch-1 branch folds every
+attention into a computed kernel and runs one Conv per layer (``lower_odconv.lower_batch1``: dense 3x3 about
+1.15x the static conv, where the any-batch im2col form costs 1.2-1.8x), the other branch uses the
+batch-independent forms (``lower_odconv.lower_any``). Initializers live in the outer graph and are shared by
+both branches (ORT still prepacks outer-scope constant weights).
+"""
+
+from __future__ import annotations
+
+import onnx
+from onnx import helper
+
+from .common import export_graph, has_odconv_nodes, import_graph
+from .lower_odconv import lower
+
+NAME = "batch_regime"
+
+
+def _rename(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> None:
+    """Prefix every value produced inside ``graph`` (node outputs) so the two branches never clash."""
+    produced = {o for node in graph.node for o in node.output if o}
+    mapping = {name: prefix + name for name in produced if name not in keep}
+    for node in graph.node:
+        node.name = prefix + node.name
+        for i, name in enumerate(node.input):
+            if name in mapping:
+                node.input[i] = mapping[name]
+        for i, name in enumerate(node.output):
+            if name in mapping:
+                node.output[i] = mapping[name]
+    for out in graph.output:
+        if out.name in mapping:
+            out.name = mapping[out.name]
+    for vi in graph.value_info:
+        if vi.name in mapping:
+            vi.name = mapping[vi.name]
+
+
+def run(model: onnx.ModelProto) -> onnx.ModelProto:
+    if not has_odconv_nodes(model):
+        return model
+    if len(model.graph.input) != 1:
+        return lower(model, "any")
+    any_model = lower(model, "any", prefix="any/")
+    b1_model = lower(model, "batch1", prefix="b1/")
+    inp = model.graph.input[0].name
+    inits: dict[str, onnx.TensorProto] = {}
+    for m in (any_model, b1_model):
+        for init in m.graph.initializer:
+            inits.setdefault(init.name, init)
+    branches = []
+    for m, prefix in ((b1_model, "b1:"), (any_model, "any:")):
+        g = onnx.GraphProto()
+        g.CopyFrom(m.graph)
+        del g.initializer[:]
+        del g.input[:]
+        del g.value_info[:]
+        _rename(g, prefix, keep=set())
+        g.name = prefix.rstrip(":") + "_branch"
+        branches.append(g)
+    outer = helper.make_graph(
+        [
+            helper.make_node("Shape", [inp], ["batch_regime/shape"], name="batch_regime/Shape", start=0, end=1),
+            helper.make_node("Equal", ["batch_regime/shape", "batch_regime/one"], ["batch_regime/eq"], name="batch_regime/Equal"),
+            helper.make_node("Squeeze", ["batch_regime/eq"], ["batch_regime/is_batch1"], name="batch_regime/Squeeze"),
+            helper.make_node("If", ["batch_regime/is_batch1"], [o.name for o in model.graph.output], name="batch_regime/If",
+                             then_branch=branches[0], else_branch=branches[1]),
+        ],
+        model.graph.name,
+        list(model.graph.input),
+        list(any_model.graph.output),
+        initializer=list(inits.values()) + [helper.make_tensor("batch_regime/one", onnx.TensorProto.INT64, [1], [1])],
+    )
+    out = helper.make_model(outer, opset_imports=list(any_model.opset_import), ir_version=any_model.ir_version)
+    out.metadata_props.extend(model.metadata_props)
+    out.producer_name, out.producer_version = model.producer_name, model.producer_version
+    return out

@@ -1,0 +1,55 @@
+"""Numeric check helper for the passes: ORT output before vs after a pass on a random batch.
+
+A graph that still holds ``odconv.surgery::ODConv2d`` markers is made runnable for the check by lowering a copy
+with the naive (reference) form. The error is measured relative to the output scale (max |reference|).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .common import PassNumericsError, has_odconv_nodes
+
+
+def runnable(model: onnx.ModelProto) -> onnx.ModelProto:
+    if has_odconv_nodes(model):
+        from .lower_odconv import lower
+
+        return lower(model, "naive", prefix="check/")
+    return model
+
+
+def ort_run(model: onnx.ModelProto, feed: np.ndarray, threads: int = 0) -> np.ndarray:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(runnable(model).SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return sess.run(None, {name: feed})[0]
+
+
+def random_batch(shape, batch: int = 2, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch, *tuple(shape)[1:])).astype(np.float32)
+
+
+def relative_error(reference: np.ndarray, output: np.ndarray) -> float:
+    if reference.shape != output.shape:
+        return float("inf")
+    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
+    return float(np.max(np.abs(reference - output))) / max(scale, 1e-12) if reference.size else 0.0
+
+
+def check_pass(pass_name: str, reference: np.ndarray, after: onnx.ModelProto, feed: np.ndarray, tolerance: float = 1e-4) -> np.ndarray:
+    """Run ``after`` on ``feed``; raise ``PassNumericsError`` naming the pass if it drifted from ``reference``."""
+    try:
+        out = ort_run(after, feed)
+    except Exception as exc:  # noqa: BLE001 - an unrunnable result is a broken pass too
+        raise PassNumericsError(pass_name, float("inf"), tolerance, f"the rewritten model does not run: {exc}") from exc
+    err = relative_error(reference, out)
+    if not err <= tolerance:
+        raise PassNumericsError(pass_name, err, tolerance)
+    return out

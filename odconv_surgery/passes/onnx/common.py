@@ -1,0 +1,179 @@
+"""Shared vocabulary of the ONNX passes: the ODConv marker op, its input roles, model loading and errors.
+
+The exporter (``odconv_surgery.export``) emits every shared-attention ``ODConv2d`` as ONE node
+``odconv.surgery::ODConv2d`` whose first input is the layer input x and whose other inputs are the layer's
+parameters as constant initializers, each tagged by the ``roles`` string attribute (same order as the inputs).
+Geometry (channels, kernel, strides, pads, dilations, group, kernel_num, heads, norm) is carried as attributes
+and the node name is the PyTorch module path. Finding ODConv layers is therefore exact (op type + domain),
+not op-sequence guessing. Passes rewrite the roles (e.g. fold a BatchNorm into ``weight``/``bias``); the
+final lowering pass replaces each marker by standard ONNX ops, so a fully lowered graph runs in any runtime.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+OD_DOMAIN = "odconv.surgery"
+OD_OP = "ODConv2d"
+OD_DOMAIN_VERSION = 1
+
+HEAD_ORDER = ("channel", "filter", "spatial", "kernel")
+
+
+class OnnxModelError(ValueError):
+    """The file or object given is not a readable ONNX model."""
+
+
+class PassNumericsError(RuntimeError):
+    """A pass changed the model's numerics beyond tolerance."""
+
+    def __init__(self, pass_name: str, max_err: float, tol: float, detail: str = "") -> None:
+        self.pass_name = pass_name
+        self.max_err = max_err
+        self.tol = tol
+        super().__init__(
+            f"ONNX pass {pass_name!r} changed the model output by {max_err:.3g} (relative to output scale), "
+            f"above the tolerance {tol:.3g}{': ' + detail if detail else ''}"
+        )
+
+
+def load_model(model: "onnx.ModelProto | str | os.PathLike | bytes") -> onnx.ModelProto:
+    """Accept a ModelProto, a path or serialized bytes; raise ``OnnxModelError`` with a clear message otherwise."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    if isinstance(model, (bytes, bytearray)):
+        try:
+            proto = onnx.load_from_string(bytes(model))
+        except Exception as exc:  # noqa: BLE001 - protobuf raises several types
+            raise OnnxModelError(f"bytes given are not a serialized ONNX model ({exc})") from exc
+        source = "<bytes>"
+    elif isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise OnnxModelError(f"ONNX file not found: {path}")
+        try:
+            proto = onnx.load(path)
+        except Exception as exc:  # noqa: BLE001
+            raise OnnxModelError(f"{path} is not a valid ONNX model (corrupt or another format): {exc}") from exc
+        source = path
+    else:
+        raise OnnxModelError(f"expected an onnx.ModelProto, a path or bytes, got {type(model).__name__}")
+    if not proto.graph.node and not proto.graph.output:
+        raise OnnxModelError(f"{source} parsed but holds no ONNX graph (corrupt or not an ONNX file)")
+    return proto
+
+
+def is_odconv(node: gs.Node) -> bool:
+    return node.op == OD_OP and (node.domain or "") == OD_DOMAIN
+
+
+@dataclass
+class OdLayer:
+    """A view of one ``ODConv2d`` marker node: its parameters by role, as numpy arrays."""
+
+    node: gs.Node
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return self.node.attrs
+
+    @property
+    def roles(self) -> list[str]:
+        return list(self.node.attrs["roles"])
+
+    @property
+    def x(self) -> gs.Variable:
+        return self.node.inputs[0]
+
+    @property
+    def y(self) -> gs.Variable:
+        return self.node.outputs[0]
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+    def param(self, role: str) -> np.ndarray:
+        tensor = self.node.inputs[1 + self.roles.index(role)]
+        # The exporter deduplicates equal initializers behind Identity nodes: follow them.
+        while isinstance(tensor, gs.Variable) and len(tensor.inputs) == 1 and tensor.inputs[0].op in ("Identity", "Constant"):
+            producer = tensor.inputs[0]
+            if producer.op == "Constant":
+                tensor = gs.Constant(tensor.name, np.asarray(producer.attrs["value"].values))
+                break
+            tensor = producer.inputs[0]
+        if not isinstance(tensor, gs.Constant):
+            raise ValueError(f"ODConv layer {self.name!r}: parameter {role!r} is not a constant initializer")
+        return np.asarray(tensor.values)
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {role: self.param(role) for role in self.roles}
+
+    def set_params(self, params: dict[str, np.ndarray]) -> None:
+        """Replace all parameter inputs (x stays first) by fresh constants named after the layer and role."""
+        roles = list(params)
+        inputs = [self.x]
+        for role in roles:
+            inputs.append(gs.Constant(f"{self.name}.{role}", np.ascontiguousarray(params[role], dtype=np.float32)))
+        self.node.inputs = inputs
+        self.node.attrs["roles"] = roles
+
+    @property
+    def heads(self) -> list[str]:
+        return list(self.node.attrs["heads"])
+
+    @property
+    def kind(self) -> str:
+        """'pointwise' (1x1), 'depthwise' (groups == C_in == C_out), 'dense' (groups 1) or 'grouped'."""
+        a = self.attrs
+        kh, kw = a["kernel_shape"]
+        if a["group"] == a["in_channels"] == a["out_channels"] and a["group"] > 1:
+            return "depthwise" if kh * kw > 1 else "pointwise_depthwise"
+        if kh * kw == 1:
+            return "pointwise" if a["group"] == 1 else "grouped"
+        return "dense" if a["group"] == 1 else "grouped"
+
+
+def odconv_layers(graph: gs.Graph) -> list[OdLayer]:
+    return [OdLayer(node) for node in graph.nodes if is_odconv(node)]
+
+
+def import_graph(model: onnx.ModelProto) -> gs.Graph:
+    return gs.import_onnx(model)
+
+
+def export_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
+    """Export a gs graph keeping the original model's metadata, IR version and opset imports."""
+    graph.cleanup()
+    out = gs.export_onnx(graph, do_type_check=False)
+    out.ir_version = like.ir_version
+    del out.opset_import[:]
+    out.opset_import.extend(like.opset_import)
+    if any(node.domain == OD_DOMAIN for node in out.graph.node) and not any(o.domain == OD_DOMAIN for o in out.opset_import):
+        out.opset_import.append(onnx.helper.make_opsetid(OD_DOMAIN, OD_DOMAIN_VERSION))
+    if not any(node.domain == OD_DOMAIN for node in out.graph.node):
+        keep = [o for o in out.opset_import if o.domain != OD_DOMAIN]
+        del out.opset_import[:]
+        out.opset_import.extend(keep)
+    del out.metadata_props[:]
+    out.metadata_props.extend(like.metadata_props)
+    out.producer_name = like.producer_name
+    out.producer_version = like.producer_version
+    return out
+
+
+def has_odconv_nodes(model: onnx.ModelProto) -> bool:
+    return any(node.domain == OD_DOMAIN and node.op_type == OD_OP for node in model.graph.node)
+
+
+def metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}

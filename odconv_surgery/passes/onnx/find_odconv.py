@@ -1,0 +1,44 @@
+"""Pass ``find_odconv``: locate and validate every ODConv subgraph.
+
+Invariant: the graph is not modified. Every ``odconv.surgery::ODConv2d`` marker node is checked (roles match
+inputs, all parameters are constant initializers of the shapes its attributes imply, its name is listed in the
+model's ``odconv.layers`` metadata); a marker that fails raises ``ValueError`` naming the layer. The layers are
+exact to find because the exporter emits one marker per module (node name = module path), no op-sequence
+guessing involved.
+"""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+
+from .common import OdLayer, import_graph, metadata, odconv_layers
+
+NAME = "find_odconv"
+
+
+def find_odconv(model: onnx.ModelProto) -> list[OdLayer]:
+    graph = import_graph(model)
+    layers = odconv_layers(graph)
+    listed = metadata(model).get("odconv.layers")
+    listed_names = set(json.loads(listed)) if listed else None
+    for layer in layers:
+        a = layer.attrs
+        roles = layer.roles
+        if len(roles) != len(layer.node.inputs) - 1:
+            raise ValueError(f"ODConv layer {layer.name!r}: {len(roles)} roles for {len(layer.node.inputs) - 1} parameters")
+        params = layer.params()  # raises if a parameter is not constant
+        n, cout, cin, g = a["kernel_num"], a["out_channels"], a["in_channels"], a["group"]
+        kh, kw = a["kernel_shape"]
+        expected = (n, cout, cin // g, kh, kw)
+        if tuple(params["weight"].shape) != expected:
+            raise ValueError(f"ODConv layer {layer.name!r}: kernel bank shape {params['weight'].shape}, expected {expected}")
+        if listed_names is not None and layer.name not in listed_names:
+            raise ValueError(f"ODConv layer {layer.name!r} is not listed in the model's odconv.layers metadata")
+    return layers
+
+
+def run(model: onnx.ModelProto) -> onnx.ModelProto:
+    find_odconv(model)
+    return model

@@ -1,0 +1,52 @@
+"""Pass ``fold_output_bn``: fold the BatchNormalization that follows an ODConv into its kernel bank and bias.
+
+Invariant: function unchanged. y = a_f * conv(x * a_c, sum_i a_w,i a_s W_i) + b; BN(y) = s * y + (beta - s * mu),
+s = gamma / sqrt(var + eps). The attentions are per-sample scalings, linear in the kernel, so scaling every
+kernel W_i by s (per output channel) and setting b' = s * (b - mu) + beta (added after the filter attention)
+is exact. Only applies when the BN is the sole consumer of the ODConv output and its parameters are constants.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from .common import export_graph, import_graph, odconv_layers
+
+NAME = "fold_output_bn"
+
+
+def run(model: onnx.ModelProto) -> onnx.ModelProto:
+    graph = import_graph(model)
+    changed = False
+    for layer in odconv_layers(graph):
+        y = layer.y
+        if len(y.outputs) != 1 or y in graph.outputs:
+            continue
+        bn = y.outputs[0]
+        if bn.op != "BatchNormalization" or len(bn.outputs) != 1 or bn.inputs[0] is not y:
+            continue
+        if not all(isinstance(t, gs.Constant) for t in bn.inputs[1:5]):
+            continue
+        gamma, beta, mu, var = (np.asarray(t.values, dtype=np.float64) for t in bn.inputs[1:5])
+        eps = float(bn.attrs.get("epsilon", 1e-5))
+        s = gamma / np.sqrt(var + eps)
+        params = layer.params()
+        params["weight"] = (params["weight"] * s.reshape(1, -1, 1, 1, 1)).astype(np.float32)
+        b = params.get("bias", np.zeros_like(s))
+        new_bias = (s * (b - mu) + beta).astype(np.float32)
+        ordered = {}
+        for role, value in params.items():
+            ordered[role] = value
+            if role == "weight":
+                ordered["bias"] = new_bias
+        layer.set_params(ordered)
+        out = bn.outputs[0]
+        bn.outputs.clear()
+        layer.node.outputs = [out]
+        changed = True
+    if not changed:
+        return model
+    graph.cleanup().toposort()
+    return export_graph(graph, model)

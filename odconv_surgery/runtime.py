@@ -1,0 +1,223 @@
+"""onnxruntime wrapper (``OrtRunner``) and the ORT-vs-PyTorch parity helper (``check_parity``).
+
+``OrtRunner`` picks the CUDA execution provider when onnxruntime has it and a GPU is visible (else CPU), sets
+thread counts and the graph optimisation level, warms up, and is callable on numpy arrays or torch tensors.
+``OrtRunner.run_iobinding`` keeps inputs/outputs on the device (the GPU path used for batch 200 benchmarks).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .passes.onnx.common import OnnxModelError, has_odconv_nodes, load_model
+
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def cuda_available() -> bool:
+    """True when onnxruntime ships the CUDA EP and torch sees a GPU (or torch is absent)."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return False
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return True
+
+
+def default_providers(device: str = "auto") -> list[str]:
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if not cuda_available():
+            raise RuntimeError("device='cuda' requested but onnxruntime's CUDAExecutionProvider / a GPU is not available")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return (["CUDAExecutionProvider"] if cuda_available() else []) + ["CPUExecutionProvider"]
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return np.ascontiguousarray(x, dtype=np.float32) if x.dtype != np.float32 else np.ascontiguousarray(x)
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return x.detach().to("cpu", torch.float32).contiguous().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    return np.asarray(x, dtype=np.float32)
+
+
+class OrtRunner:
+    """A small wrapper over ``onnxruntime.InferenceSession``.
+
+    ``model``: ModelProto, path or bytes (a corrupt / non-ONNX file raises ``OnnxModelError``).
+    ``threads``: intra-op threads (0 = onnxruntime default, all cores). ``optimization``: 'disable', 'basic',
+    'extended' or 'all'. ``device``: 'auto' (CUDA EP when available), 'cpu' or 'cuda'. ``warmup`` runs.
+    """
+
+    def __init__(
+        self,
+        model: "onnx.ModelProto | str | os.PathLike | bytes",
+        *,
+        device: str = "auto",
+        threads: int = 0,
+        optimization: str = "all",
+        warmup: int = 0,
+        warmup_batch: int = 1,
+        profile_prefix: str | None = None,
+    ) -> None:
+        proto = load_model(model)
+        if has_odconv_nodes(proto):
+            raise OnnxModelError(
+                "this ONNX model still holds odconv.surgery::ODConv2d marker nodes; lower it first "
+                "(odconv_surgery.passes.onnx.run_pipeline) or export with export_onnx"
+            )
+        if optimization not in _OPT_LEVELS:
+            raise ValueError(f"optimization must be one of {sorted(_OPT_LEVELS)}, got {optimization!r}")
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = _OPT_LEVELS[optimization]
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if profile_prefix:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = profile_prefix
+        self.providers = default_providers(device)
+        try:
+            self.session = ort.InferenceSession(proto.SerializeToString(), opts, providers=self.providers)
+        except Exception as exc:  # noqa: BLE001
+            raise OnnxModelError(f"onnxruntime could not load the model: {exc}") from exc
+        self.threads = threads
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        shape = self.session.get_inputs()[0].shape
+        self.input_shape = [d if isinstance(d, int) else None for d in shape]
+        if warmup:
+            self.warmup(warmup, warmup_batch)
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+
+    def example(self, batch: int = 1, seed: int = 0) -> np.ndarray:
+        dims = [batch] + [d if d is not None else 1 for d in self.input_shape[1:]]
+        return np.random.default_rng(seed).standard_normal(dims).astype(np.float32)
+
+    def warmup(self, runs: int = 3, batch: int = 1) -> None:
+        x = self.example(batch)
+        for _ in range(runs):
+            self.session.run(None, {self.input_name: x})
+
+    def __call__(self, x: Any) -> np.ndarray:
+        return self.session.run(None, {self.input_name: _to_numpy(x)})[0]
+
+    def run_iobinding(self, x: Any, repeats: int = 1) -> np.ndarray:
+        """Run with IO binding: the input is copied to the device once, the output stays there until returned."""
+        binding = self.session.io_binding()
+        arr = _to_numpy(x)
+        device = self.device
+        value = ort.OrtValue.ortvalue_from_numpy(arr, device, 0)
+        binding.bind_ortvalue_input(self.input_name, value)
+        binding.bind_output(self.output_names[0], device)
+        for _ in range(repeats):
+            self.session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0]
+
+    def time(self, batch: int = 1, repeats: int = 20, warmup: int = 3, iobinding: bool = False) -> list[float]:
+        """Latencies in seconds of ``repeats`` runs on a random batch (after ``warmup`` runs)."""
+        x = self.example(batch)
+        if iobinding:
+            binding = self.session.io_binding()
+            value = ort.OrtValue.ortvalue_from_numpy(x, self.device, 0)
+            binding.bind_ortvalue_input(self.input_name, value)
+            binding.bind_output(self.output_names[0], self.device)
+            call = lambda: self.session.run_with_iobinding(binding)  # noqa: E731
+        else:
+            feed = {self.input_name: x}
+            call = lambda: self.session.run(None, feed)  # noqa: E731
+        for _ in range(warmup):
+            call()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        return times
+
+    def end_profiling(self) -> str:
+        return self.session.end_profiling()
+
+
+@dataclass
+class ParityResult:
+    batch: int
+    max_abs_err: float
+    output_scale: float
+    relative_err: float
+
+    @property
+    def ok(self) -> bool:
+        return self.relative_err <= 1e-4
+
+
+def check_parity(
+    model: Any,
+    onnx_model: "onnx.ModelProto | str | os.PathLike | bytes | OrtRunner",
+    example_input: Any,
+    *,
+    batches: Sequence[int] = (1, 3, 8),
+    tolerance: float = 1e-4,
+    seed: int = 0,
+    raise_on_fail: bool = True,
+) -> list[ParityResult]:
+    """ORT output vs PyTorch eager (eval mode, temperature 1) on random batches shaped like ``example_input``.
+
+    The error is max |ort - torch| / max |torch| (relative to the output scale). Raises ``AssertionError`` when
+    above ``tolerance`` (unless ``raise_on_fail=False``).
+    """
+    import torch
+
+    from .odconv import ODConv2d
+
+    runner = onnx_model if isinstance(onnx_model, OrtRunner) else OrtRunner(onnx_model, device="cpu")
+    shape = tuple(example_input.shape)
+    gen = torch.Generator().manual_seed(seed)
+    saved = [(m, m.attention.temperature) for m in model.modules() if isinstance(m, ODConv2d)]
+    was_training = model.training
+    model.eval()
+    results = []
+    try:
+        for m, _ in saved:
+            m.attention.temperature = 1.0
+        for batch in batches:
+            x = torch.randn((batch, *shape[1:]), generator=gen)
+            with torch.no_grad():
+                ref = model(x).float().numpy()
+            out = runner(x)
+            err = float(np.max(np.abs(ref - out)))
+            scale = float(np.max(np.abs(ref)))
+            results.append(ParityResult(batch, err, scale, err / max(scale, 1e-12)))
+    finally:
+        for m, t in saved:
+            m.attention.temperature = t
+        model.train(was_training)
+    bad = [r for r in results if not r.relative_err <= tolerance]
+    if bad and raise_on_fail:
+        raise AssertionError("ORT vs PyTorch parity failed: " + ", ".join(f"batch {r.batch}: {r.relative_err:.3g}" for r in bad))
+    return results

@@ -232,7 +232,7 @@ class ODConv2d(nn.Module):
         channel = att.channel.view(batch, n, self.groups, 1, cin_g)  # per input channel, grouped
         weight = self.weight.view(1, n, self.groups, self.out_channels // self.groups, cin_g, kh * kw)
         weight = weight * channel.unsqueeze(-1)
-        weight = weight.view(1, n, self.out_channels, cin_g, kh, kw)
+        weight = weight.reshape(batch, n, self.out_channels, cin_g, kh, kw)
         if att.filter is not None:
             weight = weight * att.filter.view(batch, n, self.out_channels, 1, 1, 1)
         if att.spatial is not None:

@@ -1,0 +1,51 @@
+"""Parameter counts of converted torchvision models against the paper's tables (within 0.01M)."""
+
+import pytest
+import torch
+import torchvision
+
+from odconv_surgery import apply_odconv
+
+
+def params_m(model: torch.nn.Module) -> float:
+    return sum(p.numel() for p in model.parameters()) / 1e6
+
+
+def build(name: str, **kwargs) -> torch.nn.Module:
+    with torch.device("meta"):  # shapes only: parameter counting needs no real weights
+        return getattr(torchvision.models, name)(**kwargs)
+
+
+PAPER = [
+    # (model, kwargs, policy, n, r, share, paper params in M, table)
+    ("mobilenet_v2", {}, "all_but_first", 1, 1 / 16, True, 4.94, "Table 1"),
+    ("mobilenet_v2", {}, "all_but_first", 4, 1 / 16, True, 11.52, "Table 1"),
+    ("mobilenet_v2", {"width_mult": 0.75}, "all_but_first", 1, 1 / 16, True, 3.51, "Table 1"),
+    ("mobilenet_v2", {"width_mult": 0.75}, "all_but_first", 4, 1 / 16, True, 7.50, "Table 1"),
+    ("mobilenet_v2", {"width_mult": 0.5}, "all_but_first", 1, 1 / 16, True, 2.43, "Table 9"),
+    ("mobilenet_v2", {"width_mult": 0.5}, "all_but_first", 4, 1 / 16, True, 4.44, "Table 13"),
+    ("mobilenet_v2", {"width_mult": 0.5}, "1x1", 1, 1 / 16, True, 2.26, "Table 9"),
+    ("mobilenet_v2", {"width_mult": 0.5}, "last:6", 1, 1 / 16, True, 2.31, "Table 9"),
+    ("resnet18", {}, "all_but_first", 1, 1 / 16, True, 11.94, "Table 2"),
+    ("resnet18", {}, "all_but_first", 4, 1 / 16, True, 44.90, "Table 2"),
+    ("resnet18", {}, "all_but_first", 1, 1 / 4, True, 12.58, "Table 5"),
+    ("resnet18", {}, "all_but_first", 1, 1 / 8, True, 12.15, "Table 5"),
+    ("resnet18", {}, "all_but_first", 8, 1 / 16, True, 88.84, "Table 6"),
+    ("resnet18", {}, "all_but_first", 4, 1 / 16, False, 45.43, "Table 12"),
+    ("resnet50", {}, "all_but_first", 1, 1 / 16, True, 28.64, "Table 2"),
+    ("resnet50", {}, "all_but_first", 4, 1 / 16, True, 90.67, "Table 2"),
+    ("resnet101", {}, "all_but_first", 1, 1 / 16, True, 50.82, "Table 3"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,policy,n,r,share,expected,table", PAPER, ids=lambda v: str(v))
+def test_parameter_count_matches_paper(name, kwargs, policy, n, r, share, expected, table):
+    model = build(name, **kwargs)
+    converted, report = apply_odconv(model, policy, kernel_num=n, reduction=r, share_attention=share, init="scratch")
+    assert abs(params_m(converted) - expected) <= 0.01, f"{table}: {params_m(converted):.3f}M vs paper {expected}M"
+
+
+def test_baselines_match_paper():
+    assert round(params_m(build("mobilenet_v2")), 2) == 3.50
+    assert round(params_m(build("resnet18")), 2) == 11.69
+    assert round(params_m(build("resnet50")), 2) == 25.56

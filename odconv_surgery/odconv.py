@@ -217,12 +217,13 @@ class ODConv2d(nn.Module):
 
     def aggregate_weight(self, att: Attentions) -> Tensor:
         """Per-sample kernels (B, C_out, C_in/g, kh, kw) for the shared-attention case (no channel/filter)."""
+        if att.kernel is None:  # n = 1: no mixture to sum
+            weight = self.weight[0].unsqueeze(0)
+            return weight * att.spatial[:, 0] if att.spatial is not None else weight
         weight = self.weight.unsqueeze(0)  # (1, n, C_out, C_in/g, kh, kw)
         if att.spatial is not None:
             weight = weight * att.spatial
-        if att.kernel is not None:
-            weight = weight * att.kernel
-        return weight.sum(dim=1)
+        return (weight * att.kernel).sum(dim=1)
 
     def _aggregate_unshared(self, att: Attentions) -> Tensor:
         """Per-sample kernels when each kernel has its own channel/filter/spatial attention (Table 12)."""
@@ -251,12 +252,48 @@ class ODConv2d(nn.Module):
         )
         return out.view(batch, self.out_channels, out.shape[-2], out.shape[-1])
 
+    def _channel_as_weight(self, channel: Tensor) -> Tensor:
+        """Channel attention (B, C_in, 1, 1) laid out as a per-sample kernel factor (B, C_out, C_in/g, 1, 1)."""
+        batch = channel.shape[0]
+        cin_g, cout_g = self.in_channels // self.groups, self.out_channels // self.groups
+        grouped = channel.view(batch, self.groups, 1, cin_g).expand(batch, self.groups, cout_g, cin_g)
+        return grouped.reshape(batch, self.out_channels, cin_g, 1, 1)
+
+    def _scale_kernel_not_activations(self, x: Tensor) -> bool:
+        """Whether folding channel/filter attention into the per-sample kernel touches fewer elements than
+        scaling the input and output activations (true for early, high-resolution layers and depthwise convs)."""
+        kernel = self.out_channels * (self.in_channels // self.groups) * self.kernel_size[0] * self.kernel_size[1]
+        activations = (self.in_channels + self.out_channels) * x.shape[-2] * x.shape[-1]
+        return kernel < activations
+
+    def _forward_pointwise(self, x: Tensor, att: Attentions) -> Tensor | None:
+        """1x1, n=1, dense, stride 1, no padding: one batched matmul with per-sample scaled weights, or None."""
+        if not (
+            self.groups == 1 and self.stride == (1, 1) and self.padding in ((0, 0), "valid", "same")
+            and self.padding_mode == "zeros" and x.is_contiguous()
+        ):
+            return None
+        batch, _, height, width = x.shape
+        weight = self.weight[0].view(1, self.out_channels, self.in_channels) * att.channel.view(batch, 1, -1)
+        if att.filter is not None:
+            weight = weight * att.filter.view(batch, -1, 1)
+        out = torch.matmul(weight, x.view(batch, self.in_channels, height * width))
+        return out.view(batch, self.out_channels, height, width)
+
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"ODConv2d expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
         att = self.attention(x)
         if not self.share_attention:
             out = self._grouped_per_sample_conv(x, self._aggregate_unshared(att))
+        elif self._scale_kernel_not_activations(x):
+            # Same maths, fewer elements touched: the attentions scale a per-sample kernel instead of activations.
+            out = None if self.has_per_sample_kernel() else self._forward_pointwise(x, att)
+            if out is None:
+                weight = self.aggregate_weight(att) * self._channel_as_weight(att.channel)
+                if att.filter is not None:
+                    weight = weight * att.filter.unsqueeze(-1)
+                out = self._grouped_per_sample_conv(x, weight)
         else:
             x = x * att.channel
             if self.has_per_sample_kernel():

@@ -1,0 +1,471 @@
+"""Placement-policy sweeps: the paper's Table 9 (params, MAdds, top-1/top-5, CPU latency) for your model and data.
+
+For every (policy, n, seed) the runner builds a fresh model, converts it, trains it with the scaled-down
+recipe (``training.py``), evaluates it, counts params/MAdds (``accounting.py``) and measures batch-1 CPU latency
+(ONNX Runtime, one thread, when the export modules are importable; eager PyTorch otherwise; the backend is
+recorded). Each finished configuration is appended to ``results.jsonl`` at once (flushed and fsynced): an
+interrupted sweep resumes and skips configurations already done; a failing configuration is recorded with
+its error and traceback and the sweep goes on (it is retried on the next resume).
+
+Initialisation: the paper trains every model from scratch. With a few epochs, ODConv's scratch-initialised
+attention heads saturate once the temperature reaches 1 (gradient norms jump ~200x on digits), so the sweep
+defaults to ``init="pretrained"``: the freshly (randomly) initialised baseline is converted function-preservingly
+(neutral attention heads), so baseline and ODConv variants start from the same random function and the whole
+network then trains from scratch. Pass ``init="scratch"`` for the paper's initialisation.
+
+Scale-out: launch the whole sweep under ``torchrun``; every rank runs the same configurations in lock-step,
+training uses DDP (gloo on CPU, nccl on GPU) with attention SyncBatchNorm, and rank 0 alone measures latency
+and writes results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import statistics
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .accounting import count_cost, format_count
+from .data import DataBundle, load_dataset
+from .distributed import DistContext, init_distributed
+from .model_spec import ModelSpec, parse_model_spec
+from .training import TrainConfig, train_and_evaluate
+
+__all__ = [
+    "BASELINE",
+    "DEFAULT_POLICIES",
+    "SweepConfig",
+    "SweepResult",
+    "SweepSettingsMismatch",
+    "run_sweep",
+    "read_results",
+    "summarize",
+    "markdown_table",
+    "measure_latency",
+]
+
+BASELINE = "baseline"
+DEFAULT_POLICIES = (BASELINE, "all_but_first", "1x1", "3x3", "last:6")
+RESULTS_FILE = "results.jsonl"
+POLICY_LABELS = {
+    "all_but_first": "all conv layers except the first",
+    "1x1": "all 1x1 conv layers",
+    "3x3": "all 3x3 conv layers",
+    "all": "all conv layers",
+}
+
+
+class SweepSettingsMismatch(RuntimeError):
+    """The results file was written by a sweep with different settings; resuming would mix results."""
+
+
+@dataclass
+class SweepConfig:
+    """What to sweep. ``model`` is a spec string (see ``model_spec``); ``num_classes`` comes from the data."""
+
+    model: str = "torchvision:mobilenet_v2?width_mult=0.5"
+    policies: Sequence[str] = DEFAULT_POLICIES
+    kernel_nums: Sequence[int] = (1,)
+    seeds: Sequence[int] = (0, 1, 2)
+    data: str | None = None  # None / "digits" or an ImageFolder root
+    image_size: int | None = None  # digits: 32, ImageFolder: 64
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 0.05
+    weight_decay: float = 4e-5
+    reduction: float = 1 / 16
+    init: str = "pretrained"
+    attention_norm: str = "bn"
+    latency: bool = True
+    latency_runs: int = 30
+    limit: int | None = None  # images per split (tests)
+    max_steps_per_epoch: int | None = None  # tests
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.policies:
+            raise ValueError("no policies to sweep; pass at least one (e.g. baseline all_but_first)")
+        if not self.seeds:
+            raise ValueError("no seeds; pass at least one seed")
+        if any(n < 1 for n in self.kernel_nums) or not self.kernel_nums:
+            raise ValueError(f"kernel numbers must be >= 1, got {list(self.kernel_nums)}")
+        if self.init not in ("pretrained", "scratch"):
+            raise ValueError(f"init must be 'pretrained' or 'scratch', got {self.init!r}")
+        self.policies = tuple(self.policies)
+        self.kernel_nums = tuple(int(n) for n in self.kernel_nums)
+        self.seeds = tuple(int(s) for s in self.seeds)
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that changes a configuration's result; stored with each record and checked on resume."""
+        keys = ("model", "data", "image_size", "epochs", "batch_size", "lr", "weight_decay", "reduction", "init",
+                "attention_norm", "limit", "max_steps_per_epoch")
+        out = {k: getattr(self, k) for k in keys}
+        out["data"] = None if self.data in (None, "digits") else str(Path(self.data).resolve())
+        return out
+
+    def configurations(self) -> list[tuple[str, int, int]]:
+        """(policy, n, seed) triples; the baseline runs once per seed with n = 0."""
+        runs = []
+        for policy in self.policies:
+            for n in ((0,) if policy == BASELINE else self.kernel_nums):
+                for seed in self.seeds:
+                    runs.append((policy, n, seed))
+        return runs
+
+
+def config_key(policy: str, n: int, seed: int) -> str:
+    return f"{policy}|n={n}|seed={seed}"
+
+
+@dataclass
+class SweepResult:
+    """Records of this sweep (finished, failed) and where the outputs were written."""
+
+    records: list[dict[str, Any]]
+    summary: list[dict[str, Any]]
+    files: dict[str, Path] = field(default_factory=dict)
+    skipped: int = 0
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("status") != "ok"]
+
+
+# ---------------------------------------------------------------------------------------------- results file
+def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Records of a results file; a torn last line (crash mid-write) is ignored, so that config re-runs."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def _append(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, default=str) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _latest(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Latest record per configuration key (a later success overrides an earlier failure)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        if "key" in rec:
+            latest[rec["key"]] = rec
+    return latest
+
+
+# ---------------------------------------------------------------------------------------------- latency
+def _ort_latency(model: nn.Module, example: torch.Tensor, runs: int) -> float:
+    """Export with the project's exporter and time it with its ORT wrapper: CPU, one thread, batch 1."""
+    from .export import export_onnx
+    from .runtime import OrtRunner
+
+    proto = export_onnx(model, None, example, check=False)
+    runner = OrtRunner(proto, device="cpu", threads=1)
+    return 1000 * statistics.median(runner.time(batch=1, repeats=runs, warmup=3))
+
+
+@torch.no_grad()
+def _torch_latency(model: nn.Module, example: torch.Tensor, runs: int) -> float:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(3):
+            model(example)
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            model(example)
+            times.append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return 1000 * statistics.median(times)
+
+
+def measure_latency(model: nn.Module, example: torch.Tensor, runs: int = 30) -> tuple[float, str]:
+    """Median batch-1 CPU latency in ms and the backend that measured it ("onnxruntime" or "torch-eager").
+
+    ONNX Runtime (one thread) when ``odconv_surgery.export`` and onnxruntime import; eager PyTorch with one
+    thread otherwise, or when export fails (the reason is appended to the backend name).
+    """
+    model = model.eval().cpu()
+    example = example[:1].cpu()
+    reason = ""
+    try:
+        return _ort_latency(model, example, runs), "onnxruntime"
+    except ImportError as exc:
+        reason = f" (onnx unavailable: {exc.name or exc})"
+    except Exception as exc:  # export or runtime failure: still give a number, and say why
+        reason = f" (onnx failed: {type(exc).__name__}: {str(exc)[:120]})"
+    return _torch_latency(model, example, runs), "torch-eager" + reason
+
+
+# ---------------------------------------------------------------------------------------------- one configuration
+ModelFactory = Callable[[int], nn.Module]
+
+
+def _factory_from_spec(spec: ModelSpec) -> ModelFactory:
+    return lambda num_classes: spec.build(num_classes=num_classes)
+
+
+def run_configuration(
+    policy: str, n: int, seed: int, config: SweepConfig, data: DataBundle, factory: ModelFactory, ctx: DistContext
+) -> dict[str, Any]:
+    """Build, convert, train, evaluate and measure one configuration; returns its record (raises on failure)."""
+    torch.manual_seed(seed)
+    model = factory(data.num_classes)
+    example = data.test[0][0].unsqueeze(0)
+    converted = 0
+    if policy != BASELINE:
+        from .surgery import apply_odconv
+
+        model, report = apply_odconv(
+            model, policy, kernel_num=n, reduction=config.reduction, init=config.init,
+            attention_norm=config.attention_norm, seed=seed, inplace=True,
+        )
+        converted = len(report.converted)
+    cost = count_cost(model, example_input=example)
+    train_cfg = TrainConfig(
+        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
+        seed=seed, max_steps_per_epoch=config.max_steps_per_epoch, progress=not config.quiet,
+    )
+    result = train_and_evaluate(model, data, train_cfg, ctx)
+    latency, backend = (None, "skipped")
+    if config.latency and ctx.is_main:
+        latency, backend = measure_latency(model, example, config.latency_runs)
+    return {
+        "status": "ok",
+        "top1": result.top1,
+        "top5": result.top5,
+        "final_loss": result.final_loss,
+        "params": cost.params,
+        "madds": cost.madds,
+        "extra_madds": cost.extra_madds,
+        "converted_layers": converted,
+        "latency_ms": latency,
+        "latency_backend": backend,
+        "train_seconds": result.seconds,
+        "steps": result.steps,
+        "world_size": result.world_size,
+        "sync_batchnorms": result.sync_batchnorms,
+    }
+
+
+# ---------------------------------------------------------------------------------------------- the sweep
+def run_sweep(
+    config: SweepConfig,
+    output_dir: str | os.PathLike,
+    *,
+    model_factory: ModelFactory | None = None,
+    data: DataBundle | None = None,
+    ctx: DistContext | None = None,
+    max_configs: int | None = None,
+) -> SweepResult:
+    """Run (or resume) a sweep into ``output_dir`` and write results.jsonl/csv/json, table.md and the plots.
+
+    ``model_factory(num_classes)`` overrides ``config.model`` (which must then still describe it, for the
+    record); ``data`` overrides ``config.data``. ``max_configs`` stops after that many new configurations
+    (used to simulate an interruption). Raises ``SweepSettingsMismatch`` when ``output_dir`` holds results
+    of a sweep with other settings.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results_path = out / RESULTS_FILE
+    ctx = ctx or init_distributed()
+    settings = config.settings()
+    existing = read_results(results_path)
+    for rec in existing:
+        if rec.get("settings") != settings:
+            diff = {k: (rec.get("settings", {}).get(k), v) for k, v in settings.items() if rec.get("settings", {}).get(k) != v}
+            raise SweepSettingsMismatch(
+                f"{results_path} holds results of a sweep with other settings (recorded vs now: {diff}). "
+                "Use another output directory, or move that results file away to start over."
+            )
+    done = {key for key, rec in _latest(existing).items() if rec.get("status") == "ok"}
+    todo = [c for c in config.configurations() if config_key(*c) not in done]
+    skipped = len(config.configurations()) - len(todo)
+    ctx.barrier()  # every rank has read the file before rank 0 appends to it
+
+    if data is None:
+        data = load_dataset(config.data, config.image_size, limit=config.limit)
+    factory = model_factory or _factory_from_spec(parse_model_spec(config.model))
+    torch_threads = torch.get_num_threads()
+
+    bar = None
+    if ctx.is_main and not config.quiet:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(config.configurations()), initial=skipped, desc="sweep", unit="cfg")
+    try:
+        for i, (policy, n, seed) in enumerate(todo):
+            if max_configs is not None and i >= max_configs:
+                break
+            key = config_key(policy, n, seed)
+            if bar is not None:
+                bar.set_postfix_str(key)
+            record: dict[str, Any] = {"key": key, "policy": policy, "kernel_num": n, "seed": seed, "settings": settings,
+                                      "dataset": data.name}
+            start = time.perf_counter()
+            try:
+                record.update(run_configuration(policy, n, seed, config, data, factory, ctx))
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # record and go on
+                record.update({"status": "error", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
+            finally:
+                torch.set_num_threads(torch_threads)
+            record["seconds"] = time.perf_counter() - start
+            record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+            if ctx.is_main:
+                _append(results_path, record)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    ctx.barrier()
+    records = [rec for rec in _latest(read_results(results_path)).values()]
+    wanted = {config_key(*c) for c in config.configurations()}
+    records = [rec for rec in records if rec["key"] in wanted]
+    summary = summarize(records, config.policies)
+    files: dict[str, Path] = {"results": results_path}
+    if ctx.is_main:
+        files.update(write_outputs(records, summary, out, config))
+    return SweepResult(records, summary, files, skipped)
+
+
+# ---------------------------------------------------------------------------------------------- aggregation
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarize(records: Sequence[dict[str, Any]], policies: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Mean ± std over seeds per (policy, n), with ratios to the baseline; failed runs are counted, not averaged."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for rec in records:
+        groups.setdefault((rec["policy"], rec["kernel_num"]), []).append(rec)
+    order = list(policies or [])
+    rows = []
+    for (policy, n), recs in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]) if kv[0][0] in order else len(order), kv[0][0], kv[0][1])):
+        ok = [r for r in recs if r.get("status") == "ok"]
+        row: dict[str, Any] = {"policy": policy, "kernel_num": n, "runs": len(ok), "failed": len(recs) - len(ok)}
+        for metric in ("top1", "top5", "latency_ms", "train_seconds"):
+            row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std([r.get(metric) for r in ok])
+        for metric in ("params", "madds", "extra_madds", "converted_layers"):
+            row[metric] = ok[0].get(metric) if ok else None
+        backends = sorted({str(r.get("latency_backend")) for r in ok})
+        row["latency_backend"] = ", ".join(backends) if backends else None
+        row["errors"] = sorted({r.get("error", "") for r in recs if r.get("status") != "ok"})
+        rows.append(row)
+    base = next((r for r in rows if r["policy"] == BASELINE and r["runs"]), None)
+    for row in rows:
+        row["latency_ratio"] = (
+            row["latency_ms_mean"] / base["latency_ms_mean"]
+            if base and base.get("latency_ms_mean") and row.get("latency_ms_mean") else None
+        )
+        row["top1_gain"] = row["top1_mean"] - base["top1_mean"] if base and row["top1_mean"] is not None else None
+    return rows
+
+
+def _label(policy: str, n: int) -> str:
+    if policy == BASELINE:
+        return "baseline"
+    if policy.startswith("last:"):
+        where = f"last {policy.split(':', 1)[1]} blocks"
+    else:
+        where = POLICY_LABELS.get(policy, policy)
+    return f"+ ODConv ({n}x) to {where}"
+
+
+def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
+
+
+def markdown_table(summary: Sequence[dict[str, Any]], title: str = "") -> str:
+    """Table 9's shape: params, MAdds, top-1, top-5, CPU latency and its ratio to the baseline."""
+    lines = [f"### {title}", ""] if title else []
+    lines += [
+        "| Model | Params | MAdds | Top-1 (%) | Top-5 (%) | CPU latency (ms, batch 1) | Latency ratio | runs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in summary:
+        top1 = _pm(row["top1_mean"], row["top1_std"])
+        if row.get("top1_gain") is not None and row["policy"] != BASELINE:
+            top1 += f" ({row['top1_gain']:+.2f})"
+        lines.append(
+            "| {label} | {params} | {madds} | {top1} | {top5} | {lat} | {ratio} | {runs}{failed} |".format(
+                label=_label(row["policy"], row["kernel_num"]),
+                params=format_count(row["params"]) if row["params"] is not None else "-",
+                madds=format_count(row["madds"]) if row["madds"] is not None else "-",
+                top1=top1,
+                top5=_pm(row["top5_mean"], row["top5_std"]),
+                lat=_pm(row["latency_ms_mean"], row["latency_ms_std"], 3),
+                ratio=f"{row['latency_ratio']:.2f}x" if row.get("latency_ratio") else "-",
+                runs=row["runs"],
+                failed=f" ({row['failed']} failed)" if row["failed"] else "",
+            )
+        )
+    backends = sorted({row["latency_backend"] for row in summary if row.get("latency_backend")})
+    if backends:
+        lines += ["", f"Latency backend: {'; '.join(backends)}. Mean ± std over seeds."]
+    errors = [(row, e) for row in summary for e in row["errors"]]
+    if errors:
+        lines += ["", "Failed configurations:"] + [f"- {_label(r['policy'], r['kernel_num'])}: {e}" for r, e in errors]
+    return "\n".join(lines)
+
+
+def write_outputs(records: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]], out: Path, config: SweepConfig) -> dict[str, Path]:
+    """results.csv (per run), summary.json, table.md and the PNG plots."""
+    import csv
+
+    files: dict[str, Path] = {}
+    columns = ["key", "policy", "kernel_num", "seed", "status", "top1", "top5", "params", "madds", "extra_madds",
+               "latency_ms", "latency_backend", "train_seconds", "seconds", "error"]
+    csv_path = out / "results.csv"
+    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        for rec in sorted(records, key=lambda r: r["key"]):
+            writer.writerow({c: rec.get(c) for c in columns})
+    files["csv"] = csv_path
+    json_path = out / "summary.json"
+    json_path.write_text(json.dumps({"settings": config.settings(), "summary": list(summary)}, indent=2, default=str))
+    files["json"] = json_path
+    title = f"{config.model} on {records[0].get('dataset', config.data or 'digits') if records else config.data}, {config.epochs} epochs"
+    table_path = out / "table.md"
+    table_path.write_text(markdown_table(summary, title) + "\n")
+    files["table"] = table_path
+    if any(row["runs"] for row in summary):
+        from .plots import plot_sweep
+
+        files.update(plot_sweep(summary, out))
+    return files

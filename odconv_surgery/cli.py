@@ -1,0 +1,275 @@
+"""The ``odconv-surgery`` command: list, apply, export, bench and sweep.
+
+MODEL is a spec: ``torchvision:mobilenet_v2?width_mult=0.5`` or ``package.module:callable?key=value``.
+Every error is printed as one line naming the fix, with a non-zero exit code (2 for usage errors, 1 otherwise).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main", "build_parser"]
+
+SPEC_HELP = "model spec: 'torchvision:NAME[?key=value&...]' (e.g. 'torchvision:mobilenet_v2?width_mult=0.5') or 'package.module:callable[?...]'"
+
+
+class CliError(Exception):
+    """An error to print as 'odconv-surgery: error: ...' with exit code 1."""
+
+
+def _spec(text: str):
+    from .model_spec import parse_model_spec
+
+    return parse_model_spec(text)
+
+
+def _input_shape(args: argparse.Namespace) -> tuple[int, ...]:
+    return (1, args.in_channels, args.image_size, args.image_size)
+
+
+def _example(args: argparse.Namespace):
+    import torch
+
+    return torch.randn(*_input_shape(args))
+
+
+def _float(text: str) -> float:
+    """Accepts 0.0625 or 1/16."""
+    try:
+        if "/" in text:
+            num, den = text.split("/", 1)
+            return float(num) / float(den)
+        return float(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.0625 or 1/16, got {text!r}") from None
+
+
+def _spec_sidecar(ckpt: Path) -> Path:
+    return ckpt.with_name(ckpt.name + ".model.json")
+
+
+def _load_model_or_checkpoint(target: str, base: str | None, num_classes: int | None):
+    """A model from a spec, or a converted model from a checkpoint (base model from --base or the sidecar)."""
+    path = Path(target)
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    if path.suffix in (".pt", ".pth", ".ckpt") or path.is_file():
+        if not path.is_file():
+            raise CliError(f"checkpoint {path} does not exist; write one with 'odconv-surgery apply MODEL -o {path}'")
+        if base is None:
+            sidecar = _spec_sidecar(path)
+            if not sidecar.is_file():
+                raise CliError(f"cannot tell which model {path} was made from; pass --base MODEL (the spec given to 'apply')")
+            meta = json.loads(sidecar.read_text())
+            base = meta["model"]
+            kwargs = meta.get("kwargs", {}) | kwargs
+        from .checkpoint import load
+
+        return load(_spec(base).build(**kwargs), path)
+    return _spec(target).build(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------- commands
+def cmd_list(args: argparse.Namespace) -> int:
+    from .surgery import list_candidates
+
+    model = _spec(args.model).build(**_classes(args))
+    policies = args.policies or None
+    if policies:
+        list_candidates(model, policies=policies)
+    else:
+        list_candidates(model)
+    return 0
+
+
+def _classes(args: argparse.Namespace) -> dict:
+    return {} if getattr(args, "num_classes", None) is None else {"num_classes": args.num_classes}
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from .accounting import count_cost, format_count
+    from .checkpoint import save
+    from .surgery import apply_odconv
+
+    spec = _spec(args.model)
+    model = spec.build(**_classes(args))
+    before = count_cost(model, _input_shape(args))
+    model, report = apply_odconv(
+        model, args.policy, kernel_num=args.kernel_num, reduction=args.reduction, init=args.init,
+        attention_norm=args.attention_norm, inplace=True,
+    )
+    after = count_cost(model, _input_shape(args))
+    out = Path(args.output)
+    save(model, out)
+    _spec_sidecar(out).write_text(json.dumps({"model": str(spec), "kwargs": _classes(args)}))
+    if not args.quiet:
+        print(report.summary() if hasattr(report, "summary") else report)
+        print(
+            f"params {format_count(before.params)} -> {format_count(after.params)}, MAdds at {args.image_size}px "
+            f"{format_count(before.madds)} -> {format_count(after.madds)}"
+        )
+        print(f"saved {out} (weights + recipe; load with odconv_surgery.load(base_model, '{out}'))")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    try:
+        from .export import export_onnx
+    except ImportError as exc:
+        raise CliError(f"ONNX export is not available ({exc}); install the extras: pip install 'odconv-surgery[onnx]'") from exc
+    model = _load_model_or_checkpoint(args.model, args.base, args.num_classes).eval()
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, out, _example(args), dynamic_batch=not args.static_batch, fuse=not args.no_fuse)
+    if not args.quiet:
+        print(f"wrote {out} ({'static' if args.static_batch else 'dynamic'} batch, {'unfused' if args.no_fuse else 'fused'})")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        from . import onnx_benchmark
+    except ImportError as exc:
+        raise CliError(
+            f"the ONNX benchmark is not available ({exc}); install the extras (pip install 'odconv-surgery[onnx]') "
+            "or use this version's 'sweep' command"
+        ) from exc
+    run = getattr(onnx_benchmark, "main", None)
+    if run is None:
+        raise CliError("odconv_surgery.onnx_benchmark has no main(argv); update odconv-surgery")
+    argv = [args.model, *(["--policies", *args.policies] if args.policies else []), *args.extra]
+    return int(run(argv) or 0)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import DEFAULT_POLICIES, SweepConfig, run_sweep
+
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return _relaunch_torchrun(args.nproc)
+    _spec(args.model)  # fail fast on a bad spec
+    config = SweepConfig(
+        model=args.model, policies=args.policies or DEFAULT_POLICIES, kernel_nums=args.kernel_num,
+        seeds=list(range(args.seeds)) if args.seed_list is None else args.seed_list, data=args.data,
+        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        reduction=args.reduction, init=args.init, latency=not args.no_latency, quiet=args.quiet,
+        limit=args.limit, max_steps_per_epoch=args.max_steps,
+    )
+    result = run_sweep(config, args.output)
+    if int(os.environ.get("RANK", "0")) == 0:
+        if not args.quiet:
+            print(Path(result.files["table"]).read_text() if "table" in result.files else "")
+            print("outputs: " + ", ".join(str(p) for p in result.files.values()))
+        if result.failures:
+            print(f"odconv-surgery: {len(result.failures)} configuration(s) failed; see {result.files['results']} "
+                  "(they are retried when you run the same command again)", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _relaunch_torchrun(nproc: int) -> int:
+    """Re-run this same command under torchrun with ``nproc`` processes (DDP training)."""
+    import subprocess
+
+    argv = [a for a in sys.argv[1:]]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "odconv_surgery.cli", *argv]
+    return subprocess.call(cmd)
+
+
+# --------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="odconv-surgery",
+        description="Convert CNNs to ODConv (ICLR 2022), export them to ONNX, benchmark and sweep placement policies.",
+        epilog="Run 'odconv-surgery COMMAND --help' for a command's options.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser, image_size: int = 224) -> None:
+        p.add_argument("--num-classes", type=int, default=None, help="override the model's number of classes")
+        p.add_argument("--image-size", type=int, default=image_size, help=f"input height/width (default {image_size})")
+        p.add_argument("--in-channels", type=int, default=3, help="input channels (default 3)")
+        p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+    p = sub.add_parser("list", help="conv candidates and which policy converts each", description="Show every convolution and which placement policy would convert it.")
+    p.add_argument("model", metavar="MODEL", help=SPEC_HELP)
+    p.add_argument("--policies", nargs="+", default=None, help="policies to show (default: the built-in ones)")
+    p.add_argument("--num-classes", type=int, default=None, help="override the model's number of classes")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("apply", help="convert and save weights + recipe", description="Convert MODEL with a placement policy and save a checkpoint (weights + recipe).")
+    p.add_argument("model", metavar="MODEL", help=SPEC_HELP)
+    p.add_argument("--policy", "-p", default="all_but_first", help="placement policy (all_but_first, 1x1, 3x3, last:K, all)")
+    p.add_argument("-n", "--kernel-num", type=int, default=1, help="number of kernels n (default 1)")
+    p.add_argument("--reduction", "-r", type=_float, default=1 / 16, help="attention reduction ratio r (default 1/16)")
+    p.add_argument("--init", choices=("pretrained", "scratch"), default="pretrained", help="function-preserving (default) or the paper's scratch init")
+    p.add_argument("--attention-norm", choices=("bn", "ln", "none"), default="bn", help="attention trunk normalisation")
+    p.add_argument("-o", "--output", required=True, help="checkpoint path to write (e.g. model.pt)")
+    common(p)
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("export", help="export a model or checkpoint to ONNX", description="Export MODEL (a spec) or a checkpoint from 'apply' to ONNX.")
+    p.add_argument("model", metavar="MODEL|CKPT", help=SPEC_HELP + ", or a checkpoint written by 'apply'")
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    p.add_argument("--base", default=None, help="model spec the checkpoint was made from (default: read from CKPT.model.json)")
+    p.add_argument("--no-fuse", action="store_true", help="skip the ONNX fusion passes")
+    p.add_argument("--static-batch", action="store_true", help="fix the batch dimension to 1")
+    common(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("bench", help="the ONNX benchmark table", description="Run the ONNX benchmark (odconv_surgery.onnx_benchmark) for MODEL.")
+    p.add_argument("model", metavar="MODEL", help=SPEC_HELP)
+    p.add_argument("--policies", nargs="+", default=None, help="policies to benchmark")
+    p.add_argument("extra", nargs=argparse.REMAINDER, help="further options passed to the benchmark")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("sweep", help="placement-policy sweep (accuracy + speed, the paper's Table 9)",
+                       description="Train and evaluate MODEL under several placement policies and seeds; resumable.")
+    p.add_argument("model", metavar="MODEL", nargs="?", default="torchvision:mobilenet_v2?width_mult=0.5", help=SPEC_HELP + " (default mobilenet_v2 width 0.5)")
+    p.add_argument("--policies", nargs="+", default=None, help="policies incl. 'baseline' (default: baseline all_but_first 1x1 3x3 last:6)")
+    p.add_argument("-n", "--kernel-num", type=int, nargs="+", default=[1], help="kernel numbers n to sweep (default 1)")
+    p.add_argument("--data", default=None, help="ImageFolder root (class folders, or train/ and val/); default: sklearn digits")
+    p.add_argument("--image-size", type=int, default=None, help="input size (default 32 for digits, 64 for ImageFolder)")
+    p.add_argument("--epochs", type=int, default=5, help="training epochs per configuration (default 5)")
+    p.add_argument("--seeds", type=int, default=3, help="number of seeds 0..S-1 (default 3)")
+    p.add_argument("--seed-list", type=int, nargs="+", default=None, help="explicit seeds (overrides --seeds)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size per process (default 64)")
+    p.add_argument("--lr", type=float, default=0.05, help="initial learning rate, cosine to 0 (default 0.05)")
+    p.add_argument("--reduction", "-r", type=_float, default=1 / 16, help="attention reduction ratio (default 1/16)")
+    p.add_argument("--init", choices=("pretrained", "scratch"), default="pretrained", help="ODConv init (see docs; default pretrained = neutral attention)")
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--nproc", type=int, default=1, help="train with DDP on this many processes (re-launches under torchrun)")
+    p.add_argument("--limit", type=int, default=None, help="use only this many images per split (smoke tests)")
+    p.add_argument("--max-steps", type=int, default=None, help="cap steps per epoch (smoke tests)")
+    p.add_argument("-o", "--output", default="results", help="output directory (results.jsonl, csv, json, table.md, PNGs)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (CI)")
+    p.set_defaults(func=cmd_sweep)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("odconv-surgery: interrupted (a sweep resumes where it stopped when re-run)", file=sys.stderr)
+        return 130
+    except CliError as exc:
+        print(f"odconv-surgery: error: {exc}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, KeyError, FileNotFoundError, ImportError, RuntimeError) as exc:
+        print(f"odconv-surgery: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if os.environ.get("ODCONV_DEBUG"):
+            raise
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

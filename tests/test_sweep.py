@@ -1,0 +1,155 @@
+"""Sweep runner end to end on a tiny model: resume after interruption, failure recording, outputs, plots."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from odconv_surgery.data import load_digits_dataset, load_image_folder
+from odconv_surgery.sweep import (
+    SweepConfig,
+    SweepSettingsMismatch,
+    markdown_table,
+    read_results,
+    run_sweep,
+    summarize,
+)
+from odconv_surgery.training import TrainConfig, train_and_evaluate
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class Tiny(nn.Module):
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+            nn.Conv2d(16, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.features(x)), 1))
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return load_digits_dataset(12, limit=48)
+
+
+def _config(**kw) -> SweepConfig:
+    base = dict(model="tests:Tiny", policies=["baseline", "all_but_first"], seeds=[0], epochs=1, image_size=12,
+                limit=48, max_steps_per_epoch=2, batch_size=16, latency_runs=2, quiet=True)
+    base.update(kw)
+    return SweepConfig(**base)
+
+
+def test_tiny_sweep_resume_and_outputs(tmp_path, tiny_data):
+    cfg = _config()
+    # First run is "interrupted" after one configuration.
+    first = run_sweep(cfg, tmp_path, model_factory=Tiny, data=tiny_data, max_configs=1)
+    assert [r["key"] for r in read_results(tmp_path)] == ["baseline|n=0|seed=0"]
+    assert first.records[0]["status"] == "ok"
+    # Resume: the finished configuration is skipped, the other one runs.
+    second = run_sweep(cfg, tmp_path, model_factory=Tiny, data=tiny_data)
+    assert second.skipped == 1
+    lines = read_results(tmp_path)
+    assert [r["key"] for r in lines] == ["baseline|n=0|seed=0", "all_but_first|n=1|seed=0"]
+    assert all(r["status"] == "ok" for r in lines)
+    odc = lines[1]
+    assert odc["converted_layers"] == 2 and odc["params"] > lines[0]["params"] and odc["extra_madds"] > 0
+    assert odc["latency_ms"] > 0 and odc["latency_backend"]
+    assert 0 <= odc["top1"] <= 100 and odc["top5"] is not None
+    # Outputs
+    for name in ("results.csv", "summary.json", "table.md", "acc_vs_latency.png", "acc_vs_params.png"):
+        assert (tmp_path / name).is_file(), name
+    for png in ("acc_vs_latency.png", "acc_vs_params.png"):
+        data = (tmp_path / png).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 1000
+    table = (tmp_path / "table.md").read_text()
+    assert "| baseline |" in table and "+ ODConv (1x) to all conv layers except the first" in table
+    assert "Latency ratio" in table
+    summary = json.loads((tmp_path / "summary.json").read_text())["summary"]
+    assert [row["policy"] for row in summary] == ["baseline", "all_but_first"]
+    # A third run has nothing left to do.
+    third = run_sweep(cfg, tmp_path, model_factory=Tiny, data=tiny_data)
+    assert third.skipped == 2 and len(read_results(tmp_path)) == 2
+
+
+def test_failure_is_recorded_and_sweep_goes_on(tmp_path, tiny_data):
+    cfg = _config(policies=["no_such_policy", "baseline"], latency=False)
+    result = run_sweep(cfg, tmp_path, model_factory=Tiny, data=tiny_data)
+    by_key = {r["key"]: r for r in result.records}
+    assert by_key["no_such_policy|n=1|seed=0"]["status"] == "error"
+    assert "no_such_policy" in by_key["no_such_policy|n=1|seed=0"]["error"]
+    assert "Traceback" in by_key["no_such_policy|n=1|seed=0"]["traceback"]
+    assert by_key["baseline|n=0|seed=0"]["status"] == "ok"
+    assert "Failed configurations" in (tmp_path / "table.md").read_text()
+    # Failures are retried on resume (and recorded again); successes are not re-run.
+    again = run_sweep(cfg, tmp_path, model_factory=Tiny, data=tiny_data)
+    assert again.skipped == 1
+    assert len(read_results(tmp_path)) == 3
+
+
+def test_settings_mismatch_refuses_to_mix(tmp_path, tiny_data):
+    run_sweep(_config(policies=["baseline"], latency=False), tmp_path, model_factory=Tiny, data=tiny_data)
+    with pytest.raises(SweepSettingsMismatch, match="another output directory"):
+        run_sweep(_config(policies=["baseline"], latency=False, epochs=2), tmp_path, model_factory=Tiny, data=tiny_data)
+
+
+def test_torn_last_line_is_ignored(tmp_path):
+    good = {"key": "baseline|n=0|seed=0", "status": "ok"}
+    (tmp_path / "results.jsonl").write_text(json.dumps(good) + "\n" + '{"key": "all_but')
+    assert read_results(tmp_path) == [good]
+
+
+def test_summarize_mean_std_and_table():
+    recs = [
+        {"policy": "baseline", "kernel_num": 0, "status": "ok", "top1": 90.0, "top5": 99.0, "latency_ms": 1.0, "params": 1e6, "madds": 5e6, "latency_backend": "onnxruntime"},
+        {"policy": "baseline", "kernel_num": 0, "status": "ok", "top1": 92.0, "top5": 99.0, "latency_ms": 1.0, "params": 1e6, "madds": 5e6, "latency_backend": "onnxruntime"},
+        {"policy": "3x3", "kernel_num": 1, "status": "ok", "top1": 95.0, "top5": 100.0, "latency_ms": 2.0, "params": 2e6, "madds": 6e6, "latency_backend": "onnxruntime"},
+        {"policy": "3x3", "kernel_num": 1, "status": "error", "error": "boom"},
+    ]
+    rows = summarize(recs, ["baseline", "3x3"])
+    assert rows[0]["top1_mean"] == 91.0 and rows[0]["top1_std"] == pytest.approx(1.41421, rel=1e-4)
+    assert rows[1]["latency_ratio"] == 2.0 and rows[1]["top1_gain"] == 4.0 and rows[1]["failed"] == 1
+    table = markdown_table(rows)
+    assert "91.00 ± 1.41" in table and "2.00x" in table and "(+4.00)" in table and "boom" in table
+
+
+def test_training_anneals_temperature(tiny_data):
+    from odconv_surgery import apply_odconv
+    from odconv_surgery.temperature import get_temperature
+
+    model, _ = apply_odconv(Tiny(), "all_but_first")
+    result = train_and_evaluate(model, tiny_data, TrainConfig(epochs=2, batch_size=8, max_steps_per_epoch=5, progress=False))
+    assert result.steps == 10
+    assert result.history[0]["temperature"] < 30 and get_temperature(model) == 1.0
+    assert result.history[-1]["lr"] == pytest.approx(0.0, abs=1e-9)  # cosine to zero
+    assert not model.training
+
+
+def test_digits_split_is_fixed():
+    a, b = load_digits_dataset(16), load_digits_dataset(16)
+    assert len(a.train) + len(a.test) == 1797 and len(a.test) == 450
+    assert torch.equal(a.test.tensors[1], b.test.tensors[1])
+    assert a.train[0][0].shape == (3, 16, 16)
+
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            Image.new("RGB", (20, 20), color=(i * 40, 10, 200 if cls == "dog" else 0)).save(tmp_path / cls / f"{i}.png")
+    bundle = load_image_folder(tmp_path, image_size=16)
+    assert bundle.num_classes == 2 and len(bundle.train) == 8 and len(bundle.test) == 2
+    assert bundle.train[0][0].shape == (3, 16, 16)
+    with pytest.raises(FileNotFoundError, match="ImageFolder"):
+        load_image_folder(tmp_path / "missing")

@@ -69,6 +69,18 @@ def load_model(model: "onnx.ModelProto | str | os.PathLike | bytes") -> onnx.Mod
     return proto
 
 
+def constant_value(tensor) -> np.ndarray | None:
+    """The value of a constant tensor, following the exporter's Identity / Constant indirections; else None."""
+    while isinstance(tensor, gs.Variable) and len(tensor.inputs) == 1 and tensor.inputs[0].op in ("Identity", "Constant"):
+        producer = tensor.inputs[0]
+        if producer.op == "Constant":
+            return np.asarray(producer.attrs["value"].values)
+        tensor = producer.inputs[0]
+    if isinstance(tensor, gs.Constant):
+        return np.asarray(tensor.values)
+    return None
+
+
 def is_odconv(node: gs.Node) -> bool:
     return node.op == OD_OP and (node.domain or "") == OD_DOMAIN
 
@@ -103,17 +115,11 @@ class OdLayer:
         return role in self.roles
 
     def param(self, role: str) -> np.ndarray:
-        tensor = self.node.inputs[1 + self.roles.index(role)]
-        # The exporter deduplicates equal initializers behind Identity nodes: follow them.
-        while isinstance(tensor, gs.Variable) and len(tensor.inputs) == 1 and tensor.inputs[0].op in ("Identity", "Constant"):
-            producer = tensor.inputs[0]
-            if producer.op == "Constant":
-                tensor = gs.Constant(tensor.name, np.asarray(producer.attrs["value"].values))
-                break
-            tensor = producer.inputs[0]
-        if not isinstance(tensor, gs.Constant):
+        # The exporter deduplicates equal initializers behind Identity nodes: constant_value follows them.
+        value = constant_value(self.node.inputs[1 + self.roles.index(role)])
+        if value is None:
             raise ValueError(f"ODConv layer {self.name!r}: parameter {role!r} is not a constant initializer")
-        return np.asarray(tensor.values)
+        return value
 
     def params(self) -> dict[str, np.ndarray]:
         return {role: self.param(role) for role in self.roles}

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
 
-from .common import export_graph, import_graph, odconv_layers
+from .common import constant_value, export_graph, import_graph, odconv_layers
 
 NAME = "fold_output_bn"
 
@@ -27,9 +26,10 @@ def run(model: onnx.ModelProto) -> onnx.ModelProto:
         bn = y.outputs[0]
         if bn.op != "BatchNormalization" or len(bn.outputs) != 1 or bn.inputs[0] is not y:
             continue
-        if not all(isinstance(t, gs.Constant) for t in bn.inputs[1:5]):
+        values = [constant_value(t) for t in bn.inputs[1:5]]
+        if any(v is None for v in values):
             continue
-        gamma, beta, mu, var = (np.asarray(t.values, dtype=np.float64) for t in bn.inputs[1:5])
+        gamma, beta, mu, var = (np.asarray(v, dtype=np.float64) for v in values)
         eps = float(bn.attrs.get("epsilon", 1e-5))
         s = gamma / np.sqrt(var + eps)
         params = layer.params()
@@ -38,6 +38,8 @@ def run(model: onnx.ModelProto) -> onnx.ModelProto:
         new_bias = (s * (b - mu) + beta).astype(np.float32)
         ordered = {}
         for role, value in params.items():
+            if role == "bias":
+                continue
             ordered[role] = value
             if role == "weight":
                 ordered["bias"] = new_bias

@@ -1,0 +1,120 @@
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torchvision
+
+from odconv_surgery import ODConv2d
+from odconv_surgery.export import export_marked, export_onnx
+from odconv_surgery.passes.onnx.common import OD_DOMAIN
+from odconv_surgery.runtime import OrtRunner, check_parity
+
+from onnx_helpers import build, tiny
+
+
+def _meta(model):
+    return {p.key: p.value for p in model.metadata_props}
+
+
+@pytest.mark.parametrize("kernel_num", [1, 4])
+@pytest.mark.parametrize("fuse", [False, True])
+def test_tiny_every_kind_parity(kernel_num, fuse):
+    model = tiny(kernel_num)
+    x = torch.randn(1, 8, 16, 16)
+    proto = export_onnx(model, None, x, fuse=fuse)
+    assert not any(n.domain == OD_DOMAIN for n in proto.graph.node)
+    check_parity(model, proto, x, batches=(1, 3, 8))
+
+
+def test_mobilenet_parity_and_metadata(tmp_path):
+    model, _ = build("mobilenet_v2_0.5", kernel_num=1)
+    x = torch.randn(1, 3, 32, 32)
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, x)
+    proto = onnx.load(path)
+    meta = _meta(proto)
+    assert meta["odconv.temperature"] == "1.0"
+    assert meta["odconv.version"]
+    recipe = json.loads(meta["odconv.recipe"])
+    assert recipe["policy"] == "all_but_first" and recipe["kernel_num"] == 1
+    assert len(json.loads(meta["odconv.layers"])) == sum(isinstance(m, ODConv2d) for m in model.modules())
+    assert "batch_regime" in meta["odconv.passes"]
+    check_parity(model, str(path), x, batches=(1, 3, 8))
+
+
+def test_resnet18_parity():
+    model, _ = build("resnet18", kernel_num=1)
+    x = torch.randn(1, 3, 64, 64)
+    check_parity(model, export_onnx(model, None, x), x, batches=(1, 3, 8))
+
+
+def test_dynamic_batch_graph_has_no_batch():
+    model = tiny(4)
+    x = torch.randn(2, 8, 16, 16)
+    proto = export_onnx(model, None, x, batch1_branch=False)
+    dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim.dim_param and not dim.HasField("dim_value")
+    runner = OrtRunner(proto, device="cpu")
+    for b in (1, 5, 7):
+        assert runner(np.zeros((b, 8, 16, 16), np.float32)).shape[0] == b
+
+
+def test_static_model_export_is_noop():
+    static = torchvision.models.resnet18(num_classes=10).eval()
+    x = torch.randn(1, 3, 32, 32)
+    proto = export_onnx(static, None, x)
+    assert _meta(proto)["odconv.layers"] == "[]"
+    assert not any(n.op_type == "If" for n in proto.graph.node)
+    check_parity(static, proto, x, batches=(1, 2))
+
+
+def test_temperature_is_one_at_export_and_restored():
+    model = tiny(4)
+    for m in model.modules():
+        if isinstance(m, ODConv2d):
+            m.attention.temperature = 7.0
+    x = torch.randn(1, 8, 16, 16)
+    proto = export_onnx(model, None, x)
+    assert all(m.attention.temperature == 7.0 for m in model.modules() if isinstance(m, ODConv2d))
+    check_parity(model, proto, x, batches=(2,))  # check_parity compares at temperature 1
+
+
+def test_generic_path_unshared_and_reflect():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        ODConv2d(8, 16, 3, padding=1, kernel_num=2, share_attention=False),
+        torch.nn.ReLU(),
+        ODConv2d(16, 16, 3, padding=1, padding_mode="reflect", kernel_num=2),
+    ).eval()
+    x = torch.randn(1, 8, 12, 12)
+    proto = export_onnx(net, None, x)
+    check_parity(net, proto, x, batches=(1, 3))
+    assert json.loads(_meta(proto)["odconv.layers"]) == []  # both went through the generic formulation
+
+
+def test_marker_graph_is_exact_to_find():
+    model = tiny(1)
+    proto = export_marked(model, torch.randn(1, 8, 16, 16))
+    names = sorted(n.name for n in proto.graph.node if n.domain == OD_DOMAIN)
+    assert names == ["c1", "c2", "c3", "c4", "c5"]
+
+
+def test_export_rejects_bad_input():
+    with pytest.raises(ValueError):
+        export_onnx(tiny(1), None, torch.randn(8, 16, 16))
+
+
+SLOW_MODELS = ["mobilenet_v2_1.0", "mobilenet_v2_0.5", "resnet18", "resnet50"]
+POLICIES = ["all_but_first", "1x1", "3x3", "last:6"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel_num", [1, 4])
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("name", SLOW_MODELS)
+def test_parity_matrix(name, policy, kernel_num):
+    model, _ = build(name, policy=policy, kernel_num=kernel_num)
+    x = torch.randn(1, 3, 96, 96)
+    check_parity(model, export_onnx(model, None, x, check=False), x, batches=(1, 3, 8))

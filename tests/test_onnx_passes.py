@@ -1,0 +1,101 @@
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from odconv_surgery.export import export_marked
+from odconv_surgery.passes.onnx import (
+    NAIVE_PIPELINE,
+    PIPELINE,
+    REGISTRY,
+    OnnxModelError,
+    PassNumericsError,
+    check_pass,
+    ort_run,
+    register_pass,
+    run_pipeline,
+)
+from odconv_surgery.passes.onnx.check import random_batch
+from odconv_surgery.passes.onnx.common import OD_DOMAIN, odconv_layers
+from odconv_surgery.passes.onnx.find_odconv import find_odconv
+import onnx_graphsurgeon as gs
+
+from onnx_helpers import tiny
+
+
+@pytest.fixture(scope="module")
+def marked():
+    model = tiny(4)
+    return export_marked(model, torch.randn(1, 8, 16, 16))
+
+
+@pytest.mark.parametrize("passes", [PIPELINE, NAIVE_PIPELINE], ids=["fused", "naive"])
+def test_each_pass_keeps_numerics(marked, passes):
+    feed = random_batch((1, 8, 16, 16), batch=3, seed=5)
+    reference = ort_run(marked, feed)
+    proto = marked
+    for name in passes:
+        proto = REGISTRY[name](proto)
+        reference = check_pass(name, reference, proto, feed, tolerance=1e-4)
+    onnx.checker.check_model(proto)
+    assert not any(n.domain == OD_DOMAIN for n in proto.graph.node)
+
+
+def test_find_and_folds(marked):
+    layers = find_odconv(marked)
+    assert [l.name for l in layers] == ["c1", "c2", "c3", "c4", "c5"]
+    assert {l.kind for l in layers} == {"dense", "depthwise", "pointwise", "grouped"}
+    folded = REGISTRY["fold_output_bn"](marked)
+    assert not any(n.op_type == "BatchNormalization" for n in folded.graph.node)  # bn1 after c1 folded
+    c1 = [l for l in odconv_layers(gs.import_onnx(folded)) if l.name == "c1"][0]
+    assert c1.has("bias")
+    merged = REGISTRY["merge_attention_heads"](REGISTRY["fold_attention_norm"](folded))
+    for layer in odconv_layers(gs.import_onnx(merged)):
+        assert layer.has("heads_weight") and layer.has("fc_bias") and not layer.has("norm_mean")
+
+
+def test_attention_is_a_handful_of_nodes(marked):
+    proto = run_pipeline(marked, batch1_branch=False)
+    per_layer = {}
+    for node in proto.graph.node:
+        layer = node.name.split("/")[0]
+        per_layer[layer] = per_layer.get(layer, 0) + 1
+    attention_ops = [n for n in proto.graph.node if n.name.startswith("c3/") and n.op_type in ("GlobalAveragePool", "Conv", "Relu", "Split", "Sigmoid", "Softmax")]
+    assert len(attention_ops) <= 9
+    assert per_layer["c3"] <= 18  # 1x1, n=4: attention + per-sample kernel MatMul
+
+
+def test_corrupt_and_non_onnx_files(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage not a protobuf \xff\xfe")
+    with pytest.raises(OnnxModelError):
+        run_pipeline(str(bad))
+    text = tmp_path / "readme.txt"
+    text.write_text("hello")
+    with pytest.raises(OnnxModelError):
+        run_pipeline(str(text))
+    with pytest.raises(OnnxModelError):
+        run_pipeline(str(tmp_path / "missing.onnx"))
+    with pytest.raises(OnnxModelError):
+        run_pipeline(42)
+
+
+def test_pass_that_breaks_numerics_raises_naming_it(marked):
+    def perturb(model):
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+        graph = gs.import_onnx(model)
+        layer = odconv_layers(graph)[0]
+        params = layer.params()
+        params["weight"] = params["weight"] * 1.01
+        layer.set_params(params)
+        return gs.export_onnx(graph)
+
+    if "perturb_weights" not in REGISTRY:
+        register_pass("perturb_weights", perturb)
+    with pytest.raises(PassNumericsError, match="perturb_weights"):
+        run_pipeline(marked, ["find_odconv", "perturb_weights", "lower_odconv"], check_input=np.zeros((1, 8, 16, 16), np.float32))
+
+
+def test_unknown_pass(marked):
+    with pytest.raises(ValueError, match="unknown"):
+        run_pipeline(marked, ["nope"])

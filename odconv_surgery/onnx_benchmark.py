@@ -1,0 +1,182 @@
+"""Static vs naive vs fused ONNX latency comparison in onnxruntime (library side of ``benchmarks/bench_onnx.py``).
+
+For each case (torchvision model, policy, n) three ONNX models are built in the same run: the original static
+model, the ODConv model exported naively (``fuse=False``: batch-independent reference formulation, no passes)
+and the fused export (``passes.onnx.PIPELINE``). Regimes: CPU batch 1 one thread (the paper's CPU column),
+CPU batch 8 all threads, CUDA batch 200 with IO binding when available. Timing: ``rounds`` rounds, each
+timing every variant ``repeats`` times in turn (interleaved, so machine noise hits all variants alike);
+the reported latency is the median over rounds of the per-round medians, and ratios are to the static model
+measured in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .export import export_onnx
+from .runtime import OrtRunner, check_parity, cuda_available
+
+TABLE9_POLICIES = ("all_but_first", "1x1", "3x3", "last:6")
+MODELS = ("mobilenet_v2_1.0", "mobilenet_v2_0.5", "resnet18", "resnet50")
+VARIANTS = ("static", "naive", "fused")
+
+
+@dataclass
+class Case:
+    model: str
+    policy: str = "all_but_first"
+    kernel_num: int = 1
+
+
+@dataclass
+class Row:
+    model: str
+    policy: str
+    kernel_num: int
+    regime: str
+    variant: str
+    batch: int
+    threads: int
+    ms: float
+    fps: float
+    ratio_to_static: float
+    ratio_naive_to_fused: float | None = None
+
+
+def static_model(name: str) -> nn.Module:
+    import torchvision
+
+    if name == "mobilenet_v2_1.0":
+        return torchvision.models.mobilenet_v2().eval()
+    if name == "mobilenet_v2_0.5":
+        return torchvision.models.mobilenet_v2(width_mult=0.5).eval()
+    return getattr(torchvision.models, name)().eval()
+
+
+def build_variants(static: nn.Module, odconv_model: nn.Module, example_input: torch.Tensor) -> dict:
+    """The three ONNX models (ModelProto) for one case."""
+    return {
+        "static": export_onnx(static, None, example_input, check=False),
+        "naive": export_onnx(odconv_model, None, example_input, fuse=False, check=False),
+        "fused": export_onnx(odconv_model, None, example_input, check=False),
+    }
+
+
+def _regimes(include_b8: bool, include_cuda: bool) -> list[tuple[str, str, int, int]]:
+    regimes = [("cpu-b1-t1", "cpu", 1, 1)]
+    if include_b8:
+        regimes.append(("cpu-b8-tall", "cpu", 8, 0))
+    if include_cuda and cuda_available():
+        regimes.append(("cuda-b200", "cuda", 200, 0))
+    return regimes
+
+
+def time_variants(protos: dict, regime: tuple[str, str, int, int], repeats: int = 10, rounds: int = 5) -> dict[str, float]:
+    """Median latency (s) per variant, interleaved rounds."""
+    _, device, batch, threads = regime
+    runners = {k: OrtRunner(v, device=device, threads=threads, warmup=2, warmup_batch=batch) for k, v in protos.items()}
+    per_round: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(rounds):
+        for key, runner in runners.items():
+            per_round[key].append(statistics.median(runner.time(batch, repeats=repeats, warmup=1, iobinding=device == "cuda")))
+    return {k: statistics.median(v) for k, v in per_round.items()}
+
+
+def run_case(
+    case: Case,
+    *,
+    input_size: int = 224,
+    repeats: int = 10,
+    rounds: int = 5,
+    include_b8: bool = True,
+    include_cuda: bool = True,
+    check: bool = False,
+) -> list[Row]:
+    from .surgery import apply_odconv
+
+    static = static_model(case.model)
+    model, _ = apply_odconv(static, policy=case.policy, kernel_num=case.kernel_num)
+    model.eval()
+    x = torch.randn(1, 3, input_size, input_size)
+    protos = build_variants(static, model, x)
+    if check:
+        check_parity(model, protos["fused"], x, batches=(1, 3))
+    rows = []
+    for regime in _regimes(include_b8, include_cuda):
+        times = time_variants(protos, regime, repeats, rounds)
+        base = times["static"]
+        for variant in VARIANTS:
+            t = times[variant]
+            rows.append(
+                Row(
+                    case.model, case.policy, case.kernel_num, regime[0], variant, regime[2], regime[3],
+                    ms=t * 1e3, fps=regime[2] / t, ratio_to_static=t / base,
+                    ratio_naive_to_fused=(times["naive"] / times["fused"]) if variant == "fused" else None,
+                )
+            )
+    return rows
+
+
+def default_cases(models: Sequence[str] = MODELS, kernel_nums: Sequence[int] = (1, 4), policy_model: str = "mobilenet_v2_0.5") -> list[Case]:
+    cases = [Case(m, "all_but_first", n) for m in models for n in kernel_nums]
+    cases += [Case(policy_model, p, 1) for p in TABLE9_POLICIES if p != "all_but_first"]
+    return cases
+
+
+def run_benchmark(cases: Iterable[Case], *, progress=print, **kwargs) -> list[Row]:
+    rows: list[Row] = []
+    for case in cases:
+        if progress:
+            progress(f"# {case.model} policy={case.policy} n={case.kernel_num}")
+        rows += run_case(case, **kwargs)
+        if progress:
+            progress(render_markdown([r for r in rows if (r.model, r.policy, r.kernel_num) == (case.model, case.policy, case.kernel_num)]))
+    return rows
+
+
+def render_markdown(rows: Sequence[Row]) -> str:
+    head = "| model | policy | n | regime | variant | ms | FPS | ratio to static | naive/fused |\n|---|---|---|---|---|---|---|---|---|"
+    lines = [head]
+    for r in rows:
+        nf = f"{r.ratio_naive_to_fused:.2f}x" if r.ratio_naive_to_fused is not None else ""
+        lines.append(f"| {r.model} | {r.policy} | {r.kernel_num} | {r.regime} | {r.variant} | {r.ms:.2f} | {r.fps:.1f} | {r.ratio_to_static:.2f} | {nf} |")
+    return "\n".join(lines)
+
+
+def write_json(rows: Sequence[Row], path: str | os.PathLike, extra: dict | None = None) -> None:
+    import onnxruntime
+
+    payload = {
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "rows": [asdict(r) for r in rows],
+        **(extra or {}),
+    }
+    with open(path, "w") as fh:
+        json.dump(payload, fh, indent=2)
+
+
+def onnx_demo(model: nn.Module, static_model: nn.Module, example_input: torch.Tensor, *, repeats: int = 10, rounds: int = 3) -> str:
+    """Export ``model`` (dynamic batch, fused), check ORT vs PyTorch at batch 1, 3 and 8, and compare the
+    static / naive / fused latency (ORT CPU, batch 1, one thread). Returns a printable markdown report."""
+    protos = build_variants(static_model, model, example_input)
+    parity = check_parity(model, protos["fused"], example_input, batches=(1, 3, 8), raise_on_fail=False)
+    times = time_variants(protos, ("cpu-b1-t1", "cpu", 1, 1), repeats=repeats, rounds=rounds)
+    lines = ["ONNX export (dynamic batch, fused) -- ORT vs PyTorch parity (max abs err / output scale):"]
+    lines += [f"  batch {r.batch}: {r.relative_err:.2e} {'ok' if r.ok else 'FAIL'}" for r in parity]
+    lines.append("")
+    lines.append("| variant | ms (ORT CPU, batch 1, 1 thread) | ratio to static |")
+    lines.append("|---|---|---|")
+    for k in VARIANTS:
+        lines.append(f"| {k} | {times[k] * 1e3:.2f} | {times[k] / times['static']:.2f} |")
+    lines.append(f"fused is {times['naive'] / times['fused']:.2f}x faster than the naive export")
+    return "\n".join(lines)

@@ -2,8 +2,9 @@
 
 The attention trunk's BatchNorm sees one pooled vector per sample, so with small per-process batches its
 statistics are noisy; DyConv/ODConv-style training synchronises them across processes. torch's
-``nn.SyncBatchNorm`` only runs on GPU-like devices, so on CPU (gloo) we use ``CPUSyncBatchNorm``: a subclass
-whose training statistics are all-reduced with differentiable collectives (``torch.distributed.nn``).
+``nn.SyncBatchNorm`` only runs on GPU-like devices (and DDP rejects it in CPU modules), so on CPU (gloo) we use
+``CPUSyncBatchNorm``: a BatchNorm whose training statistics are all-reduced with differentiable collectives
+(``torch.distributed.nn``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from .attention import ODAttention
 
-__all__ = ["DistContext", "init_distributed", "CPUSyncBatchNorm", "convert_attention_sync_batchnorm", "is_main_process"]
+__all__ = ["DistContext", "init_distributed", "CPUSyncBatchNorm", "convert_attention_sync_batchnorm", "is_sync_batchnorm", "is_main_process"]
 
 
 @dataclass
@@ -80,35 +81,40 @@ def init_distributed(device: str | None = None) -> DistContext:
     return DistContext(rank, world_size, local_rank, dist.get_backend(), dev, owns)
 
 
-class CPUSyncBatchNorm(nn.SyncBatchNorm):
-    """``nn.SyncBatchNorm`` that also works on CPU: batch statistics are summed over all processes.
+class CPUSyncBatchNorm(nn.BatchNorm2d):
+    """Synchronised BatchNorm for CPU processes: batch statistics are summed over all processes.
 
-    On CUDA (or outside training / outside a process group) it defers to ``nn.SyncBatchNorm``.
+    It subclasses ``nn.BatchNorm2d``, not ``nn.SyncBatchNorm``, because DDP refuses ``nn.SyncBatchNorm`` in CPU
+    modules. Outside training or outside a process group it is a plain BatchNorm.
     """
+
+    def __init__(self, *args, process_group: "dist.ProcessGroup | None" = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.process_group = process_group
 
     def forward(self, input: Tensor) -> Tensor:  # noqa: A002 - nn.Module signature
         need_sync = (
             self.training
-            and input.device.type == "cpu"
             and dist.is_available()
             and dist.is_initialized()
             and dist.get_world_size(self.process_group or dist.group.WORLD) > 1
         )
         if not need_sync:
-            if input.device.type == "cpu":
-                return nn.functional.batch_norm(
-                    input, self.running_mean, self.running_var, self.weight, self.bias,
-                    self.training or self.running_mean is None, self.momentum or 0.0, self.eps,
-                )
             return super().forward(input)
-        from torch.distributed.nn.functional import all_reduce
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            from torch.distributed.nn.functional import all_reduce
 
         self._check_input_dim(input)
         channels = input.shape[1]
         dims = [0, *range(2, input.dim())]
         count = torch.tensor([input.numel() / channels], dtype=input.dtype, device=input.device)
         stats = torch.cat([input.sum(dims), (input * input).sum(dims), count])
-        stats = all_reduce(stats, group=self.process_group or dist.group.WORLD)  # differentiable
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            stats = all_reduce(stats, group=self.process_group or dist.group.WORLD)  # differentiable
         total = stats[-1]
         mean = stats[:channels] / total
         var = (stats[channels : 2 * channels] / total - mean * mean).clamp_min(0)
@@ -126,7 +132,7 @@ class CPUSyncBatchNorm(nn.SyncBatchNorm):
         return out
 
 
-def _to_sync(bn: nn.BatchNorm2d, device_type: str) -> nn.SyncBatchNorm:
+def _to_sync(bn: nn.BatchNorm2d, device_type: str) -> nn.Module:
     cls = nn.SyncBatchNorm if device_type == "cuda" else CPUSyncBatchNorm
     sync = cls(bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats)
     if bn.affine:
@@ -140,6 +146,11 @@ def _to_sync(bn: nn.BatchNorm2d, device_type: str) -> nn.SyncBatchNorm:
     return sync
 
 
+def is_sync_batchnorm(module: nn.Module) -> bool:
+    """True for ``nn.SyncBatchNorm`` and ``CPUSyncBatchNorm``."""
+    return isinstance(module, (nn.SyncBatchNorm, CPUSyncBatchNorm))
+
+
 def convert_attention_sync_batchnorm(model: nn.Module, device_type: str | None = None) -> int:
     """Replace the BatchNorm of every ODConv attention with a SyncBatchNorm; returns how many were converted.
 
@@ -151,7 +162,7 @@ def convert_attention_sync_batchnorm(model: nn.Module, device_type: str | None =
         device_type = ref.device.type if ref is not None else "cpu"
     count = 0
     for module in model.modules():
-        if isinstance(module, ODAttention) and isinstance(module.norm, nn.BatchNorm2d) and not isinstance(module.norm, nn.SyncBatchNorm):
+        if isinstance(module, ODAttention) and isinstance(module.norm, nn.BatchNorm2d) and not is_sync_batchnorm(module.norm):
             module.norm = _to_sync(module.norm, device_type)
             count += 1
     return count

@@ -316,6 +316,7 @@ def export_onnx(
     check: bool = True,
     tolerance: float = 1e-4,
     batch1_branch: bool = True,
+    target: str = "portable",
 ) -> onnx.ModelProto:
     """Export ``model`` (eval mode, temperature 1) to ONNX; returns the ModelProto and writes ``path`` if given.
 
@@ -323,7 +324,9 @@ def export_onnx(
     fusion pass pipeline (``passes.onnx.PIPELINE``); ``fuse=False`` lowers each ODConv naively. ``check`` runs
     the numeric check after every pass (ORT before vs after, raising ``PassNumericsError`` naming the pass).
     ``batch1_branch`` adds the batch-1 fast path (an ``If`` on the batch size, see ``batch_regime.py``).
-    Recipe, project version and temperature go into ``metadata_props``.
+    ``target="ort-cpu"`` additionally lets the batch-1 branch use onnxruntime's CPU NCHWc contrib ops for
+    depthwise layers (fast, but the file then needs onnxruntime's CPU EP). Recipe, project version and
+    temperature go into ``metadata_props``.
     """
     from .passes.onnx import run_pipeline
 
@@ -335,6 +338,7 @@ def export_onnx(
         check_input=feed if check else None,
         tolerance=tolerance,
         batch1_branch=batch1_branch and dynamic_batch,
+        target=target,
     )
     if path is not None:
         onnx.save(proto, os.fspath(path))

@@ -118,3 +118,23 @@ def test_parity_matrix(name, policy, kernel_num):
     model, _ = build(name, policy=policy, kernel_num=kernel_num)
     x = torch.randn(1, 3, 96, 96)
     check_parity(model, export_onnx(model, None, x, check=False), x, batches=(1, 3, 8))
+
+
+def test_ort_cpu_target_parity():
+    from odconv_surgery.passes.onnx.common import detect_nchwc_block
+
+    if detect_nchwc_block() is None:
+        pytest.skip("onnxruntime NCHWc contrib ops not usable here")
+    model = tiny(1)
+    x = torch.randn(1, 8, 16, 16)
+    proto = export_onnx(model, None, x, target="ort-cpu")
+    check_parity(model, proto, x, batches=(1, 3))
+
+
+def test_onnx_demo_report():
+    from odconv_surgery.onnx_benchmark import onnx_demo
+
+    model = tiny(1)
+    static = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU()).eval()
+    text = onnx_demo(model, static, torch.randn(1, 8, 16, 16), repeats=2, rounds=1)
+    assert "naive" in text and "fused" in text and "FAIL" not in text

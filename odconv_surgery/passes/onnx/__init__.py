@@ -14,7 +14,7 @@ import onnx
 
 from . import batch_regime, fold_attention_norm, fold_output_bn, finalize, find_odconv, lower_odconv, merge_attention_heads
 from .check import check_pass, ort_run, random_batch, relative_error
-from .common import OD_DOMAIN, OD_OP, OnnxModelError, PassNumericsError, load_model
+from .common import detect_nchwc_block, OD_DOMAIN, OD_OP, OnnxModelError, PassNumericsError, load_model
 
 Pass = Callable[[onnx.ModelProto], onnx.ModelProto]
 
@@ -54,9 +54,12 @@ def run_pipeline(
     check_input: np.ndarray | None = None,
     tolerance: float = 1e-4,
     check_batch: int = 2,
+    target: str = "portable",
 ) -> onnx.ModelProto:
     """Run ``passes`` (default: the fused or naive pipeline) over ``model`` (ModelProto, path or bytes).
 
+    ``target="ort-cpu"`` lets the batch-1 branch use onnxruntime's CPU-only NCHWc contrib ops for depthwise
+    layers (see ``lower_odconv.NCHWC_BLOCK``); the default "portable" uses standard ONNX ops only.
     With ``check_input`` (an array whose shape gives C, H, W) every pass is followed by the numeric check on a
     random batch of ``check_batch``: ``PassNumericsError`` names the first pass that drifts beyond ``tolerance``.
     """
@@ -70,15 +73,22 @@ def run_pipeline(
     if check_input is not None:
         feed = random_batch(np.shape(check_input), batch=check_batch)
         reference = ort_run(proto, feed)
+    if target not in ("portable", "ort-cpu"):
+        raise ValueError(f"target must be 'portable' or 'ort-cpu', got {target!r}")
     applied = []
-    for name in passes:
-        proto = REGISTRY[name](proto)
-        applied.append(name)
-        if feed is not None:
-            reference = check_pass(name, reference, proto, feed, tolerance)
+    saved_block = lower_odconv.NCHWC_BLOCK
+    lower_odconv.NCHWC_BLOCK = detect_nchwc_block() if target == "ort-cpu" else None
+    try:
+        for name in passes:
+            proto = REGISTRY[name](proto)
+            applied.append(name)
+            if feed is not None:
+                reference = check_pass(name, reference, proto, feed, tolerance)
+    finally:
+        lower_odconv.NCHWC_BLOCK = saved_block
     from ...export import set_metadata
 
-    set_metadata(proto, {"odconv.passes": ",".join(applied)})
+    set_metadata(proto, {"odconv.passes": ",".join(applied), "odconv.target": target})
     return proto
 
 

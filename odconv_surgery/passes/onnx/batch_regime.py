@@ -74,7 +74,8 @@ def run(model: onnx.ModelProto) -> onnx.ModelProto:
         list(any_model.graph.output),
         initializer=list(inits.values()) + [helper.make_tensor("batch_regime/one", onnx.TensorProto.INT64, [1], [1])],
     )
-    out = helper.make_model(outer, opset_imports=list(any_model.opset_import), ir_version=any_model.ir_version)
+    opsets = {o.domain: o for o in list(any_model.opset_import) + list(b1_model.opset_import)}
+    out = helper.make_model(outer, opset_imports=list(opsets.values()), ir_version=any_model.ir_version)
     out.metadata_props.extend(model.metadata_props)
     out.producer_name, out.producer_version = model.producer_name, model.producer_version
     return out

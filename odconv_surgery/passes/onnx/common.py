@@ -166,6 +166,8 @@ def export_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     out.opset_import.extend(like.opset_import)
     if any(node.domain == OD_DOMAIN for node in out.graph.node) and not any(o.domain == OD_DOMAIN for o in out.opset_import):
         out.opset_import.append(onnx.helper.make_opsetid(OD_DOMAIN, OD_DOMAIN_VERSION))
+    if any(node.domain == "com.microsoft.nchwc" for node in out.graph.node) and not any(o.domain == "com.microsoft.nchwc" for o in out.opset_import):
+        out.opset_import.append(onnx.helper.make_opsetid("com.microsoft.nchwc", 1))
     if not any(node.domain == OD_DOMAIN for node in out.graph.node):
         keep = [o for o in out.opset_import if o.domain != OD_DOMAIN]
         del out.opset_import[:]
@@ -183,3 +185,44 @@ def has_odconv_nodes(model: onnx.ModelProto) -> bool:
 
 def metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
+
+
+def detect_nchwc_block() -> int | None:
+    """onnxruntime's CPU NCHWc block size (8 or 16), found by probing a depthwise nchwc Conv; None if unusable."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    c = 16
+    x = rng.standard_normal((1, c, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    ref = None
+    for blk in (None, 8, 16):
+        if blk is None:
+            nodes = [helper.make_node("Conv", ["x", "w"], ["y"], group=c, pads=[1] * 4)]
+            inits = [numpy_helper.from_array(w, "w")]
+        else:
+            wb = w.reshape(c // blk, blk, 3, 3).transpose(0, 2, 3, 1).reshape(c, 1, 3, 3).copy()
+            nodes = [
+                helper.make_node("ReorderInput", ["x"], ["xb"], domain="com.microsoft.nchwc"),
+                helper.make_node("Conv", ["xb", "w"], ["yb"], domain="com.microsoft.nchwc", group=c, pads=[1] * 4, kernel_shape=[3, 3]),
+                helper.make_node("ReorderOutput", ["yb"], ["y"], domain="com.microsoft.nchwc", channels=c),
+            ]
+            inits = [numpy_helper.from_array(wb, "w")]
+        graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 6, 6])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft.nchwc", 1)])
+        try:
+            opts = ort.SessionOptions()
+            opts.log_severity_level = 4
+            sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+            out = sess.run(None, {"x": x})[0]
+        except Exception:  # noqa: BLE001
+            if blk is None:
+                return None
+            continue
+        if blk is None:
+            ref = out
+        elif np.allclose(out, ref, atol=1e-4):
+            return blk
+    return None

@@ -113,12 +113,14 @@ class ODAttention(nn.Module):
         Zero logits give sigmoid 0.5 and softmax 1/n: constant attentions that ``ODConv2d`` compensates.
         """
         hidden = self.hidden_channels
-        groups = _pair_groups(hidden)
+        if hidden < 2:
+            raise ValueError("the attention trunk needs at least 2 hidden channels for a neutral initialisation")
         with torch.no_grad():
             base = torch.empty_like(self.fc.weight)
             nn.init.kaiming_normal_(base, mode="fan_out", nonlinearity="relu", generator=generator)
-            for group in groups:
-                base[group] = base[group[0]].clone()
+            base[1::2] = base[0 : hidden - hidden % 2 : 2].clone()  # unit 2i+1 copies unit 2i
+            if hidden % 2:  # odd width: the last unit joins the last pair, making a triple
+                base[-1] = base[-3]
             self.fc.weight.copy_(base)
             if isinstance(self.norm, (nn.BatchNorm2d, nn.GroupNorm)):
                 nn.init.ones_(self.norm.weight)
@@ -128,9 +130,11 @@ class ODAttention(nn.Module):
             for head in self.heads().values():
                 weight = torch.empty_like(head.weight)
                 nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu", generator=generator)
-                for group in groups:
-                    # Make the columns of this group sum to zero: the last copy takes minus the sum of the others.
-                    weight[:, group[-1]] = -weight[:, group[:-1]].sum(dim=1)
+                # Columns of each group of copies sum to zero: pairs (a, -a), and a triple (a, b, -(a+b)).
+                pairs_end = hidden - 3 if hidden % 2 else hidden
+                weight[:, 1:pairs_end:2] = -weight[:, 0:pairs_end:2]
+                if hidden % 2:
+                    weight[:, -1] = -(weight[:, -3] + weight[:, -2])
                 head.weight.copy_(weight)
                 nn.init.zeros_(head.bias)
 
@@ -168,13 +172,3 @@ class ODAttention(nn.Module):
             spatial=None if spatial is None else spatial.view(batch, n, kh * kw),
             kernel=None if kernel is None else kernel.view(batch, n, 1, 1, 1, 1),
         )
-
-
-def _pair_groups(hidden: int) -> list[list[int]]:
-    """Split ``range(hidden)`` into pairs, with one triple when ``hidden`` is odd (hidden >= 2)."""
-    if hidden < 2:
-        raise ValueError("the attention trunk needs at least 2 hidden channels for a neutral initialisation")
-    groups = [[i, i + 1] for i in range(0, hidden - hidden % 2, 2)]
-    if hidden % 2:
-        groups[-1].append(hidden - 1)
-    return groups

@@ -131,18 +131,36 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """Static vs naive vs fused ONNX latency per policy (the ONNX issue's table) for any model spec."""
     try:
-        from . import onnx_benchmark
+        import torch
+
+        from .onnx_benchmark import VARIANTS, Row, build_variants, render_markdown, time_variants, write_json
     except ImportError as exc:
-        raise CliError(
-            f"the ONNX benchmark is not available ({exc}); install the extras (pip install 'odconv-surgery[onnx]') "
-            "or use this version's 'sweep' command"
-        ) from exc
-    run = getattr(onnx_benchmark, "main", None)
-    if run is None:
-        raise CliError("odconv_surgery.onnx_benchmark has no main(argv); update odconv-surgery")
-    argv = [args.model, *(["--policies", *args.policies] if args.policies else []), *args.extra]
-    return int(run(argv) or 0)
+        raise CliError(f"the ONNX benchmark is not available ({exc}); install the extras: pip install 'odconv-surgery[onnx]'") from exc
+    from .surgery import apply_odconv
+
+    static = _spec(args.model).build(**_classes(args)).eval()
+    x = torch.randn(*_input_shape(args))
+    regimes = [("cpu-b1-t1", "cpu", 1, 1)] + ([("cpu-b8-tall", "cpu", 8, 0)] if args.batch8 else [])
+    rows = []
+    for policy in args.policies:
+        for n in args.kernel_num:
+            model, _ = apply_odconv(static, policy, kernel_num=n)
+            protos = build_variants(static, model.eval(), x)
+            for regime in regimes:
+                times = time_variants(protos, regime, args.repeats, args.rounds)
+                for variant in VARIANTS:
+                    t = times[variant]
+                    rows.append(Row(args.model, policy, n, regime[0], variant, regime[2], regime[3], ms=t * 1e3,
+                                    fps=regime[2] / t, ratio_to_static=t / times["static"],
+                                    ratio_naive_to_fused=times["naive"] / times["fused"] if variant == "fused" else None))
+            if not args.quiet:
+                print(f"# {policy} n={n} done", file=sys.stderr)
+    print(render_markdown(rows))
+    if args.json:
+        write_json(rows, args.json, {"model": args.model, "image_size": args.image_size})
+    return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -220,10 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("bench", help="the ONNX benchmark table", description="Run the ONNX benchmark (odconv_surgery.onnx_benchmark) for MODEL.")
+    p = sub.add_parser("bench", help="ONNX latency table: static vs naive vs fused export per policy",
+                       description="Export MODEL statically and with ODConv (naive and fused) and time them in onnxruntime.")
     p.add_argument("model", metavar="MODEL", help=SPEC_HELP)
-    p.add_argument("--policies", nargs="+", default=None, help="policies to benchmark")
-    p.add_argument("extra", nargs=argparse.REMAINDER, help="further options passed to the benchmark")
+    p.add_argument("--policies", nargs="+", default=["all_but_first", "1x1", "3x3", "last:6"], help="policies to benchmark")
+    p.add_argument("-n", "--kernel-num", type=int, nargs="+", default=[1], help="kernel numbers (default 1)")
+    p.add_argument("--repeats", type=int, default=10, help="timed runs per round (default 10)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("--batch8", action="store_true", help="also time CPU batch 8 with all threads")
+    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    common(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("sweep", help="placement-policy sweep (accuracy + speed, the paper's Table 9)",

@@ -10,7 +10,28 @@ from .report import ConversionReport
 from .surgery import ConversionResult, apply_odconv, list_candidates, plan_conversion
 from .temperature import TemperatureSchedule, get_temperature, set_temperature
 
+# ONNX, sweep and accounting entry points import optional dependencies (onnx, onnxruntime, matplotlib): load lazily.
+_LAZY = {
+    "export_onnx": ".export",
+    "OrtRunner": ".runtime",
+    "check_parity": ".runtime",
+    "run_pipeline": ".passes.onnx",
+    "PassNumericsError": ".passes.onnx",
+    "OnnxModelError": ".passes.onnx",
+    "onnx_demo": ".onnx_benchmark",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module 'odconv_surgery' has no attribute {name!r}")
+
+
 __all__ = [
+    *_LAZY,
     "BatchOneBatchNormError",
     "CheckpointMismatchError",
     "ConversionReport",

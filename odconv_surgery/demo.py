@@ -37,9 +37,14 @@ def main(argv: list[str] | None = None) -> int:
         print("FAILED: the converted model does not reproduce the original")
         return 1
     if not args.no_onnx:
-        from .onnx_demo import run_onnx_demo
+        from .onnx_benchmark import onnx_demo
 
-        return run_onnx_demo(model, original, x)
+        print()
+        text = onnx_demo(model, original, x[:1])
+        print(text)
+        if "FAIL" in text:
+            print("FAILED: onnxruntime output differs from PyTorch beyond tolerance")
+            return 1
     return 0
 
 

@@ -15,6 +15,15 @@ _SHORTCUT = (False, "projection shortcut (kept static, as in the paper)")
 _STEM = (False, "first conv (stem) stays static")
 
 
+def _kept_static(layer: ConvLayer) -> Decision | None:
+    """The stem and projection shortcuts stay static under every paper policy; None for other layers."""
+    if layer.is_first:
+        return _STEM
+    if layer.is_shortcut:
+        return _SHORTCUT
+    return None
+
+
 @register_policy("all")
 def convert_all(layer: ConvLayer, analysis: ModelAnalysis) -> Decision:
     """Every convertible conv, stem and shortcuts included."""
@@ -24,20 +33,14 @@ def convert_all(layer: ConvLayer, analysis: ModelAnalysis) -> Decision:
 @register_policy("all_but_first")
 def all_but_first(layer: ConvLayer, analysis: ModelAnalysis) -> Decision:
     """The paper's default (after DyConv): every conv except the first one."""
-    if layer.is_first:
-        return _STEM
-    if layer.is_shortcut:
-        return _SHORTCUT
-    return True, "all but first"
+    return _kept_static(layer) or (True, "all but first")
 
 
 @register_policy("1x1")
 def pointwise_only(layer: ConvLayer, analysis: ModelAnalysis) -> Decision:
     """All 1x1 convs (Table 9, row 3)."""
-    if layer.is_first:
-        return _STEM
-    if layer.is_shortcut:
-        return _SHORTCUT
+    if kept := _kept_static(layer):
+        return kept
     if layer.kernel_size != (1, 1):
         return False, f"kernel {layer.kernel_size[0]}x{layer.kernel_size[1]} is not 1x1"
     return True, "1x1 conv"
@@ -46,10 +49,8 @@ def pointwise_only(layer: ConvLayer, analysis: ModelAnalysis) -> Decision:
 @register_policy("3x3")
 def spatial_only(layer: ConvLayer, analysis: ModelAnalysis) -> Decision:
     """All convs with a spatial kernel (3x3 and any k>1, e.g. 5x5, 1x7), the stem excepted (Table 9, row 4)."""
-    if layer.is_first:
-        return _STEM
-    if layer.is_shortcut:
-        return _SHORTCUT
+    if kept := _kept_static(layer):
+        return kept
     if layer.kernel_size == (1, 1):
         return False, "1x1 kernel has no spatial extent"
     return True, "spatial kernel"

@@ -167,7 +167,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import DEFAULT_POLICIES, SweepConfig, run_sweep
 
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return _relaunch_torchrun(args.nproc)
+        return _relaunch_torchrun(args.nproc, args.argv)
     _spec(args.model)  # fail fast on a bad spec
     config = SweepConfig(
         model=args.model, policies=args.policies or DEFAULT_POLICIES, kernel_nums=args.kernel_num,
@@ -188,12 +188,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _relaunch_torchrun(nproc: int) -> int:
+def _relaunch_torchrun(nproc: int, argv: Sequence[str]) -> int:
     """Re-run this same command under torchrun with ``nproc`` processes (DDP training)."""
     import subprocess
 
-    argv = [a for a in sys.argv[1:]]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "odconv_surgery.cli", *argv]
+    child: list[str] = []
+    skip = False
+    for arg in argv:  # drop --nproc N / --nproc=N: torchrun's own parser would take it for --nproc-per-node
+        if skip:
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        if arg.startswith("--nproc="):
+            continue
+        child.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "odconv_surgery.cli", *child]
     return subprocess.call(cmd)
 
 
@@ -276,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2

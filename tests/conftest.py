@@ -1,6 +1,10 @@
 import pytest
 import torch
 
+# Test tensors are tiny: one intra-op thread is as fast, and it avoids OpenMP spin-wait collapse when the
+# machine is shared (measured: one model test 123 s with 2 threads on a loaded 2-core box, 15 s with 1).
+torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():

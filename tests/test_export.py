@@ -138,3 +138,32 @@ def test_onnx_demo_report():
     static = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU()).eval()
     text = onnx_demo(model, static, torch.randn(1, 8, 16, 16), repeats=2, rounds=1)
     assert "naive" in text and "fused" in text and "FAIL" not in text
+
+
+@pytest.mark.parametrize("name,kernel_num", [("mobilenet_v2_0.5", 1), ("mobilenet_v2_0.5", 4), ("resnet18", 1), ("resnet18", 4)])
+def test_ort_cpu_nchwc_chain_parity(name, kernel_num):
+    """ort-cpu batch-1 branch: every ODConv kind as an NCHWc Conv, activations / residual Adds fused, no reorders
+    between NCHWc layers; exact at batch 1."""
+    from odconv_surgery.passes.onnx.common import detect_nchwc_block
+
+    if detect_nchwc_block() is None:
+        pytest.skip("onnxruntime NCHWc contrib ops not usable here")
+    model, _ = build(name, kernel_num=kernel_num)
+    x = torch.randn(1, 3, 64, 64)
+    proto = export_onnx(model, None, x, target="ort-cpu", check=False)
+    check_parity(model, proto, x, batches=(1,))  # the any-batch branch is unchanged by the target (tested above)
+    then = next(a.g for n in proto.graph.node if n.op_type == "If" for a in n.attribute if a.name == "then_branch")
+    ops = [n.op_type for n in then.node]
+    convs = [n for n in then.node if n.op_type == "Conv" and n.domain == "com.microsoft.nchwc"]
+    assert len(convs) >= 10
+    assert any(a.name == "activation" for n in convs for a in n.attribute)
+    prod = {o: n for n in then.node for o in n.output}
+    # reorders only at boundaries with static ops (first conv / MaxPool / a static downsample conv), never
+    # behind an activation or residual Add of an NCHWc conv that could have been fused
+    unfused = [
+        prod[n.input[0]].op_type for n in then.node
+        if n.op_type == "ReorderInput" and n.input[0] in prod and prod[n.input[0]].op_type in ("Relu", "Clip", "Add")
+        and any(i in prod and prod[i].op_type == "ReorderOutput" for i in prod[n.input[0]].input)
+    ]
+    assert not unfused, unfused
+    assert ops.count("ReorderInput") <= 1 + ops.count("Conv") - len(convs) + ops.count("MaxPool")

@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .common import HEAD_ORDER, OdLayer, export_graph, import_graph, odconv_layers
+from .common import HEAD_ORDER, OdLayer, constant_value, export_graph, import_graph, odconv_layers
 
 NAME = "lower_odconv"
 
@@ -289,8 +289,6 @@ def lower_batch1(b: _Builder, layer: OdLayer, att) -> gs.Variable:
     bias_in_conv = "bias" in p and ("filter" not in att or filt_in_weight)
     if bias_in_conv:
         conv_in.append(b.const("bias", p["bias"]))
-    if kind == "depthwise" and NCHWC_BLOCK and cout % NCHWC_BLOCK == 0:
-        return _nchwc_depthwise(b, x, wk, layer, conv_in[2] if bias_in_conv else None)
     y = b.op("Conv", conv_in, {"strides": [sh, sw], "pads": list(pads), "dilations": [dh, dw], "group": g, "kernel_shape": [kh, kw]})
     if "filter" in att and not filt_in_weight:
         y = b.op("Mul", [y, att["filter"]])
@@ -307,19 +305,237 @@ def lower_batch1(b: _Builder, layer: OdLayer, att) -> gs.Variable:
 NCHWC_BLOCK: int | None = None
 
 
-def _nchwc_depthwise(b: _Builder, x, wk, layer: OdLayer, bias) -> gs.Variable:
+NCHWC = "com.microsoft.nchwc"
+
+
+def _nchwc_ok(layer: OdLayer) -> bool:
+    """Whether the batch-1 form of ``layer`` runs as one NCHWc Conv (channels multiples of the block)."""
+    blk = NCHWC_BLOCK
+    if not blk:
+        return False
+    a = layer.attrs
+    if layer.kind == "depthwise":
+        return a["out_channels"] % blk == 0
+    if layer.kind in ("dense", "pointwise"):
+        return a["in_channels"] % blk == 0 and a["out_channels"] % blk == 0
+    return False
+
+
+def _nchwc_op(b: _Builder, op: str, inputs, attrs=None):
+    y = b.op(op, inputs, attrs)
+    y.inputs[0].domain = NCHWC
+    return y
+
+
+def _attention_vec(b: _Builder, layer: OdLayer, xb) -> dict[str, gs.Variable]:
+    """Attentions as (1, size) vectors from the NCHWc input: nchwc GlobalAveragePool + Gemms (no Conv, so ORT
+    inserts no NCHWc reorders around the tiny attention layers)."""
+    p = layer.params()
+    a = layer.attrs
+    h = b.reshape(_nchwc_op(b, "GlobalAveragePool", [xb]), [1, a["in_channels"]])
+
+    def gemm(h, wname, bname):
+        w = p[wname]
+        ins = [h, b.const(wname, w.reshape(w.shape[0], -1))]
+        if bname in p:
+            ins.append(b.const(bname, p[bname]))
+        return b.op("Gemm", ins, {"transB": 1})
+
+    h = gemm(h, "fc_weight", "fc_bias")
+    norm = a["norm"]
+    if norm == "bn" and "norm_mean" in p:
+        h = b.op(
+            "BatchNormalization",
+            [h, b.const("bn_s", p["norm_scale"]), b.const("bn_b", p["norm_bias"]), b.const("bn_m", p["norm_mean"]), b.const("bn_v", p["norm_var"])],
+            {"epsilon": float(a["norm_eps"])},
+        )
+    elif norm == "ln":
+        axes = b.ints("axes", [1])
+        mean = b.op("ReduceMean", [h, axes], {"keepdims": 1})
+        d = b.op("Sub", [h, mean])
+        var = b.op("ReduceMean", [b.op("Mul", [d, d]), axes], {"keepdims": 1})
+        std = b.op("Sqrt", [b.op("Add", [var, b.const("eps", np.float32(a["norm_eps"]))])])
+        h = b.op("Div", [d, std])
+        h = b.op("Mul", [h, b.const("ln_s", p["norm_scale"].reshape(1, -1))])
+        h = b.op("Add", [h, b.const("ln_b", p["norm_bias"].reshape(1, -1))])
+    h = b.op("Relu", [h])
+    sizes = _head_sizes(layer)
+    out: dict[str, gs.Variable] = {}
+    if "heads_weight" in p:
+        z = gemm(h, "heads_weight", "heads_bias")
+        sig_heads = [name for name in layer.heads if name != "kernel"]
+        parts = [sum(sizes[n] for n in sig_heads)] + ([sizes["kernel"]] if "kernel" in sizes else [])
+        pieces = b.split(z, parts)
+        sig = b.op("Sigmoid", [pieces[0]])
+        for name, piece in zip(sig_heads, b.split(sig, [sizes[n] for n in sig_heads])):
+            out[name] = piece
+        if "kernel" in sizes:
+            out["kernel"] = b.op("Softmax", [pieces[1]], {"axis": 1})
+        return out
+    for name in layer.heads:
+        z = gemm(h, f"{name}_weight", f"{name}_bias")
+        out[name] = b.op("Softmax", [z], {"axis": 1}) if name == "kernel" else b.op("Sigmoid", [z])
+    return out
+
+
+def lower_batch1_nchwc(b: _Builder, layer: OdLayer) -> gs.Variable:
+    """Batch-1 form for ``target="ort-cpu"``: ``ReorderInput -> nchwc Conv(computed kernel) -> ReorderOutput``.
+
+    The constant kernel bank is stored already in ORT's blocked filter layout (depthwise ``OIHWBo``: (C/B, kh,
+    kw, B); dense/1x1 ``OIHWBiBo``: (Co/B, Ci/B, kh, kw, Bi, Bo)), so the per-sample kernel is made by broadcast
+    Muls with the attention vectors reshaped to that layout (no in-graph Transpose). Bias stays a constant conv
+    bias. ``_nchwc_chain`` then removes the reorders between consecutive NCHWc layers and fuses activations
+    and residual Adds into the convs.
+    """
+    p = layer.params()
     a = layer.attrs
     kh, kw, sh, sw, dh, dw, pads, ho, wo = _geometry(layer)
-    c, blk = a["out_channels"], NCHWC_BLOCK
-    wb = b.reshape(b.op("Transpose", [b.reshape(wk, [c // blk, blk, kh, kw])], {"perm": [0, 2, 3, 1]}), [c, 1, kh, kw])
-    xb = b.op("ReorderInput", [x], {"channels_last": 0})
-    xb.inputs[0].domain = "com.microsoft.nchwc"
-    inputs = [xb, wb] + ([bias] if bias is not None else [])
-    yb = b.op("Conv", inputs, {"group": c, "kernel_shape": [kh, kw], "pads": list(pads), "strides": [sh, sw], "dilations": [dh, dw]})
-    yb.inputs[0].domain = "com.microsoft.nchwc"
-    y = b.op("ReorderOutput", [yb], {"channels": c, "channels_last": 0})
-    y.inputs[0].domain = "com.microsoft.nchwc"
-    return y
+    n, cout, cin, g = a["kernel_num"], a["out_channels"], a["in_channels"], a["group"]
+    blk = NCHWC_BLOCK
+    w = p["weight"]  # (n, C_out, C_in/g, kh, kw)
+    xb = _nchwc_op(b, "ReorderInput", [layer.x], {"channels_last": 0})
+    att = _attention_vec(b, layer, xb)
+    if layer.kind == "depthwise":
+        wb = w.reshape(n, cout // blk, blk, kh, kw).transpose(0, 1, 3, 4, 2)
+        shp_out, shp_in, shp_sp = [cout // blk, 1, 1, blk], [cout // blk, 1, 1, blk], [1, kh, kw, 1]
+    else:
+        wb = w.reshape(n, cout // blk, blk, cin // blk, blk, kh, kw).transpose(0, 1, 3, 5, 6, 4, 2)
+        shp_out, shp_in, shp_sp = [cout // blk, 1, 1, 1, 1, blk], [1, cin // blk, 1, 1, blk, 1], [1, 1, kh, kw, 1, 1]
+    bshape = list(wb.shape[1:])
+    if n > 1:
+        wk = b.reshape(_kernel_mix(b, att, wb.reshape(n, -1)), bshape)
+    else:
+        wk = b.const("weight_nchwc", wb[0])
+    if layer.kind == "depthwise":  # tiny kernel: broadcast Muls (one per attention) are cheap
+        scale = None
+        if "spatial" in att and kh * kw > 1:
+            scale = b.reshape(att["spatial"], shp_sp)
+        for name, shp in (("channel", shp_in), ("filter", shp_out)):
+            if name in att:
+                v = b.reshape(att[name], shp)
+                scale = v if scale is None else b.op("Mul", [scale, v])
+        if scale is not None:
+            wk = b.op("Mul", [wk, scale])
+    elif any(h in att for h in ("channel", "spatial", "filter")):
+        # Full-size scale S[ob, m, bo] = in[m] * out[ob, bo] (m = ib, h, w, bi) as ONE batched K=1 MatMul, then an
+        # elementwise Mul with no broadcast: a broadcast Mul in the blocked layout runs over 8-float spans and
+        # cost 560 us for the 1280x160 kernel (MatMul + Mul: see the module docstring).
+        m = (cin // blk) * kh * kw * blk
+        vin = b.const("ones_in", np.ones((cin // blk, kh * kw, blk), np.float32))
+        if "channel" in att:
+            vin = b.reshape(att["channel"], [cin // blk, 1, blk])
+        if "spatial" in att and kh * kw > 1:
+            vin = b.op("Mul", [vin, b.reshape(att["spatial"], [1, kh * kw, 1])])
+        vout = b.reshape(att["filter"], [cout // blk, 1, blk]) if "filter" in att else b.const("ones_out", np.ones((cout // blk, 1, blk), np.float32))
+        if "channel" in att and not ("spatial" in att and kh * kw > 1) and kh * kw > 1:
+            vin = b.op("Mul", [vin, b.const("ones_sp", np.ones((1, kh * kw, 1), np.float32))])
+        s = b.op("MatMul", [b.reshape(vin, [1, m, 1]), vout])
+        wk = b.op("Mul", [b.reshape(wk, [cout // blk, m, blk]), s])
+    wk = b.reshape(wk, [cout, cin // g, kh, kw])
+    inputs = [xb, wk] + ([b.const("bias", p["bias"])] if "bias" in p else [])
+    yb = _nchwc_op(b, "Conv", inputs, {"group": g, "kernel_shape": [kh, kw], "pads": list(pads), "strides": [sh, sw], "dilations": [dh, dw]})
+    return _nchwc_op(b, "ReorderOutput", [yb], {"channels": cout, "channels_last": 0})
+
+
+def _is(node, op: str, domain: str = NCHWC) -> bool:
+    return node.op == op and (node.domain or "") == domain
+
+
+def _single_producer(t):
+    return t.inputs[0] if isinstance(t, gs.Variable) and len(t.inputs) == 1 else None
+
+
+def _nchwc_chain(graph: gs.Graph) -> None:
+    """Keep the network in NCHWc between the NCHWc ODConv layers (batch-1, ort-cpu).
+
+    Rewrites, to a fixpoint: (1) ``Add(ReorderOutput(a), ReorderOutput(Conv(..)))`` -> the conv's ``Sum`` input
+    (residual Add fused, as ORT's own NchwcTransformer does for static convs); (2) ``Relu`` / ``Clip`` right
+    after ``ReorderOutput(Conv)`` -> the conv's ``activation`` attribute; (3) ``ReorderInput(ReorderOutput(t))``
+    -> ``t`` (channels are block multiples, so the round trip is the identity).
+    """
+    outputs = set(id(t) for t in graph.outputs)
+
+    def conv_behind(reorder_out):
+        """The nchwc Conv feeding ``reorder_out`` when its blocked output feeds nothing else."""
+        conv = _single_producer(reorder_out.inputs[0])
+        if conv is None or not _is(conv, "Conv") or len(conv.outputs[0].outputs) != 1:
+            return None
+        return conv
+
+    changed = True
+    while changed:
+        changed = False
+        for node in list(graph.nodes):
+            if node.op == "Add" and not node.domain and len(node.inputs) == 2 and node.outputs:
+                s0, s1 = node.inputs[0].shape, node.inputs[1].shape
+                if s0 is not None and s1 is not None and list(s0) != list(s1):
+                    continue
+                for k in (1, 0):
+                    r = _single_producer(node.inputs[k])
+                    if r is None or not _is(r, "ReorderOutput"):
+                        continue
+                    conv = conv_behind(r)
+                    if conv is None or "activation" in conv.attrs or len(node.inputs[k].outputs) != 1 or id(node.inputs[k]) in outputs:
+                        continue
+                    # The other addend in NCHWc: the blocked tensor behind its ReorderOutput, or the output of an
+                    # nchwc ReorderInput already made of it (e.g. a MaxPool output that feeds the next ODConv).
+                    t = node.inputs[1 - k]
+                    other = _single_producer(t)
+                    if other is not None and _is(other, "ReorderOutput") and other.attrs.get("channels") == r.attrs.get("channels"):
+                        summand = other.inputs[0]
+                    else:
+                        ri = [c for c in t.outputs if _is(c, "ReorderInput") and c.attrs.get("channels_last", 0) == 0 and c.outputs]
+                        if ri:
+                            summand = ri[0].outputs[0]
+                        elif t.shape is not None and len(t.shape) == 4 and t.shape[1] == r.attrs.get("channels"):
+                            # e.g. a static downsample Conv: one reorder here beats an unfused Add + Relu.
+                            summand = gs.Variable(f"{node.name}/sum_nchwc", dtype=np.float32)
+                            graph.nodes.append(gs.Node("ReorderInput", f"{node.name}/ReorderInput", {"channels_last": 0}, [t], [summand], domain=NCHWC))
+                        else:
+                            continue
+                    if len(conv.inputs) < 3:
+                        cout = r.attrs["channels"]
+                        conv.inputs.append(gs.Constant(f"{conv.name}/zero_bias", np.zeros(cout, np.float32)))
+                    conv.inputs.append(summand)
+                    r.outputs = list(node.outputs)
+                    node.inputs.clear()
+                    node.outputs.clear()
+                    changed = True
+                    break
+            elif node.op in ("Relu", "Clip") and not node.domain and node.outputs:
+                r = _single_producer(node.inputs[0])
+                if r is None or not _is(r, "ReorderOutput") or len(node.inputs[0].outputs) != 1 or id(node.inputs[0]) in outputs:
+                    continue
+                conv = conv_behind(r)
+                if conv is None or "activation" in conv.attrs:
+                    continue
+                if node.op == "Clip":
+                    lo = constant_value(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1].name else node.attrs.get("min")
+                    hi = constant_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else node.attrs.get("max")
+                    if lo is None or hi is None:
+                        continue
+                    conv.attrs["activation"] = "Clip"
+                    conv.attrs["activation_params"] = [float(np.asarray(lo).reshape(-1)[0]), float(np.asarray(hi).reshape(-1)[0])]
+                else:
+                    conv.attrs["activation"] = "Relu"
+                r.outputs = list(node.outputs)
+                node.inputs.clear()
+                node.outputs.clear()
+                changed = True
+        for node in list(graph.nodes):
+            if _is(node, "ReorderInput") and node.outputs and node.attrs.get("channels_last", 0) == 0:
+                r = _single_producer(node.inputs[0])
+                if r is None or not _is(r, "ReorderOutput") or r.attrs.get("channels_last", 0) != 0:
+                    continue
+                src, dst = r.inputs[0], node.outputs[0]
+                for consumer in list(dst.outputs):
+                    for i, t in enumerate(consumer.inputs):
+                        if t is dst:
+                            consumer.inputs[i] = src
+                node.inputs.clear()
+                node.outputs.clear()
+                changed = True
+        graph.cleanup()
 
 
 FORMS = {"naive": lower_naive, "any": lower_any, "batch1": lower_batch1}
@@ -332,14 +548,19 @@ def lower(model: onnx.ModelProto, form: str = "any", prefix: str = "") -> onnx.M
     graph = import_graph(model)
     for layer in odconv_layers(graph):
         b = _Builder(graph, f"{prefix}{layer.name}/od_{form}")
-        att = build_attention(b, layer)
-        y_new = FORMS[form](b, layer, att)
+        if form == "batch1" and _nchwc_ok(layer):
+            y_new = lower_batch1_nchwc(b, layer)
+        else:
+            y_new = FORMS[form](b, layer, build_attention(b, layer))
         y_old = layer.y
         # Re-point: the producer of y_new now produces y_old's tensor (keeps the downstream names).
         producer = y_new.inputs[0]
         idx = producer.outputs.index(y_new)
         layer.node.outputs.clear()
         producer.outputs[idx] = y_old
+    if form == "batch1" and NCHWC_BLOCK:
+        graph.cleanup()
+        _nchwc_chain(graph)
     graph.cleanup().toposort()
     return export_graph(graph, model)
 

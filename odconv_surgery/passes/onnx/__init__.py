@@ -58,7 +58,7 @@ def run_pipeline(
 ) -> onnx.ModelProto:
     """Run ``passes`` (default: the fused or naive pipeline) over ``model`` (ModelProto, path or bytes).
 
-    ``target="ort-cpu"`` lets the batch-1 branch use onnxruntime's CPU-only NCHWc contrib ops for depthwise
+    ``target="ort-cpu"`` lets the batch-1 branch use onnxruntime's CPU-only NCHWc contrib ops for every conv
     layers (see ``lower_odconv.NCHWC_BLOCK``); the default "portable" uses standard ONNX ops only.
     With ``check_input`` (an array whose shape gives C, H, W) every pass is followed by the numeric check on a
     random batch of ``check_batch``: ``PassNumericsError`` names the first pass that drifts beyond ``tolerance``.

@@ -19,6 +19,20 @@ _LAZY = {
     "PassNumericsError": ".passes.onnx",
     "OnnxModelError": ".passes.onnx",
     "onnx_demo": ".onnx_benchmark",
+    "count_cost": ".accounting",
+    "compare_costs": ".accounting",
+    "odconv_extra_madds": ".accounting",
+    "ModelCost": ".accounting",
+    "build_model": ".model_spec",
+    "parse_model_spec": ".model_spec",
+    "load_dataset": ".data",
+    "load_digits_dataset": ".data",
+    "TrainConfig": ".training",
+    "train_and_evaluate": ".training",
+    "evaluate": ".training",
+    "SweepConfig": ".sweep",
+    "run_sweep": ".sweep",
+    "convert_attention_sync_batchnorm": ".distributed",
 }
 
 

@@ -19,7 +19,7 @@ from torch.nn.modules.utils import _pair
 
 from .attention import ATTENTION_NORMS, Attentions, ODAttention
 
-InitMode = Literal["pretrained", "scratch"]
+InitMode = Literal["pretrained", "neutral", "scratch"]
 
 
 class ODConv2d(nn.Module):
@@ -111,12 +111,15 @@ class ODConv2d(nn.Module):
         """Build an ODConv2d with ``conv``'s geometry.
 
         ``init="pretrained"`` makes it function-preserving: at conversion its output equals ``conv``'s (see
-        ``load_static_weight``). ``init="scratch"`` uses the paper's Kaiming initialisation.
+        ``load_static_weight``). ``init="neutral"`` is the same without the gain compensation: the bank keeps the
+        static kernel's scale, so the layer starts as a constant multiple of ``conv`` (absorbed by a following
+        BatchNorm) and its kernels train at the static model's effective learning rate; meant for training from
+        scratch. ``init="scratch"`` uses the paper's Kaiming initialisation.
         """
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"ODConv2d.from_conv expects an nn.Conv2d, got {type(conv).__name__}")
-        if init not in ("pretrained", "scratch"):
-            raise ValueError(f"init must be 'pretrained' or 'scratch', got {init!r}")
+        if init not in ("pretrained", "neutral", "scratch"):
+            raise ValueError(f"init must be 'pretrained', 'neutral' or 'scratch', got {init!r}")
         layer = cls(
             conv.in_channels,
             conv.out_channels,
@@ -135,8 +138,8 @@ class ODConv2d(nn.Module):
             device=conv.weight.device,
             dtype=conv.weight.dtype,
         )
-        if init == "pretrained":
-            layer.load_static_weight(conv.weight, conv.bias, generator=generator)
+        if init != "scratch":
+            layer.load_static_weight(conv.weight, conv.bias, generator=generator, compensate_gain=init == "pretrained")
         layer.train(conv.training)
         return layer
 
@@ -163,6 +166,7 @@ class ODConv2d(nn.Module):
         *,
         divergence: float = 1e-2,
         generator: torch.Generator | None = None,
+        compensate_gain: bool = True,
     ) -> None:
         """Function-preserving initialisation from a static kernel ``weight`` (C_out, C_in/g, kh, kw).
 
@@ -171,12 +175,15 @@ class ODConv2d(nn.Module):
         product of those constants and the perturbations d_i sum to zero; the uniform kernel mixture is then
         exactly W, while the d_i make the kernels (and the kernel attention) receive different gradients, so
         the n kernels diverge in training. ``divergence`` is the size of d_i relative to W's std.
+        ``compensate_gain=False`` keeps W unscaled (output = gain x static output): dividing by the gain (1/8 with
+        three sigmoid heads) also divides the bank's effective learning rate under a following BatchNorm by
+        gain^-2 (64x), measured to slow training from scratch (digits, mobilenet_v2 0.5: 24% vs 71% top-1).
         """
         expected = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         if tuple(weight.shape) != expected:
             raise ValueError(f"static weight has shape {tuple(weight.shape)}, expected {expected}")
         self.attention.reset_parameters_neutral(generator)
-        base = weight.to(self.weight) / self.attention_gain()
+        base = weight.to(self.weight) / (self.attention_gain() if compensate_gain else 1.0)
         bank = base.unsqueeze(0).repeat(self.kernel_num, 1, 1, 1, 1)
         if self.kernel_num > 1:
             noise = torch.randn(bank.shape, generator=generator, dtype=bank.dtype).to(bank.device)

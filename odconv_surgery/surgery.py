@@ -126,13 +126,14 @@ def apply_odconv(
 
     ``policy``: a registered name (``"all_but_first"``, ``"1x1"``, ``"3x3"``, ``"last:6"``, ``"all"``), a
     callable ``(layer, analysis) -> bool``, or ``None`` to convert only what ``include`` selects.
-    ``init="pretrained"`` keeps the model's function at conversion (eval mode); ``"scratch"`` is the paper's
-    initialisation. ``example_inputs`` are only needed when torch.fx cannot trace the model. The model keeps
+    ``init="pretrained"`` keeps the model's function at conversion (eval mode); ``"neutral"`` starts from the
+    same neutral attention without rescaling the kernels (for training from scratch); ``"scratch"`` is the
+    paper's initialisation. ``example_inputs`` are only needed when torch.fx cannot trace the model. The model keeps
     its class, methods and untouched weights; with ``inplace=False`` (default) a deep copy is converted.
     """
     model = _check_model(model)
-    if init not in ("pretrained", "scratch"):
-        raise ValueError(f"init must be 'pretrained' or 'scratch', got {init!r}")
+    if init not in ("pretrained", "neutral", "scratch"):
+        raise ValueError(f"init must be 'pretrained', 'neutral' or 'scratch', got {init!r}")
     if not inplace:
         model = copy.deepcopy(model)
     analysis = analyse_model(model, example_inputs)

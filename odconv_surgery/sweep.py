@@ -14,9 +14,10 @@ not clip). A configuration that still diverges is recorded as failed.
 
 Initialisation: the paper trains every model from scratch. With a few epochs, ODConv's scratch-initialised
 attention heads saturate once the temperature reaches 1 (gradient norms jump ~200x on digits), so the sweep
-defaults to ``init="pretrained"``: the freshly (randomly) initialised baseline is converted function-preservingly
-(neutral attention heads), so baseline and ODConv variants start from the same random function and the whole
-network then trains from scratch. Pass ``init="scratch"`` for the paper's initialisation.
+defaults to ``init="neutral"``: the freshly (randomly) initialised baseline is converted with neutral attention
+heads and its kernels kept at their scale (``"pretrained"`` would divide them by the attention gain, which cuts
+the kernels' effective learning rate under BatchNorm 64x: measured 24% vs 71% top-1 for all_but_first, seed 0,
+5 epochs). Pass ``init="scratch"`` for the paper's initialisation.
 
 Scale-out: launch the whole sweep under ``torchrun``; every rank runs the same configurations in lock-step,
 training uses DDP (gloo on CPU, nccl on GPU) with attention SyncBatchNorm, and rank 0 alone measures latency
@@ -90,7 +91,7 @@ class SweepConfig:
     weight_decay: float = 4e-5
     grad_clip: float | None = 10.0  # see module docstring
     reduction: float = 1 / 16
-    init: str = "pretrained"
+    init: str = "neutral"
     attention_norm: str = "bn"
     latency: bool = True
     latency_runs: int = 30
@@ -105,8 +106,8 @@ class SweepConfig:
             raise ValueError("no seeds; pass at least one seed")
         if any(n < 1 for n in self.kernel_nums) or not self.kernel_nums:
             raise ValueError(f"kernel numbers must be >= 1, got {list(self.kernel_nums)}")
-        if self.init not in ("pretrained", "scratch"):
-            raise ValueError(f"init must be 'pretrained' or 'scratch', got {self.init!r}")
+        if self.init not in ("pretrained", "neutral", "scratch"):
+            raise ValueError(f"init must be 'pretrained', 'neutral' or 'scratch', got {self.init!r}")
         self.policies = tuple(self.policies)
         self.kernel_nums = tuple(int(n) for n in self.kernel_nums)
         self.seeds = tuple(int(s) for s in self.seeds)

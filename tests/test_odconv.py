@@ -167,3 +167,12 @@ def test_bad_arguments_name_the_fix():
         ODConv2d(8, 8, 3)(torch.randn(8, 5, 5))
     with pytest.raises(TypeError, match="nn.Conv2d"):
         ODConv2d.from_conv(nn.Conv1d(4, 4, 3))
+
+
+def test_neutral_init_is_gain_times_static_and_keeps_kernel_scale():
+    conv = nn.Conv2d(16, 16, 3, padding=1, bias=False).eval()
+    layer = ODConv2d.from_conv(conv, init="neutral").eval()
+    torch.testing.assert_close(layer.weight[0], conv.weight)
+    x = torch.randn(2, 16, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), layer.attention_gain() * conv(x), atol=1e-5, rtol=1e-5)

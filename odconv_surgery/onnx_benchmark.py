@@ -18,7 +18,6 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Iterable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 

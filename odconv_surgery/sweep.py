@@ -26,8 +26,6 @@ and writes results.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import json
 import math
 import os

@@ -1,4 +1,3 @@
-import pytest
 
 from odconv_surgery.demo import main
 

@@ -4,7 +4,6 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import randomise_attention
 from odconv_surgery import (
     EmptySelectionError,
     ODConv2d,

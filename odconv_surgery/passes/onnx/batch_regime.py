@@ -13,7 +13,7 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from .common import export_graph, has_odconv_nodes, import_graph
+from .common import has_odconv_nodes
 from .lower_odconv import lower
 
 NAME = "batch_regime"

@@ -54,7 +54,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .common import HEAD_ORDER, OdLayer, constant_value, export_graph, import_graph, odconv_layers
+from .common import OdLayer, constant_value, export_graph, import_graph, odconv_layers
 
 NAME = "lower_odconv"
 
@@ -100,15 +100,11 @@ def _head_sizes(layer: OdLayer) -> dict[str, int]:
     return {h: sizes[h] for h in layer.heads}
 
 
-def build_attention(b: _Builder, layer: OdLayer) -> dict[str, gs.Variable]:
-    """Attentions as (B, size, 1, 1) tensors keyed by head name."""
+def _attention_norm_relu(b, layer, h, channel_shape: tuple[int, ...]):
+    """The attention trunk's norm (BatchNorm in eval, or LayerNorm over channels) and ReLU on ``h``; the
+    LayerNorm affine is broadcast with ``channel_shape`` ((1, -1, 1, 1) on NCHW, (1, -1) on Gemm outputs)."""
     p = layer.params()
     a = layer.attrs
-    h = b.op("GlobalAveragePool", [layer.x])
-    fc_inputs = [h, b.const("fc_w", p["fc_weight"])]
-    if "fc_bias" in p:
-        fc_inputs.append(b.const("fc_b", p["fc_bias"]))
-    h = b.op("Conv", fc_inputs)
     norm = a["norm"]
     if norm == "bn" and "norm_mean" in p:
         h = b.op(
@@ -123,9 +119,20 @@ def build_attention(b: _Builder, layer: OdLayer) -> dict[str, gs.Variable]:
         var = b.op("ReduceMean", [b.op("Mul", [d, d]), axes], {"keepdims": 1})
         std = b.op("Sqrt", [b.op("Add", [var, b.const("eps", np.float32(a["norm_eps"]))])])
         h = b.op("Div", [d, std])
-        h = b.op("Mul", [h, b.const("ln_s", p["norm_scale"].reshape(1, -1, 1, 1))])
-        h = b.op("Add", [h, b.const("ln_b", p["norm_bias"].reshape(1, -1, 1, 1))])
-    h = b.op("Relu", [h])
+        h = b.op("Mul", [h, b.const("ln_s", p["norm_scale"].reshape(channel_shape))])
+        h = b.op("Add", [h, b.const("ln_b", p["norm_bias"].reshape(channel_shape))])
+    return b.op("Relu", [h])
+
+
+def build_attention(b: _Builder, layer: OdLayer) -> dict[str, gs.Variable]:
+    """Attentions as (B, size, 1, 1) tensors keyed by head name."""
+    p = layer.params()
+    h = b.op("GlobalAveragePool", [layer.x])
+    fc_inputs = [h, b.const("fc_w", p["fc_weight"])]
+    if "fc_bias" in p:
+        fc_inputs.append(b.const("fc_b", p["fc_bias"]))
+    h = b.op("Conv", fc_inputs)
+    h = _attention_norm_relu(b, layer, h, (1, -1, 1, 1))
     sizes = _head_sizes(layer)
     out: dict[str, gs.Variable] = {}
     if "heads_weight" in p:  # merged: one Conv, one Sigmoid over the sigmoid heads, one Softmax
@@ -362,23 +369,7 @@ def _attention_vec(b: _Builder, layer: OdLayer, xb) -> dict[str, gs.Variable]:
         return b.op("Gemm", ins, {"transB": 1})
 
     h = gemm(h, "fc_weight", "fc_bias")
-    norm = a["norm"]
-    if norm == "bn" and "norm_mean" in p:
-        h = b.op(
-            "BatchNormalization",
-            [h, b.const("bn_s", p["norm_scale"]), b.const("bn_b", p["norm_bias"]), b.const("bn_m", p["norm_mean"]), b.const("bn_v", p["norm_var"])],
-            {"epsilon": float(a["norm_eps"])},
-        )
-    elif norm == "ln":
-        axes = b.ints("axes", [1])
-        mean = b.op("ReduceMean", [h, axes], {"keepdims": 1})
-        d = b.op("Sub", [h, mean])
-        var = b.op("ReduceMean", [b.op("Mul", [d, d]), axes], {"keepdims": 1})
-        std = b.op("Sqrt", [b.op("Add", [var, b.const("eps", np.float32(a["norm_eps"]))])])
-        h = b.op("Div", [d, std])
-        h = b.op("Mul", [h, b.const("ln_s", p["norm_scale"].reshape(1, -1))])
-        h = b.op("Add", [h, b.const("ln_b", p["norm_bias"].reshape(1, -1))])
-    h = b.op("Relu", [h])
+    h = _attention_norm_relu(b, layer, h, (1, -1))
     sizes = _head_sizes(layer)
     out: dict[str, gs.Variable] = {}
     if "heads_weight" in p:

@@ -1,4 +1,3 @@
-
 from odconv_surgery.demo import main
 
 

@@ -104,7 +104,7 @@ def _make_marker(attrs: dict, original_forward) -> type:
 
         @staticmethod
         def symbolic(g, x, *params):
-            return g.op(
+            out = g.op(
                 f"{OD_DOMAIN}::{OD_OP}",
                 x,
                 *params,
@@ -123,6 +123,15 @@ def _make_marker(attrs: dict, original_forward) -> type:
                 norm_eps_f=attrs["norm_eps"],
                 input_hw_i=attrs["input_hw"],
             )
+            # Declare the output type so the exporter's shape inference knows the custom node (and stays quiet).
+            (ih, iw), (kh, kw) = attrs["input_hw"], attrs["kernel_shape"]
+            (sh, sw), (dh, dw) = attrs["strides"], attrs["dilations"]
+            top, left, bottom, right = attrs["pads"]
+            oh = (ih + top + bottom - dh * (kh - 1) - 1) // sh + 1
+            ow = (iw + left + right - dw * (kw - 1) - 1) // sw + 1
+            sizes = x.type().varyingSizes() or [None] * 4
+            out.setType(x.type().with_sizes([sizes[0], attrs["out_channels"], oh, ow]))
+            return out
 
     return _ODConvMarker
 

@@ -133,10 +133,21 @@ def build_attention(b: _Builder, layer: OdLayer) -> dict[str, gs.Variable]:
         fc_inputs.append(b.const("fc_b", p["fc_bias"]))
     h = b.op("Conv", fc_inputs)
     h = _attention_norm_relu(b, layer, h, (1, -1, 1, 1))
+
+    def conv(h, wname, bname):
+        return b.op("Conv", [h, b.const(wname, p[wname]), b.const(bname, p[bname])])
+
+    return _attention_heads(b, layer, h, conv)
+
+
+def _attention_heads(b, layer, h, linear) -> dict[str, gs.Variable]:
+    """Head activations keyed by name. ``linear(h, weight_name, bias_name)`` emits one head projection (a 1x1
+    Conv on NCHW, a Gemm on flat features). Merged heads: one projection, one Sigmoid over the sigmoid heads,
+    one Softmax for the kernel head."""
     sizes = _head_sizes(layer)
     out: dict[str, gs.Variable] = {}
-    if "heads_weight" in p:  # merged: one Conv, one Sigmoid over the sigmoid heads, one Softmax
-        z = b.op("Conv", [h, b.const("heads_w", p["heads_weight"]), b.const("heads_b", p["heads_bias"])])
+    if "heads_weight" in layer.roles:
+        z = linear(h, "heads_weight", "heads_bias")
         sig_heads = [name for name in layer.heads if name != "kernel"]
         parts = [sum(sizes[n] for n in sig_heads)] + ([sizes["kernel"]] if "kernel" in sizes else [])
         pieces = b.split(z, parts)
@@ -147,7 +158,7 @@ def build_attention(b: _Builder, layer: OdLayer) -> dict[str, gs.Variable]:
             out["kernel"] = b.op("Softmax", [pieces[1]], {"axis": 1})
         return out
     for name in layer.heads:
-        z = b.op("Conv", [h, b.const(f"{name}_w", p[f"{name}_weight"]), b.const(f"{name}_b", p[f"{name}_bias"])])
+        z = linear(h, f"{name}_weight", f"{name}_bias")
         out[name] = b.op("Softmax", [z], {"axis": 1}) if name == "kernel" else b.op("Sigmoid", [z])
     return out
 
@@ -370,23 +381,7 @@ def _attention_vec(b: _Builder, layer: OdLayer, xb) -> dict[str, gs.Variable]:
 
     h = gemm(h, "fc_weight", "fc_bias")
     h = _attention_norm_relu(b, layer, h, (1, -1))
-    sizes = _head_sizes(layer)
-    out: dict[str, gs.Variable] = {}
-    if "heads_weight" in p:
-        z = gemm(h, "heads_weight", "heads_bias")
-        sig_heads = [name for name in layer.heads if name != "kernel"]
-        parts = [sum(sizes[n] for n in sig_heads)] + ([sizes["kernel"]] if "kernel" in sizes else [])
-        pieces = b.split(z, parts)
-        sig = b.op("Sigmoid", [pieces[0]])
-        for name, piece in zip(sig_heads, b.split(sig, [sizes[n] for n in sig_heads])):
-            out[name] = piece
-        if "kernel" in sizes:
-            out["kernel"] = b.op("Softmax", [pieces[1]], {"axis": 1})
-        return out
-    for name in layer.heads:
-        z = gemm(h, f"{name}_weight", f"{name}_bias")
-        out[name] = b.op("Softmax", [z], {"axis": 1}) if name == "kernel" else b.op("Sigmoid", [z])
-    return out
+    return _attention_heads(b, layer, h, gemm)
 
 
 def lower_batch1_nchwc(b: _Builder, layer: OdLayer) -> gs.Variable:

@@ -15,7 +15,7 @@ env: $(VENV)/.installed
 
 ## demo: the main job on the embedded default (torchvision mobilenet_v2, all_but_first)
 demo: env
-	$(PY) -m odconv_surgery.demo
+	$(PY) -m odconv_surgery.experiments.demo
 
 ## test: the test suite (what CI runs)
 test: env

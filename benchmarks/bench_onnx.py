@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from odconv_surgery.onnx_benchmark import MODELS, TABLE9_POLICIES, Case, default_cases, render_markdown, run_benchmark, write_json
+from odconv_surgery.deploy.benchmark import MODELS, TABLE9_POLICIES, Case, default_cases, render_markdown, run_benchmark, write_json
 
 
 def main(argv=None) -> int:

@@ -1,38 +1,36 @@
 """odconv-surgery: rewrite CNNs into Omni-Dimensional Dynamic Convolution (ODConv, ICLR 2022) models."""
 
-from .attention import BatchOneBatchNormError, ODAttention
 from .checkpoint import CheckpointMismatchError, load, save
-from .odconv import ODConv2d
+from .nn import BatchOneBatchNormError, ODAttention, ODConv2d, TemperatureSchedule, get_temperature, set_temperature
 from .policies import EmptySelectionError, available_policies, register_policy
 from .passes.fx import UntraceableModelError
 from .recipe import Recipe, get_recipe
 from .report import ConversionReport
 from .surgery import ConversionResult, apply_odconv, list_candidates, plan_conversion
-from .temperature import TemperatureSchedule, get_temperature, set_temperature
 
 # ONNX, sweep and accounting entry points import optional dependencies (onnx, onnxruntime, matplotlib): load lazily.
 _LAZY = {
-    "export_onnx": ".export",
-    "OrtRunner": ".runtime",
-    "check_parity": ".runtime",
+    "export_onnx": ".deploy.export",
+    "OrtRunner": ".deploy.runtime",
+    "check_parity": ".deploy.runtime",
     "run_pipeline": ".passes.onnx",
     "PassNumericsError": ".passes.onnx",
     "OnnxModelError": ".passes.onnx",
-    "onnx_demo": ".onnx_benchmark",
+    "onnx_demo": ".deploy.benchmark",
     "count_cost": ".accounting",
     "compare_costs": ".accounting",
     "odconv_extra_madds": ".accounting",
     "ModelCost": ".accounting",
-    "build_model": ".model_spec",
-    "parse_model_spec": ".model_spec",
-    "load_dataset": ".data",
-    "load_digits_dataset": ".data",
-    "TrainConfig": ".training",
-    "train_and_evaluate": ".training",
-    "evaluate": ".training",
-    "SweepConfig": ".sweep",
-    "run_sweep": ".sweep",
-    "convert_attention_sync_batchnorm": ".distributed",
+    "build_model": ".experiments.model_spec",
+    "parse_model_spec": ".experiments.model_spec",
+    "load_dataset": ".experiments.data",
+    "load_digits_dataset": ".experiments.data",
+    "TrainConfig": ".experiments.training",
+    "train_and_evaluate": ".experiments.training",
+    "evaluate": ".experiments.training",
+    "SweepConfig": ".experiments.sweep",
+    "run_sweep": ".experiments.sweep",
+    "convert_attention_sync_batchnorm": ".experiments.distributed",
 }
 
 

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .odconv import ODConv2d
+from .nn.odconv import ODConv2d
 
 __all__ = [
     "LayerCost",

@@ -23,7 +23,7 @@ class CliError(Exception):
 
 
 def _spec(text: str):
-    from .model_spec import parse_model_spec
+    from .experiments.model_spec import parse_model_spec
 
     return parse_model_spec(text)
 
@@ -118,7 +118,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     try:
-        from .export import export_onnx
+        from .deploy.export import export_onnx
     except ImportError as exc:
         raise CliError(f"ONNX export is not available ({exc}); install the extras: pip install 'odconv-surgery[onnx]'") from exc
     model = _load_model_or_checkpoint(args.model, args.base, args.num_classes).eval()
@@ -135,7 +135,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         import torch
 
-        from .onnx_benchmark import VARIANTS, Row, build_variants, render_markdown, time_variants, write_json
+        from .deploy.benchmark import VARIANTS, Row, build_variants, render_markdown, time_variants, write_json
     except ImportError as exc:
         raise CliError(f"the ONNX benchmark is not available ({exc}); install the extras: pip install 'odconv-surgery[onnx]'") from exc
     from .surgery import apply_odconv
@@ -164,7 +164,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import DEFAULT_POLICIES, SweepConfig, run_sweep
+    from .experiments.sweep import DEFAULT_POLICIES, SweepConfig, run_sweep
 
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _relaunch_torchrun(args.nproc, args.argv)

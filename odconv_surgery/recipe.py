@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .odconv import ODConv2d
+from .nn.odconv import ODConv2d
 from .passes.fx.swap_modules import swap_module
 
 RECIPE_ATTRIBUTE = "odconv_recipe"

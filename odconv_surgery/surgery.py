@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .odconv import ODConv2d
+from .nn.odconv import ODConv2d
 from .passes.fx.candidates import ConvLayer, ModelAnalysis, analyse_model, uncalled_convs
 from .passes.fx.swap_modules import aliases_of, swap_module
 from .policies import Policy, Selector, available_policies, decide, get_policy, select

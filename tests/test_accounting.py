@@ -8,7 +8,7 @@ import torchvision
 from torch import nn
 
 from odconv_surgery.accounting import compare_costs, count_cost, format_count, odconv_extra_madds
-from odconv_surgery.odconv import ODConv2d
+from odconv_surgery.nn.odconv import ODConv2d
 
 
 def swap_all_but_first(model: nn.Module, kernel_num: int) -> nn.Module:

@@ -1,4 +1,4 @@
-from odconv_surgery.demo import main
+from odconv_surgery.experiments.demo import main
 
 
 def test_demo_core_runs_and_checks_outputs(capsys):

@@ -11,18 +11,18 @@ import textwrap
 import torch
 from torch import nn
 
-from odconv_surgery.distributed import CPUSyncBatchNorm, DistContext, convert_attention_sync_batchnorm
-from odconv_surgery.odconv import ODConv2d
+from odconv_surgery.experiments.distributed import CPUSyncBatchNorm, DistContext, convert_attention_sync_batchnorm
+from odconv_surgery.nn.odconv import ODConv2d
 
 WORKER = textwrap.dedent(
     """
     import json, os, sys
     import torch
     from torch import nn
-    from odconv_surgery.data import load_digits_dataset
-    from odconv_surgery.distributed import CPUSyncBatchNorm, init_distributed, is_sync_batchnorm
-    from odconv_surgery.odconv import ODConv2d
-    from odconv_surgery.training import TrainConfig, train_and_evaluate
+    from odconv_surgery.experiments.data import load_digits_dataset
+    from odconv_surgery.experiments.distributed import CPUSyncBatchNorm, init_distributed, is_sync_batchnorm
+    from odconv_surgery.nn.odconv import ODConv2d
+    from odconv_surgery.experiments.training import TrainConfig, train_and_evaluate
 
     out = sys.argv[1]
     ctx = init_distributed()
@@ -106,7 +106,7 @@ def test_convert_only_attention_batchnorms():
 
 
 def test_single_process_context_is_a_no_op(monkeypatch):
-    from odconv_surgery.distributed import init_distributed
+    from odconv_surgery.experiments.distributed import init_distributed
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     ctx = init_distributed("cpu")

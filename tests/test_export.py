@@ -7,9 +7,9 @@ import torch
 import torchvision
 
 from odconv_surgery import ODConv2d
-from odconv_surgery.export import export_marked, export_onnx
-from odconv_surgery.passes.onnx.common import OD_DOMAIN
-from odconv_surgery.runtime import OrtRunner, check_parity
+from odconv_surgery.deploy.export import export_marked, export_onnx
+from odconv_surgery.deploy.runtime import OrtRunner, check_parity
+from odconv_surgery.deploy.schema import OD_DOMAIN
 
 from onnx_helpers import build, tiny
 
@@ -153,7 +153,7 @@ def test_ort_cpu_target_parity():
 
 
 def test_onnx_demo_report():
-    from odconv_surgery.onnx_benchmark import onnx_demo
+    from odconv_surgery.deploy.benchmark import onnx_demo
 
     model = tiny(1)
     static = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU()).eval()

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 from torch import nn
 
-from odconv_surgery.model_spec import ModelSpec, ModelSpecError, build_model, parse_model_spec
+from odconv_surgery.experiments.model_spec import ModelSpec, ModelSpecError, build_model, parse_model_spec
 
 
 def test_parse_torchvision_with_kwargs():

@@ -3,7 +3,7 @@ import onnx
 import pytest
 import torch
 
-from odconv_surgery.export import export_marked
+from odconv_surgery.deploy.export import export_marked
 from odconv_surgery.passes.onnx import (
     NAIVE_PIPELINE,
     PIPELINE,
@@ -16,7 +16,8 @@ from odconv_surgery.passes.onnx import (
     run_pipeline,
 )
 from odconv_surgery.passes.onnx.check import random_batch
-from odconv_surgery.passes.onnx.common import OD_DOMAIN, odconv_layers
+from odconv_surgery.deploy.schema import OD_DOMAIN
+from odconv_surgery.passes.onnx.common import odconv_layers
 from odconv_surgery.passes.onnx.find_odconv import find_odconv
 import onnx_graphsurgeon as gs
 

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from odconv_surgery.export import export_marked, export_onnx
+from odconv_surgery.deploy.export import export_marked, export_onnx
 from odconv_surgery.passes.onnx import OnnxModelError
-from odconv_surgery.runtime import OrtRunner, check_parity, cuda_available
+from odconv_surgery.deploy.runtime import OrtRunner, check_parity, cuda_available
 
 from onnx_helpers import tiny
 

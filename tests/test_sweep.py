@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from odconv_surgery.data import load_digits_dataset, load_image_folder
-from odconv_surgery.sweep import (
+from odconv_surgery.experiments.data import load_digits_dataset, load_image_folder
+from odconv_surgery.experiments.sweep import (
     SweepConfig,
     SweepSettingsMismatch,
     markdown_table,
@@ -17,7 +17,7 @@ from odconv_surgery.sweep import (
     run_sweep,
     summarize,
 )
-from odconv_surgery.training import TrainConfig, train_and_evaluate
+from odconv_surgery.experiments.training import TrainConfig, train_and_evaluate
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -124,7 +124,7 @@ def test_summarize_mean_std_and_table():
 
 def test_training_anneals_temperature(tiny_data):
     from odconv_surgery import apply_odconv
-    from odconv_surgery.temperature import get_temperature
+    from odconv_surgery.nn.temperature import get_temperature
 
     model, _ = apply_odconv(Tiny(), "all_but_first")
     result = train_and_evaluate(model, tiny_data, TrainConfig(epochs=2, batch_size=8, max_steps_per_epoch=5, progress=False))

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from ...odconv import ODConv2d
+from ...nn.odconv import ODConv2d
 from .graph_analysis import GraphStructure, analyse_graph
 from .hook_order import record_conv_order
 from .tracer import CONV_TYPES, trace_model

@@ -12,7 +12,7 @@ class ConvLeafTracer(fx.Tracer):
     """An fx tracer that never traces into a convolution (``nn.Conv2d`` subclasses and ODConv2d included)."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        from ...odconv import ODConv2d
+        from ...nn.odconv import ODConv2d
 
         if isinstance(m, CONV_TYPES + (ODConv2d,)):
             return True

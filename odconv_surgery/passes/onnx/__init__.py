@@ -12,9 +12,10 @@ from typing import Callable, Sequence
 import numpy as np
 import onnx
 
+from ...deploy.schema import OD_DOMAIN, OD_OP, set_metadata
 from . import batch_regime, fold_attention_norm, fold_output_bn, finalize, find_odconv, lower_odconv, merge_attention_heads
 from .check import check_pass, ort_run, random_batch, relative_error
-from .common import detect_nchwc_block, OD_DOMAIN, OD_OP, OnnxModelError, PassNumericsError, load_model
+from .common import detect_nchwc_block, OnnxModelError, PassNumericsError, load_model
 
 Pass = Callable[[onnx.ModelProto], onnx.ModelProto]
 
@@ -86,8 +87,6 @@ def run_pipeline(
                 reference = check_pass(name, reference, proto, feed, tolerance)
     finally:
         lower_odconv.NCHWC_BLOCK = saved_block
-    from ...export import set_metadata
-
     set_metadata(proto, {"odconv.passes": ",".join(applied), "odconv.target": target})
     return proto
 

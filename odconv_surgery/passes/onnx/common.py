@@ -1,6 +1,6 @@
 """Shared vocabulary of the ONNX passes: the ODConv marker op, its input roles, model loading and errors.
 
-The exporter (``odconv_surgery.export``) emits every shared-attention ``ODConv2d`` as ONE node
+The exporter (``odconv_surgery.deploy.export``) emits every shared-attention ``ODConv2d`` as ONE node
 ``odconv.surgery::ODConv2d`` whose first input is the layer input x and whose other inputs are the layer's
 parameters as constant initializers, each tagged by the ``roles`` string attribute (same order as the inputs).
 Geometry (channels, kernel, strides, pads, dilations, group, kernel_num, heads, norm) is carried as attributes
@@ -19,11 +19,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-OD_DOMAIN = "odconv.surgery"
-OD_OP = "ODConv2d"
-OD_DOMAIN_VERSION = 1
-
-HEAD_ORDER = ("channel", "filter", "spatial", "kernel")
+from ...deploy.schema import OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP
 
 
 class OnnxModelError(ValueError):
@@ -181,10 +177,6 @@ def export_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
 
 def has_odconv_nodes(model: onnx.ModelProto) -> bool:
     return any(node.domain == OD_DOMAIN and node.op_type == OD_OP for node in model.graph.node)
-
-
-def metadata(model: onnx.ModelProto) -> dict[str, str]:
-    return {p.key: p.value for p in model.metadata_props}
 
 
 def detect_nchwc_block() -> int | None:

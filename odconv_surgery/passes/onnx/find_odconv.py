@@ -13,7 +13,8 @@ import json
 
 import onnx
 
-from .common import OdLayer, import_graph, metadata, odconv_layers
+from ...deploy.schema import metadata
+from .common import OdLayer, import_graph, odconv_layers
 
 NAME = "find_odconv"
 

@@ -101,7 +101,7 @@ def run_case(
     include_cuda: bool = True,
     check: bool = False,
 ) -> list[Row]:
-    from .surgery import apply_odconv
+    from ..surgery import apply_odconv
 
     static = static_model(case.model)
     model, _ = apply_odconv(static, policy=case.policy, kernel_num=case.kernel_num)

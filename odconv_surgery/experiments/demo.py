@@ -2,7 +2,7 @@
 
 Prints the conversion report, checks the converted model reproduces the original's outputs (function-preserving
 conversion), then exports it to ONNX and compares onnxruntime against PyTorch and the static / naive / fused
-latencies. Run: ``python -m odconv_surgery.demo`` (or ``make demo``).
+latencies. Run: ``python -m odconv_surgery.experiments.demo`` (or ``make demo``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import argparse
 import torch
 import torchvision
 
-from . import apply_odconv
+from .. import apply_odconv
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         print("FAILED: the converted model does not reproduce the original")
         return 1
     if not args.no_onnx:
-        from .onnx_benchmark import onnx_demo
+        from ..deploy.benchmark import onnx_demo
 
         print()
         text = onnx_demo(model, original, x[:1])

@@ -20,9 +20,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from ..nn.temperature import TemperatureSchedule, set_temperature
 from .data import DataBundle
 from .distributed import DistContext, convert_attention_sync_batchnorm
-from .temperature import TemperatureSchedule, set_temperature
 
 __all__ = ["TrainConfig", "TrainResult", "train_and_evaluate", "evaluate"]
 

@@ -30,12 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .odconv import ODConv2d
-from .passes.onnx.common import HEAD_ORDER, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP
-
-DEFAULT_OPSET = 18
-INPUT_NAME = "input"
-OUTPUT_NAME = "output"
+from ..nn.odconv import ODConv2d
+from .schema import DEFAULT_OPSET, HEAD_ORDER, INPUT_NAME, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP, OUTPUT_NAME, set_metadata
 
 
 def _explicit_pads(layer: ODConv2d) -> list[int]:
@@ -234,7 +230,7 @@ def export_mode(model: nn.Module) -> Iterator[list[str]]:
 
 def _project_version() -> str:
     try:
-        from .recipe import package_version
+        from ..recipe import package_version
 
         return package_version()
     except Exception:  # noqa: BLE001
@@ -249,16 +245,6 @@ def _recipe_dict(model: nn.Module) -> dict[str, Any] | None:
         return recipe.to_dict()
     except Exception:  # noqa: BLE001
         return {"repr": repr(recipe)}
-
-
-def set_metadata(model: onnx.ModelProto, items: dict[str, str]) -> None:
-    existing = {p.key: p for p in model.metadata_props}
-    for key, value in items.items():
-        if key in existing:
-            existing[key].value = value
-        else:
-            entry = model.metadata_props.add()
-            entry.key, entry.value = key, value
 
 
 def export_marked(
@@ -337,7 +323,7 @@ def export_onnx(
     depthwise layers (fast, but the file then needs onnxruntime's CPU EP). Recipe, project version and
     temperature go into ``metadata_props``.
     """
-    from .passes.onnx import run_pipeline
+    from ..passes.onnx import run_pipeline
 
     proto = export_marked(model, example_input, dynamic_batch=dynamic_batch, opset=opset)
     feed = example_input.detach().cpu().numpy().astype(np.float32)

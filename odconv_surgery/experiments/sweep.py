@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from .accounting import count_cost, format_count
+from ..accounting import count_cost, format_count
 from .data import DataBundle, load_dataset
 from .distributed import DistContext, init_distributed
 from .model_spec import ModelSpec, parse_model_spec
@@ -186,8 +186,8 @@ def _latest(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------- latency
 def _ort_latency(model: nn.Module, example: torch.Tensor, runs: int) -> float:
     """Export with the project's exporter and time it with its ORT wrapper: CPU, one thread, batch 1."""
-    from .export import export_onnx
-    from .runtime import OrtRunner
+    from ..deploy.export import export_onnx
+    from ..deploy.runtime import OrtRunner
 
     proto = export_onnx(model, None, example, check=False)
     runner = OrtRunner(proto, device="cpu", threads=1)
@@ -214,7 +214,7 @@ def _torch_latency(model: nn.Module, example: torch.Tensor, runs: int) -> float:
 def measure_latency(model: nn.Module, example: torch.Tensor, runs: int = 30) -> tuple[float, str]:
     """Median batch-1 CPU latency in ms and the backend that measured it ("onnxruntime" or "torch-eager").
 
-    ONNX Runtime (one thread) when ``odconv_surgery.export`` and onnxruntime import; eager PyTorch with one
+    ONNX Runtime (one thread) when ``odconv_surgery.deploy.export`` and onnxruntime import; eager PyTorch with one
     thread otherwise, or when export fails (the reason is appended to the backend name).
     """
     model = model.eval().cpu()
@@ -246,7 +246,7 @@ def run_configuration(
     example = data.test[0][0].unsqueeze(0)
     converted = 0
     if policy != BASELINE:
-        from .surgery import apply_odconv
+        from ..surgery import apply_odconv
 
         model, report = apply_odconv(
             model, policy, kernel_num=n, reduction=config.reduction, init=config.init,

@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .passes.onnx.common import OnnxModelError, has_odconv_nodes, load_model
+from ..passes.onnx.common import OnnxModelError, has_odconv_nodes, load_model
 
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -193,7 +193,7 @@ def check_parity(
     """
     import torch
 
-    from .odconv import ODConv2d
+    from ..nn.odconv import ODConv2d
 
     runner = onnx_model if isinstance(onnx_model, OrtRunner) else OrtRunner(onnx_model, device="cpu")
     shape = tuple(example_input.shape)

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from .attention import ODAttention
+from ..nn.attention import ODAttention
 
 __all__ = ["DistContext", "init_distributed", "CPUSyncBatchNorm", "convert_attention_sync_batchnorm", "is_sync_batchnorm", "is_main_process"]
 

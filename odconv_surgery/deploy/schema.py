@@ -1,0 +1,36 @@
+"""The contract between the exporter, the ONNX passes and the runtime: marker op, domain, roles, I/O names, metadata.
+
+The exporter (``deploy.export``) emits every shared-attention ``ODConv2d`` as ONE node ``OD_DOMAIN::OD_OP`` whose
+first input is the layer input x and whose other inputs are the layer's parameters, each tagged by the ``roles``
+string attribute; the attention heads appear in ``HEAD_ORDER``. The passes (``passes.onnx``) read and rewrite those
+nodes, and both sides record what they did in the model's ``metadata_props``. This module imports nothing heavy,
+so both sides depend on it and not on each other.
+"""
+
+from __future__ import annotations
+
+OD_DOMAIN = "odconv.surgery"
+OD_OP = "ODConv2d"
+OD_DOMAIN_VERSION = 1
+
+HEAD_ORDER = ("channel", "filter", "spatial", "kernel")
+
+DEFAULT_OPSET = 18
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+
+
+def set_metadata(model, items: dict[str, str]) -> None:
+    """Set (add or overwrite) ``items`` in ``model.metadata_props`` of an ``onnx.ModelProto``."""
+    existing = {p.key: p for p in model.metadata_props}
+    for key, value in items.items():
+        if key in existing:
+            existing[key].value = value
+        else:
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
+
+
+def metadata(model) -> dict[str, str]:
+    """``metadata_props`` of an ``onnx.ModelProto`` as a dict."""
+    return {p.key: p.value for p in model.metadata_props}

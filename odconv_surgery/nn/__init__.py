@@ -1,0 +1,7 @@
+"""The ODConv layer (torch only): ``ODConv2d``, its attention ``ODAttention`` and the softmax temperature."""
+
+from .attention import BatchOneBatchNormError, ODAttention
+from .odconv import ODConv2d
+from .temperature import TemperatureSchedule, get_temperature, set_temperature
+
+__all__ = ["BatchOneBatchNormError", "ODAttention", "ODConv2d", "TemperatureSchedule", "get_temperature", "set_temperature"]

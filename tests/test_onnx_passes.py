@@ -9,6 +9,7 @@ from odconv_surgery.passes.onnx import (
     PIPELINE,
     REGISTRY,
     OnnxModelError,
+    PassContext,
     PassNumericsError,
     check_pass,
     ort_run,
@@ -100,3 +101,26 @@ def test_pass_that_breaks_numerics_raises_naming_it(marked):
 def test_unknown_pass(marked):
     with pytest.raises(ValueError, match="unknown"):
         run_pipeline(marked, ["nope"])
+
+
+def _batch1_domains(proto):
+    if_node = next(n for n in proto.graph.node if n.op_type == "If")
+    branch = next(a.g for a in if_node.attribute if a.name == "then_branch")
+    return {n.domain for n in branch.node}
+
+
+def test_options_travel_in_the_context(marked):
+    """The NCHWc block comes from the context of each call, not from module state (two targets side by side)."""
+    folded = run_pipeline(marked, PIPELINE[:4])
+    nchwc = REGISTRY["batch_regime"](folded, PassContext("ort-cpu", nchwc_block=8))
+    portable = REGISTRY["batch_regime"](folded)
+    assert "com.microsoft.nchwc" in _batch1_domains(nchwc)
+    assert "com.microsoft.nchwc" not in _batch1_domains(portable)
+    with pytest.raises(ValueError, match="target"):
+        PassContext("gpu")
+
+
+def test_each_pass_logs_its_count(marked, caplog):
+    with caplog.at_level("INFO", logger="odconv_surgery.passes.onnx"):
+        run_pipeline(marked, ["find_odconv", "fold_output_bn"])
+    assert [r.getMessage() for r in caplog.records] == ["find_odconv: 5 layers", "fold_output_bn: 1 layers"]

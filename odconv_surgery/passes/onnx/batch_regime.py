@@ -13,10 +13,9 @@ from __future__ import annotations
 import onnx
 from onnx import helper
 
-from .common import has_odconv_nodes
+from .base import OnnxPass, PassContext
+from .common import has_odconv_nodes, odconv_node_count
 from .lower_odconv import lower
-
-NAME = "batch_regime"
 
 
 def _rename(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> None:
@@ -39,13 +38,20 @@ def _rename(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> None:
             vi.name = mapping[vi.name]
 
 
-def run(model: onnx.ModelProto) -> onnx.ModelProto:
+class BatchRegime(OnnxPass):
+    NAME = "batch_regime"
+
+    def transform(self, model: onnx.ModelProto, ctx: PassContext) -> tuple[onnx.ModelProto, int]:
+        return _batch_regime(model, ctx.nchwc_block), odconv_node_count(model)
+
+
+def _batch_regime(model: onnx.ModelProto, nchwc_block: int | None) -> onnx.ModelProto:
     if not has_odconv_nodes(model):
         return model
     if len(model.graph.input) != 1:
         return lower(model, "any")
     any_model = lower(model, "any", prefix="any/")
-    b1_model = lower(model, "batch1", prefix="b1/")
+    b1_model = lower(model, "batch1", prefix="b1/", nchwc_block=nchwc_block)
     inp = model.graph.input[0].name
     inits: dict[str, onnx.TensorProto] = {}
     for m in (any_model, b1_model):

@@ -175,8 +175,13 @@ def export_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def odconv_node_count(model: onnx.ModelProto) -> int:
+    """How many ODConv marker nodes the model's main graph holds."""
+    return sum(1 for node in model.graph.node if node.domain == OD_DOMAIN and node.op_type == OD_OP)
+
+
 def has_odconv_nodes(model: onnx.ModelProto) -> bool:
-    return any(node.domain == OD_DOMAIN and node.op_type == OD_OP for node in model.graph.node)
+    return odconv_node_count(model) > 0
 
 
 def detect_nchwc_block() -> int | None:

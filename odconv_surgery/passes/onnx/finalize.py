@@ -8,19 +8,20 @@ from __future__ import annotations
 
 import onnx
 
-from .common import export_graph, import_graph
+from .base import OnnxPass, PassContext, export_sorted
+from .common import import_graph
 
-NAME = "finalize"
 
+class Finalize(OnnxPass):
+    NAME = "finalize"
+    UNIT = "nodes"
 
-def run(model: onnx.ModelProto) -> onnx.ModelProto:
-    graph = import_graph(model)
-    graph.cleanup().toposort()
-    out = export_graph(graph, model)
-    del out.graph.value_info[:]
-    onnx.checker.check_model(out)
-    try:
-        out = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=False)
-    except Exception:  # noqa: BLE001 - inference is best effort (If branches); the checker already passed
-        pass
-    return out
+    def transform(self, model: onnx.ModelProto, ctx: PassContext) -> tuple[onnx.ModelProto, int]:
+        out = export_sorted(import_graph(model), model)
+        del out.graph.value_info[:]
+        onnx.checker.check_model(out)
+        try:
+            out = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=False)
+        except Exception:  # noqa: BLE001 - inference is best effort (If branches); the checker already passed
+            pass
+        return out, len(out.graph.node)

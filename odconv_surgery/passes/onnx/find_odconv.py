@@ -14,9 +14,8 @@ import json
 import onnx
 
 from ...deploy.schema import metadata
+from .base import OnnxPass, PassContext
 from .common import OdLayer, import_graph, odconv_layers
-
-NAME = "find_odconv"
 
 
 def find_odconv(model: onnx.ModelProto) -> list[OdLayer]:
@@ -40,6 +39,8 @@ def find_odconv(model: onnx.ModelProto) -> list[OdLayer]:
     return layers
 
 
-def run(model: onnx.ModelProto) -> onnx.ModelProto:
-    find_odconv(model)
-    return model
+class FindODConv(OnnxPass):
+    NAME = "find_odconv"
+
+    def transform(self, model: onnx.ModelProto, ctx: PassContext) -> tuple[onnx.ModelProto, int]:
+        return model, len(find_odconv(model))

@@ -8,34 +8,35 @@ LayerNorm-style ``ln`` trunk (input-dependent statistics) is left as is.
 from __future__ import annotations
 
 import numpy as np
-import onnx
+import onnx_graphsurgeon as gs
 
-from .common import export_graph, import_graph, odconv_layers
+from .base import OnnxPass, PassContext
+from .common import OdLayer, odconv_layers
 
-NAME = "fold_attention_norm"
+
+class FoldAttentionNorm(OnnxPass):
+    NAME = "fold_attention_norm"
+
+    def rewrite(self, graph: gs.Graph, ctx: PassContext) -> int:
+        return sum(_fold(layer) for layer in odconv_layers(graph))
 
 
-def run(model: onnx.ModelProto) -> onnx.ModelProto:
-    graph = import_graph(model)
-    changed = False
-    for layer in odconv_layers(graph):
-        if layer.attrs["norm"] != "bn" or not layer.has("norm_mean"):
+def _fold(layer: OdLayer) -> bool:
+    """Fold ``layer``'s attention BatchNorm into ``fc``; False for other norms (or one already folded)."""
+    if layer.attrs["norm"] != "bn" or not layer.has("norm_mean"):
+        return False
+    p = layer.params()
+    s = p["norm_scale"].astype(np.float64) / np.sqrt(p["norm_var"].astype(np.float64) + float(layer.attrs["norm_eps"]))
+    fc_w = p["fc_weight"].astype(np.float64) * s.reshape(-1, 1, 1, 1)
+    fc_b = p.get("fc_bias", np.zeros_like(s)) * s + (p["norm_bias"] - s * p["norm_mean"])
+    new = {}
+    for role, value in p.items():
+        if role.startswith("norm_") or role == "fc_bias":
             continue
-        p = layer.params()
-        s = p["norm_scale"].astype(np.float64) / np.sqrt(p["norm_var"].astype(np.float64) + float(layer.attrs["norm_eps"]))
-        fc_w = p["fc_weight"].astype(np.float64) * s.reshape(-1, 1, 1, 1)
-        fc_b = p.get("fc_bias", np.zeros_like(s)) * s + (p["norm_bias"] - s * p["norm_mean"])
-        new = {}
-        for role, value in p.items():
-            if role.startswith("norm_") or role == "fc_bias":
-                continue
-            new[role] = value
-            if role == "fc_weight":
-                new["fc_weight"] = fc_w.astype(np.float32)
-                new["fc_bias"] = fc_b.astype(np.float32)
-        layer.set_params(new)
-        layer.attrs["norm"] = "none"
-        changed = True
-    if not changed:
-        return model
-    return export_graph(graph, model)
+        new[role] = value
+        if role == "fc_weight":
+            new["fc_weight"] = fc_w.astype(np.float32)
+            new["fc_bias"] = fc_b.astype(np.float32)
+    layer.set_params(new)
+    layer.attrs["norm"] = "none"
+    return True

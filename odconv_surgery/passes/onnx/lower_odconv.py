@@ -46,6 +46,9 @@ Forms (x: layer input, a_c/a_f/a_s/a_w: channel/filter/spatial/kernel attention;
   Per layer kind, NCHWc with the computed kernel is never slower than the previous forms (depthwise: 217 vs
   621 us plain computed-kernel Conv; 1x1/dense: same Conv time as static plus the kernel scaling, against
   activation-sized Muls + reorders before), so it is used for every kind whose channels allow it.
+  Depthwise 48 ch @56x56 through ``com.microsoft.nchwc::Conv`` with the computed kernel reordered in-graph:
+  217 us vs 180 us static (the plain computed-kernel Conv: 621 us), because ORT only prepacks constant kernels
+  into its fast NCHWc path.
 """
 
 from __future__ import annotations
@@ -54,9 +57,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .common import OdLayer, constant_value, export_graph, import_graph, odconv_layers
-
-NAME = "lower_odconv"
+from .base import OnnxPass, PassContext, export_sorted
+from .common import OdLayer, constant_value, import_graph, odconv_layers
 
 
 class _Builder:
@@ -335,20 +337,11 @@ def lower_batch1(b: _Builder, layer: OdLayer, att) -> gs.Variable:
     return y
 
 
-#: Block size of onnxruntime's CPU NCHWc kernels (8 on AVX2, 16 on AVX-512), or None. When set (by
-#: ``run_pipeline(target="ort-cpu")``), the batch-1 form runs depthwise layers through
-#: ``com.microsoft.nchwc::Conv`` with the computed kernel reordered in-graph: measured 217 us vs 180 us static
-#: for 48 ch @56x56 (the plain computed-kernel Conv: 621 us), because ORT only prepacks constant kernels into its
-#: fast NCHWc path. The resulting file is specific to onnxruntime's CPU EP and that block size.
-NCHWC_BLOCK: int | None = None
-
-
 NCHWC = "com.microsoft.nchwc"
 
 
-def _nchwc_ok(layer: OdLayer) -> bool:
-    """Whether the batch-1 form of ``layer`` runs as one NCHWc Conv (channels multiples of the block)."""
-    blk = NCHWC_BLOCK
+def _nchwc_ok(layer: OdLayer, blk: int | None) -> bool:
+    """Whether the batch-1 form of ``layer`` runs as one NCHWc Conv of block ``blk`` (channels multiples of it)."""
     if not blk:
         return False
     a = layer.attrs
@@ -384,7 +377,7 @@ def _attention_vec(b: _Builder, layer: OdLayer, xb) -> dict[str, gs.Variable]:
     return _attention_heads(b, layer, h, gemm)
 
 
-def lower_batch1_nchwc(b: _Builder, layer: OdLayer) -> gs.Variable:
+def lower_batch1_nchwc(b: _Builder, layer: OdLayer, blk: int) -> gs.Variable:
     """Batch-1 form for ``target="ort-cpu"``: ``ReorderInput -> nchwc Conv(computed kernel) -> ReorderOutput``.
 
     The constant kernel bank is stored already in ORT's blocked filter layout (depthwise ``OIHWBo``: (C/B, kh,
@@ -397,7 +390,6 @@ def lower_batch1_nchwc(b: _Builder, layer: OdLayer) -> gs.Variable:
     a = layer.attrs
     kh, kw, sh, sw, dh, dw, pads, ho, wo = _geometry(layer)
     n, cout, cin, g = a["kernel_num"], a["out_channels"], a["in_channels"], a["group"]
-    blk = NCHWC_BLOCK
     w = p["weight"]  # (n, C_out, C_in/g, kh, kw)
     xb = _nchwc_op(b, "ReorderInput", [layer.x], {"channels_last": 0})
     att = _attention_vec(b, layer, xb)
@@ -443,11 +435,10 @@ def lower_batch1_nchwc(b: _Builder, layer: OdLayer) -> gs.Variable:
     return _nchwc_op(b, "ReorderOutput", [yb], {"channels": cout, "channels_last": 0})
 
 
-def _static_conv_to_nchwc(graph: gs.Graph, node: gs.Node) -> None:
+def _static_conv_to_nchwc(graph: gs.Graph, node: gs.Node, blk: int) -> None:
     """A constant-weight static Conv of the batch-1 branch as ``ReorderInput -> nchwc Conv -> ReorderOutput``
     with the kernel pre-blocked, so that ``_nchwc_chain`` joins it to the neighbouring NCHWc ODConv layers (ORT's
     own NchwcTransformer would wrap it in reorders of its own that the chain cannot see)."""
-    blk = NCHWC_BLOCK
     w = constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
     if w is None or w.ndim != 4:
         return
@@ -589,16 +580,24 @@ def _nchwc_chain(graph: gs.Graph) -> None:
 FORMS = {"naive": lower_naive, "any": lower_any, "batch1": lower_batch1}
 
 
-def lower(model: onnx.ModelProto, form: str = "any", prefix: str = "") -> onnx.ModelProto:
-    """Lower every ODConv marker with ``form`` ('naive', 'any' or 'batch1')."""
+def lower(model: onnx.ModelProto, form: str = "any", prefix: str = "", nchwc_block: int | None = None) -> onnx.ModelProto:
+    """Lower every ODConv marker with ``form`` ('naive', 'any' or 'batch1'); with ``nchwc_block`` the 'batch1' form
+    uses onnxruntime's NCHWc contrib ops of that block size (see ``PassContext``)."""
+    graph = import_graph(model)
+    _lower_graph(graph, form, prefix, nchwc_block)
+    return export_sorted(graph, model)
+
+
+def _lower_graph(graph: gs.Graph, form: str, prefix: str, nchwc_block: int | None) -> int:
     if form not in FORMS:
         raise ValueError(f"unknown lowering form {form!r}; expected one of {sorted(FORMS)}")
-    graph = import_graph(model)
-    static_convs = [n for n in graph.nodes if n.op == "Conv" and not n.domain] if form == "batch1" and NCHWC_BLOCK else []
-    for layer in odconv_layers(graph):
+    nchwc_block = nchwc_block if form == "batch1" else None
+    static_convs = [n for n in graph.nodes if n.op == "Conv" and not n.domain] if nchwc_block else []
+    layers = odconv_layers(graph)
+    for layer in layers:
         b = _Builder(graph, f"{prefix}{layer.name}/od_{form}")
-        if form == "batch1" and _nchwc_ok(layer):
-            y_new = lower_batch1_nchwc(b, layer)
+        if nchwc_block and _nchwc_ok(layer, nchwc_block):
+            y_new = lower_batch1_nchwc(b, layer, nchwc_block)
         else:
             y_new = FORMS[form](b, layer, build_attention(b, layer))
         y_old = layer.y
@@ -607,14 +606,22 @@ def lower(model: onnx.ModelProto, form: str = "any", prefix: str = "") -> onnx.M
         idx = producer.outputs.index(y_new)
         layer.node.outputs.clear()
         producer.outputs[idx] = y_old
-    if form == "batch1" and NCHWC_BLOCK:
+    if nchwc_block:
         for node in static_convs:
-            _static_conv_to_nchwc(graph, node)
+            _static_conv_to_nchwc(graph, node, nchwc_block)
         graph.cleanup()
         _nchwc_chain(graph)
-    graph.cleanup().toposort()
-    return export_graph(graph, model)
+    return len(layers)
 
 
-def run(model: onnx.ModelProto) -> onnx.ModelProto:
-    return lower(model, "any")
+class LowerODConv(OnnxPass):
+    """Lower every marker with one form (the pass ``lower_odconv``: 'any'; ``lower_naive``: 'naive')."""
+
+    def __init__(self, name: str, form: str) -> None:
+        if form not in FORMS:
+            raise ValueError(f"unknown lowering form {form!r}; expected one of {sorted(FORMS)}")
+        self.NAME = name  # type: ignore[misc] - one class, two registered passes
+        self.form = form
+
+    def rewrite(self, graph: gs.Graph, ctx: PassContext) -> int:
+        return _lower_graph(graph, self.form, "", ctx.nchwc_block)

@@ -9,28 +9,29 @@ A layer's attention becomes GlobalAveragePool, Conv, Relu, Conv, Split, Sigmoid,
 from __future__ import annotations
 
 import numpy as np
-import onnx
+import onnx_graphsurgeon as gs
 
-from .common import export_graph, import_graph, odconv_layers
+from .base import OnnxPass, PassContext
+from .common import OdLayer, odconv_layers
 
-NAME = "merge_attention_heads"
+
+class MergeAttentionHeads(OnnxPass):
+    NAME = "merge_attention_heads"
+
+    def rewrite(self, graph: gs.Graph, ctx: PassContext) -> int:
+        return sum(_merge(layer) for layer in odconv_layers(graph))
 
 
-def run(model: onnx.ModelProto) -> onnx.ModelProto:
-    graph = import_graph(model)
-    changed = False
-    for layer in odconv_layers(graph):
-        if layer.has("heads_weight"):
-            continue
-        p = layer.params()
-        heads = layer.heads
-        weight = np.concatenate([p[f"{h}_weight"] for h in heads], axis=0)
-        bias = np.concatenate([p[f"{h}_bias"] for h in heads], axis=0)
-        new = {role: v for role, v in p.items() if not any(role.startswith(h + "_") for h in heads)}
-        new["heads_weight"] = weight
-        new["heads_bias"] = bias
-        layer.set_params(new)
-        changed = True
-    if not changed:
-        return model
-    return export_graph(graph, model)
+def _merge(layer: OdLayer) -> bool:
+    """Replace ``layer``'s per-head projections by one; False when they are merged already."""
+    if layer.has("heads_weight"):
+        return False
+    p = layer.params()
+    heads = layer.heads
+    weight = np.concatenate([p[f"{h}_weight"] for h in heads], axis=0)
+    bias = np.concatenate([p[f"{h}_bias"] for h in heads], axis=0)
+    new = {role: v for role, v in p.items() if not any(role.startswith(h + "_") for h in heads)}
+    new["heads_weight"] = weight
+    new["heads_bias"] = bias
+    layer.set_params(new)
+    return True

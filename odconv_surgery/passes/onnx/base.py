@@ -1,0 +1,97 @@
+"""What every ONNX pass shares (after onnxruntime's ``fusion_base.Fusion``): the options it runs under and the
+scaffolding around its rewrite.
+
+A pass subclasses ``OnnxPass``, sets ``NAME`` and implements ``rewrite(graph, ctx) -> int`` (the number of
+units it rewrote); the base imports the graph, calls it, and when something changed cleans up, sorts the nodes
+topologically and exports with the original model's metadata and opsets. Every run logs one line
+``<name>: <count> <unit>`` on the ``odconv_surgery.passes.onnx`` logger. Passes that work on the ``ModelProto``
+itself (validation, building an ``If`` around two lowered copies, the final checks) override ``transform``.
+Options travel in a ``PassContext`` handed to every call, so pipelines with different targets can run side by
+side (no module state).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from .common import detect_nchwc_block, export_graph, import_graph
+
+logger = logging.getLogger("odconv_surgery.passes.onnx")
+
+TARGETS = ("portable", "ort-cpu")
+
+
+@dataclass(frozen=True)
+class PassContext:
+    """Options of one pipeline run.
+
+    ``target``: "portable" (standard ONNX ops only) or "ort-cpu" (the batch-1 branch may use onnxruntime's
+    CPU-only ``com.microsoft.nchwc`` contrib ops). ``nchwc_block``: onnxruntime's NCHWc block size (8 on AVX2,
+    16 on AVX-512) when the NCHWc forms are wanted, else None; a file lowered with it is specific to
+    onnxruntime's CPU EP and that block size.
+    """
+
+    target: str = "portable"
+    nchwc_block: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ValueError(f"target must be 'portable' or 'ort-cpu', got {self.target!r}")
+
+    @classmethod
+    def for_target(cls, target: str = "portable") -> "PassContext":
+        """The context for ``target``; "ort-cpu" probes onnxruntime for its NCHWc block (None if unusable)."""
+        ctx = cls(target)  # validates the target before probing
+        return cls(target, detect_nchwc_block()) if target == "ort-cpu" else ctx
+
+
+class OnnxPass:
+    """One ONNX pass: ``pass_(model, ctx)`` returns the rewritten model (or ``model`` itself when nothing changed)."""
+
+    NAME: ClassVar[str]
+    #: What ``rewrite`` counts, for the log line.
+    UNIT: ClassVar[str] = "layers"
+
+    def __call__(self, model: onnx.ModelProto, ctx: PassContext | None = None) -> onnx.ModelProto:
+        out, count = self.transform(model, ctx or PassContext())
+        logger.info("%s: %d %s", self.NAME, count, self.UNIT)
+        return out
+
+    def transform(self, model: onnx.ModelProto, ctx: PassContext) -> tuple[onnx.ModelProto, int]:
+        """Import, ``rewrite``, and when anything changed: cleanup, toposort, export."""
+        graph = import_graph(model)
+        count = self.rewrite(graph, ctx)
+        if not count:
+            return model, 0
+        return export_sorted(graph, model), count
+
+    def rewrite(self, graph: gs.Graph, ctx: PassContext) -> int:
+        """Rewrite ``graph`` in place; return how many units (``UNIT``) changed."""
+        raise NotImplementedError(f"{type(self).__name__} must implement rewrite() or transform()")
+
+    def __repr__(self) -> str:
+        return f"<ONNX pass {self.NAME}>"
+
+
+def export_sorted(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
+    """Remove dead nodes, sort topologically and export with ``like``'s metadata and opsets."""
+    graph.cleanup().toposort()
+    return export_graph(graph, like)
+
+
+class FunctionPass(OnnxPass):
+    """A plain ``fn(model) -> model`` registered as a pass (``register_pass``); it takes no options."""
+
+    UNIT = "runs"
+
+    def __init__(self, name: str, fn: Callable[[onnx.ModelProto], onnx.ModelProto]) -> None:
+        self.NAME = name  # type: ignore[misc] - per instance: the name it was registered under
+        self.fn = fn
+
+    def transform(self, model: onnx.ModelProto, ctx: PassContext) -> tuple[onnx.ModelProto, int]:
+        return self.fn(model), 1

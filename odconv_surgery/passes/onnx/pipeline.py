@@ -1,0 +1,90 @@
+"""The registered ONNX passes, their orders, and ``run_pipeline`` with the numeric check after every pass.
+
+Order of the fused pipeline (each pass's module docstring states the invariant it keeps):
+``find_odconv`` (validate, no change) -> ``fold_output_bn`` -> ``fold_attention_norm`` -> ``merge_attention_heads``
+-> ``batch_regime`` (lower twice, ``If`` on the batch size) or ``lower_odconv`` (any-batch form only) ->
+``finalize`` (cleanup, toposort, checker, shape inference). ``NAIVE_PIPELINE`` lowers without fusing.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import onnx
+
+from ...deploy.schema import set_metadata
+from .base import FunctionPass, OnnxPass, PassContext
+from .batch_regime import BatchRegime
+from .check import check_pass, ort_run, random_batch
+from .common import load_model
+from .finalize import Finalize
+from .find_odconv import FindODConv
+from .fold_attention_norm import FoldAttentionNorm
+from .fold_output_bn import FoldOutputBN
+from .lower_odconv import LowerODConv
+from .merge_attention_heads import MergeAttentionHeads
+
+REGISTRY: dict[str, OnnxPass] = {
+    p.NAME: p
+    for p in (
+        FindODConv(),
+        FoldOutputBN(),
+        FoldAttentionNorm(),
+        MergeAttentionHeads(),
+        LowerODConv("lower_odconv", "any"),
+        LowerODConv("lower_naive", "naive"),
+        BatchRegime(),
+        Finalize(),
+    )
+}
+
+PIPELINE: list[str] = ["find_odconv", "fold_output_bn", "fold_attention_norm", "merge_attention_heads", "batch_regime", "finalize"]
+PIPELINE_NO_BATCH1: list[str] = ["find_odconv", "fold_output_bn", "fold_attention_norm", "merge_attention_heads", "lower_odconv", "finalize"]
+NAIVE_PIPELINE: list[str] = ["find_odconv", "lower_naive", "finalize"]
+
+
+def register_pass(name: str, fn: "OnnxPass | Callable[[onnx.ModelProto], onnx.ModelProto]") -> None:
+    """Register an ``OnnxPass`` (or a plain ``fn(model) -> model``) under ``name`` for ``run_pipeline``."""
+    if name in REGISTRY:
+        raise ValueError(f"ONNX pass {name!r} is already registered")
+    REGISTRY[name] = fn if isinstance(fn, OnnxPass) else FunctionPass(name, fn)
+
+
+def run_pipeline(
+    model,
+    passes: Sequence[str] | None = None,
+    *,
+    fuse: bool = True,
+    batch1_branch: bool = True,
+    check_input: np.ndarray | None = None,
+    tolerance: float = 1e-4,
+    check_batch: int = 2,
+    target: str = "portable",
+) -> onnx.ModelProto:
+    """Run ``passes`` (default: the fused or naive pipeline) over ``model`` (ModelProto, path or bytes).
+
+    ``target="ort-cpu"`` lets the batch-1 branch use onnxruntime's CPU-only NCHWc contrib ops for every conv
+    layer (see ``PassContext``); the default "portable" uses standard ONNX ops only.
+    With ``check_input`` (an array whose shape gives C, H, W) every pass is followed by the numeric check on a
+    random batch of ``check_batch``: ``PassNumericsError`` names the first pass that drifts beyond ``tolerance``.
+    """
+    proto = load_model(model)
+    if passes is None:
+        passes = (PIPELINE if batch1_branch else PIPELINE_NO_BATCH1) if fuse else NAIVE_PIPELINE
+    unknown = [p for p in passes if p not in REGISTRY]
+    if unknown:
+        raise ValueError(f"unknown ONNX pass(es) {unknown}; registered: {sorted(REGISTRY)}")
+    feed = reference = None
+    if check_input is not None:
+        feed = random_batch(np.shape(check_input), batch=check_batch)
+        reference = ort_run(proto, feed)
+    ctx = PassContext.for_target(target)
+    applied = []
+    for name in passes:
+        proto = REGISTRY[name](proto, ctx)
+        applied.append(name)
+        if feed is not None:
+            reference = check_pass(name, reference, proto, feed, tolerance)
+    set_metadata(proto, {"odconv.passes": ",".join(applied), "odconv.target": target})
+    return proto

@@ -124,3 +124,38 @@ def test_each_pass_logs_its_count(marked, caplog):
     with caplog.at_level("INFO", logger="odconv_surgery.passes.onnx"):
         run_pipeline(marked, ["find_odconv", "fold_output_bn"])
     assert [r.getMessage() for r in caplog.records] == ["find_odconv: 5 layers", "fold_output_bn: 1 layers"]
+
+
+def test_chain_nchwc_rules_count_and_keep_numerics():
+    """Conv -> Relu -> Conv -> Add(residual): each rule of the chain fires once and the function is unchanged."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from odconv_surgery.passes.onnx.chain_nchwc import chain_nchwc, drop_reorder_round_trips, fuse_activations, fuse_residual_adds
+    from odconv_surgery.passes.onnx.common import detect_nchwc_block, export_graph
+    from odconv_surgery.passes.onnx.lowering.batch1_nchwc import block_static_conv
+
+    blk = detect_nchwc_block()
+    if blk is None:
+        pytest.skip("onnxruntime NCHWc contrib ops not usable here")
+    rng = np.random.default_rng(0)
+    c = 2 * blk
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.2, n)
+             for n, s in (("wa", (c, c, 3, 3)), ("ba", (c,)), ("wb", (c, c, 1, 1)), ("bb", (c,)))]
+    nodes = [
+        helper.make_node("Conv", ["x", "wa", "ba"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "wb", "bb"], ["b"], name="conv_b"),
+        helper.make_node("Add", ["b", "r"], ["y"], name="add"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 8, 8])], inits)
+    plain = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    g = gs.import_onnx(plain)
+    assert all(block_static_conv(g, n, blk) for n in [n for n in g.nodes if n.op == "Conv"])
+    g.cleanup()
+    assert (fuse_activations(g), fuse_residual_adds(g), drop_reorder_round_trips(g)) == (1, 1, 1)
+    assert chain_nchwc(g) == 0  # fixpoint reached
+    blocked = export_graph(g.cleanup().toposort(), plain)
+    assert [n.op_type for n in blocked.graph.node].count("ReorderInput") == 1
+    feed = random_batch((1, c, 8, 8), batch=1)
+    np.testing.assert_allclose(ort_run(blocked, feed), ort_run(plain, feed), rtol=1e-4, atol=1e-4)

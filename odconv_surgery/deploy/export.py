@@ -6,7 +6,7 @@ node ``odconv.surgery::ODConv2d`` (inputs: x and the layer's parameters as initi
 geometry as attributes; node name = module path). This makes the ODConv subgraphs exact to find (no op-sequence
 guessing), keeps the per-sample "batch folded into groups" trick out of the graph entirely (the marker has no
 batch-dependent attribute), and leaves the choice of the ONNX formulation to our passes, which lower the marker
-to standard ops (``passes/onnx/lower_odconv.py``): naively (``fuse=False``) or through the fusion pipeline.
+to standard ops (``passes/onnx/lowering/``): naively (``fuse=False``) or through the fusion pipeline.
 The dynamo exporter would need a ``torch.library`` custom op plus an onnxscript translation for the same result
 and is several times slower to export resnet50; the TorchScript exporter keeps module scopes in node names, and
 its eval-mode peephole folds Conv+BN of the static layers as usual.

@@ -15,6 +15,9 @@ OD_DOMAIN_VERSION = 1
 
 HEAD_ORDER = ("channel", "filter", "spatial", "kernel")
 
+#: onnxruntime's CPU-only blocked-layout contrib ops (``target="ort-cpu"``).
+NCHWC_DOMAIN = "com.microsoft.nchwc"
+
 DEFAULT_OPSET = 18
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"

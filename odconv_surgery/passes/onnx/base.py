@@ -59,8 +59,17 @@ class OnnxPass:
 
     def __call__(self, model: onnx.ModelProto, ctx: PassContext | None = None) -> onnx.ModelProto:
         out, count = self.transform(model, ctx or PassContext())
-        logger.info("%s: %d %s", self.NAME, count, self.UNIT)
+        self._log(count)
         return out
+
+    def apply(self, graph: gs.Graph, ctx: PassContext | None = None) -> int:
+        """``rewrite`` on a graph that the caller owns (a pass run inside another one), logged like a call."""
+        count = self.rewrite(graph, ctx or PassContext())
+        self._log(count)
+        return count
+
+    def _log(self, count: int) -> None:
+        logger.info("%s: %d %s", self.NAME, count, self.UNIT)
 
     def transform(self, model: onnx.ModelProto, ctx: PassContext) -> tuple[onnx.ModelProto, int]:
         """Import, ``rewrite``, and when anything changed: cleanup, toposort, export."""

@@ -2,9 +2,9 @@
 
 Invariant: function unchanged at every batch size; no marker left. The graph becomes
 ``If(Shape(input)[0] == 1, then=<batch-1 graph>, else=<any-batch graph>)``: the batch-1 branch folds every
-attention into a computed kernel and runs one Conv per layer (``lower_odconv.lower_batch1``: dense 3x3 about
-1.15x the static conv, where the any-batch im2col form costs 1.2-1.8x), the other branch uses the
-batch-independent forms (``lower_odconv.lower_any``). Initializers live in the outer graph and are shared by
+attention into a computed kernel and runs one Conv per layer (``lowering/batch1.py``; far closer to the static
+conv than the any-batch forms, see ``benchmarks/onnx_lowering_forms.md``), the other branch uses the
+batch-independent forms (``lowering/any_batch.py``). Initializers live in the outer graph and are shared by
 both branches (ORT still prepacks outer-scope constant weights).
 """
 
@@ -15,7 +15,7 @@ from onnx import helper
 
 from .base import OnnxPass, PassContext
 from .common import has_odconv_nodes, odconv_node_count
-from .lower_odconv import lower
+from .lowering import lower
 
 
 def _rename(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> None:

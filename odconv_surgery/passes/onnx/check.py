@@ -11,12 +11,11 @@ import onnx
 import onnxruntime as ort
 
 from .common import PassNumericsError, has_odconv_nodes
+from .lowering import lower
 
 
 def runnable(model: onnx.ModelProto) -> onnx.ModelProto:
     if has_odconv_nodes(model):
-        from .lower_odconv import lower
-
         return lower(model, "naive", prefix="check/")
     return model
 

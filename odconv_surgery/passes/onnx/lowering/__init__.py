@@ -1,0 +1,68 @@
+"""The lowering forms of the ODConv marker, one per module (the pass that uses them: ``lower_odconv``).
+
+``naive`` (reference), ``any`` (fused, any batch size), ``batch1`` (fused, batch size 1) and, with an NCHWc
+block, ``batch1`` through onnxruntime's NCHWc contrib ops (``batch1_nchwc``). Shared pieces: ``builder``
+(node factory, ``Geometry``), ``attention`` (the attention branch).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import onnx
+import onnx_graphsurgeon as gs
+
+from ..base import export_sorted
+from ..chain_nchwc import ChainNchwc
+from ..common import import_graph, odconv_layers
+from .any_batch import lower_any
+from .attention import build_attention
+from .batch1 import lower_batch1
+from .batch1_nchwc import block_static_conv, lower_batch1_nchwc, nchwc_ok
+from .builder import Builder
+from .naive import lower_naive
+
+logger = logging.getLogger("odconv_surgery.passes.onnx")
+
+FORMS = {"naive": lower_naive, "any": lower_any, "batch1": lower_batch1}
+
+
+def lower(model: onnx.ModelProto, form: str = "any", prefix: str = "", nchwc_block: int | None = None) -> onnx.ModelProto:
+    """Lower every ODConv marker with ``form`` ('naive', 'any' or 'batch1'); with ``nchwc_block`` the 'batch1' form
+    uses onnxruntime's NCHWc contrib ops of that block size (see ``PassContext``)."""
+    graph = import_graph(model)
+    lower_graph(graph, form, prefix, nchwc_block)
+    return export_sorted(graph, model)
+
+
+def lower_graph(graph: gs.Graph, form: str, prefix: str = "", nchwc_block: int | None = None) -> int:
+    """Lower ``graph``'s markers in place (node names under ``prefix``); the number of layers lowered.
+
+    With an NCHWc block and the 'batch1' form, the graph's constant-weight static convs become NCHWc too and
+    ``chain_nchwc`` then keeps the whole network blocked between them."""
+    if form not in FORMS:
+        raise ValueError(f"unknown lowering form {form!r}; expected one of {sorted(FORMS)}")
+    nchwc_block = nchwc_block if form == "batch1" else None
+    static_convs = [n for n in graph.nodes if n.op == "Conv" and not n.domain] if nchwc_block else []
+    layers = odconv_layers(graph)
+    for layer in layers:
+        b = Builder(graph, f"{prefix}{layer.name}/od_{form}")
+        if nchwc_ok(layer, nchwc_block):
+            y_new = lower_batch1_nchwc(b, layer, nchwc_block)
+        else:
+            y_new = FORMS[form](b, layer, build_attention(b, layer))
+        y_old = layer.y
+        # Re-point: the producer of y_new now produces y_old's tensor (keeps the downstream names).
+        producer = y_new.inputs[0]
+        idx = producer.outputs.index(y_new)
+        layer.node.outputs.clear()
+        producer.outputs[idx] = y_old
+    if nchwc_block:
+        blocked = sum(block_static_conv(graph, node, nchwc_block) for node in static_convs)
+        logger.info("%sbatch1 (NCHWc block %d): %d static convs blocked", prefix, nchwc_block, blocked)
+        graph.cleanup()
+        ChainNchwc().apply(graph)
+    return len(layers)
+
+
+__all__ = ["FORMS", "lower", "lower_graph"]

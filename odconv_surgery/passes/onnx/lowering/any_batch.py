@@ -1,0 +1,93 @@
+"""Form ``any`` (the fused lowering for every batch size; measurements: ``benchmarks/onnx_lowering_forms.md``).
+
+* 1x1, n = 1: constant Conv on ``x * a_c``, then ``* a_f + b`` (static weight, ORT's NCHWc path).
+* 1x1, n > 1, and dense k x k: im2col (tap-major) scaled by ``a_s (x) a_c``; n = 1: a constant 1x1 Conv
+  (C_out, k^2 C_in); n > 1: per-sample aggregated kernel ``a_w @ W`` and a batched MatMul, scaling whichever
+  of kernel and columns is smaller.
+* depthwise k x k: ``sum_t slice_t(x) * K_t`` with per-sample per-tap weights K_t = W_t a_s[t] a_c (k^2 Slices,
+  Muls and one Sum).
+* other grouped convs: the naive form.
+"""
+
+from __future__ import annotations
+
+import onnx_graphsurgeon as gs
+
+from ..common import OdLayer
+from .builder import Builder, Geometry, finish, kernel_mix, tap_slices
+from .naive import lower_naive
+
+
+def lower_any(b: Builder, layer: OdLayer, att) -> gs.Variable:
+    a = layer.attrs
+    k2 = Geometry.of(layer).k2
+    if k2 == 1 and a["kernel_num"] == 1:
+        return _pointwise_static(b, layer, att)
+    if layer.kind == "depthwise":
+        return _depthwise_taps(b, layer, att)
+    if layer.kind in ("dense", "pointwise"):
+        return _im2col(b, layer, att)
+    return lower_naive(b, layer, att)
+
+
+def _pointwise_static(b: Builder, layer: OdLayer, att) -> gs.Variable:
+    """1x1, n = 1: the constant kernel stays a Conv weight; attentions scale its input and output."""
+    p = layer.params()
+    geo = Geometry.of(layer)
+    x = b.op("Mul", [layer.x, att["channel"]])
+    conv_in = [x, b.const("weight", p["weight"][0])]
+    bias_in_conv = "bias" in p and "filter" not in att
+    if bias_in_conv:
+        conv_in.append(b.const("bias", p["bias"]))
+    y = b.op("Conv", conv_in, geo.conv_attrs(layer.attrs["group"]))
+    return finish(b, y, att, p, bias_done=bias_in_conv)
+
+
+def _depthwise_taps(b: Builder, layer: OdLayer, att) -> gs.Variable:
+    """Depthwise: a weighted sum of the k^2 shifted input views with per-sample per-tap channel weights."""
+    p = layer.params()
+    a = layer.attrs
+    n, c, k2 = a["kernel_num"], a["in_channels"], Geometry.of(layer).k2
+    taps = p["weight"].reshape(n, c, k2).transpose(0, 2, 1)  # (n, k2, C)
+    if n > 1:
+        kt = b.reshape(kernel_mix(b, att, taps.reshape(n, -1)), [-1, k2, c])
+    else:
+        kt = b.const("taps", taps)
+    kt = b.op("Mul", [kt, b.reshape(att["spatial"], [-1, k2, 1])])
+    kt = b.op("Mul", [kt, b.reshape(att["channel"], [-1, 1, c])])
+    kts = b.split(b.reshape(kt, [-1, k2 * c, 1, 1]), [c] * k2)
+    slices = tap_slices(b, layer.x, layer)
+    y = b.op("Sum", [b.op("Mul", [s, kt_]) for s, kt_ in zip(slices, kts)])
+    return finish(b, y, att, p)
+
+
+def _im2col(b: Builder, layer: OdLayer, att) -> gs.Variable:
+    """Dense k x k and 1x1 with n > 1: tap-major columns scaled by ``a_s (x) a_c``, then one conv or MatMul."""
+    p = layer.params()
+    a = layer.attrs
+    geo = Geometry.of(layer)
+    n, cout, cin, k2 = a["kernel_num"], a["out_channels"], a["in_channels"], geo.k2
+    kdim = k2 * cin
+    wt = p["weight"].transpose(0, 1, 3, 4, 2).reshape(n, cout, kdim)  # tap-major columns: t * C_in + c
+    if "spatial" in att:
+        scale = b.op("Mul", [b.reshape(att["spatial"], [-1, k2, 1]), b.reshape(att["channel"], [-1, 1, cin])])
+    else:
+        scale = att["channel"]
+    slices = tap_slices(b, layer.x, layer)
+    cols = slices[0] if len(slices) == 1 else b.op("Concat", slices, {"axis": 1})  # (B, k2*C_in, Ho, Wo)
+    if n == 1:
+        cols = b.op("Mul", [cols, b.reshape(scale, [-1, kdim, 1, 1])])
+        conv_in = [cols, b.const("weight", wt[0].reshape(cout, kdim, 1, 1))]
+        bias_in_conv = "bias" in p and "filter" not in att
+        if bias_in_conv:
+            conv_in.append(b.const("bias", p["bias"]))
+        return finish(b, b.op("Conv", conv_in), att, p, bias_done=bias_in_conv)
+    wagg = b.reshape(kernel_mix(b, att, wt.reshape(n, -1)), [-1, cout, kdim])
+    hw = geo.ho * geo.wo
+    if cout <= hw:  # scale whichever is smaller: the per-sample kernel or the columns
+        wagg = b.op("Mul", [wagg, b.reshape(scale, [-1, 1, kdim])])
+        cols = b.reshape(cols, [-1, kdim, hw])
+    else:
+        cols = b.reshape(b.op("Mul", [cols, b.reshape(scale, [-1, kdim, 1, 1])]), [-1, kdim, hw])
+    y = b.reshape(b.op("MatMul", [wagg, cols]), [-1, cout, geo.ho, geo.wo])
+    return finish(b, y, att, p)

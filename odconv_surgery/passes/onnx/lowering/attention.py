@@ -1,0 +1,84 @@
+"""The attention branch of a lowered layer: GlobalAveragePool, ``fc``, norm, ReLU and the head activations.
+
+``build_attention`` emits it on NCHW tensors (1x1 Convs, attentions as (B, size, 1, 1)); the NCHWc form reuses
+``attention_norm_relu`` and ``attention_heads`` with Gemms on flat features.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..common import OdLayer
+from .builder import Builder
+
+
+def head_sizes(layer: OdLayer) -> dict[str, int]:
+    """Output size of each of ``layer``'s heads, keyed by head name."""
+    a = layer.attrs
+    kh, kw = a["kernel_shape"]
+    sizes = {"channel": a["in_channels"], "filter": a["out_channels"], "spatial": kh * kw, "kernel": a["kernel_num"]}
+    return {h: sizes[h] for h in layer.heads}
+
+
+def attention_norm_relu(b: Builder, layer: OdLayer, h, channel_shape: tuple[int, ...]):
+    """The attention trunk's norm (BatchNorm in eval, or LayerNorm over channels) and ReLU on ``h``; the
+    LayerNorm affine is broadcast with ``channel_shape`` ((1, -1, 1, 1) on NCHW, (1, -1) on Gemm outputs)."""
+    p = layer.params()
+    a = layer.attrs
+    norm = a["norm"]
+    if norm == "bn" and "norm_mean" in p:
+        h = b.op(
+            "BatchNormalization",
+            [h, b.const("bn_s", p["norm_scale"]), b.const("bn_b", p["norm_bias"]), b.const("bn_m", p["norm_mean"]), b.const("bn_v", p["norm_var"])],
+            {"epsilon": float(a["norm_eps"])},
+        )
+    elif norm == "ln":
+        axes = b.ints("axes", [1])
+        mean = b.op("ReduceMean", [h, axes], {"keepdims": 1})
+        d = b.op("Sub", [h, mean])
+        var = b.op("ReduceMean", [b.op("Mul", [d, d]), axes], {"keepdims": 1})
+        std = b.op("Sqrt", [b.op("Add", [var, b.const("eps", np.float32(a["norm_eps"]))])])
+        h = b.op("Div", [d, std])
+        h = b.op("Mul", [h, b.const("ln_s", p["norm_scale"].reshape(channel_shape))])
+        h = b.op("Add", [h, b.const("ln_b", p["norm_bias"].reshape(channel_shape))])
+    return b.op("Relu", [h])
+
+
+def build_attention(b: Builder, layer: OdLayer) -> dict[str, gs.Variable]:
+    """Attentions as (B, size, 1, 1) tensors keyed by head name."""
+    p = layer.params()
+    h = b.op("GlobalAveragePool", [layer.x])
+    fc_inputs = [h, b.const("fc_w", p["fc_weight"])]
+    if "fc_bias" in p:
+        fc_inputs.append(b.const("fc_b", p["fc_bias"]))
+    h = b.op("Conv", fc_inputs)
+    h = attention_norm_relu(b, layer, h, (1, -1, 1, 1))
+
+    def conv(h, wname, bname):
+        return b.op("Conv", [h, b.const(wname, p[wname]), b.const(bname, p[bname])])
+
+    return attention_heads(b, layer, h, conv)
+
+
+def attention_heads(b: Builder, layer: OdLayer, h, linear) -> dict[str, gs.Variable]:
+    """Head activations keyed by name. ``linear(h, weight_name, bias_name)`` emits one head projection (a 1x1
+    Conv on NCHW, a Gemm on flat features). Merged heads: one projection, one Sigmoid over the sigmoid heads,
+    one Softmax for the kernel head."""
+    sizes = head_sizes(layer)
+    out: dict[str, gs.Variable] = {}
+    if "heads_weight" in layer.roles:
+        z = linear(h, "heads_weight", "heads_bias")
+        sig_heads = [name for name in layer.heads if name != "kernel"]
+        parts = [sum(sizes[n] for n in sig_heads)] + ([sizes["kernel"]] if "kernel" in sizes else [])
+        pieces = b.split(z, parts)
+        sig = b.op("Sigmoid", [pieces[0]])
+        for name, piece in zip(sig_heads, b.split(sig, [sizes[n] for n in sig_heads])):
+            out[name] = piece
+        if "kernel" in sizes:
+            out["kernel"] = b.op("Softmax", [pieces[1]], {"axis": 1})
+        return out
+    for name in layer.heads:
+        z = linear(h, f"{name}_weight", f"{name}_bias")
+        out[name] = b.op("Softmax", [z], {"axis": 1}) if name == "kernel" else b.op("Sigmoid", [z])
+    return out

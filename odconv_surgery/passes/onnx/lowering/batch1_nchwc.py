@@ -1,0 +1,150 @@
+"""Form ``batch1`` with ``target="ort-cpu"``: ``ReorderInput -> com.microsoft.nchwc::Conv(computed kernel) ->
+ReorderOutput`` for every depthwise / 1x1 / dense layer whose channels are multiples of the NCHWc block.
+
+The attention runs on the blocked input (nchwc GlobalAveragePool + Gemms: no Conv, so ORT inserts no reorders
+around the tiny attention layers). The constant kernel bank is stored already in ORT's blocked filter layout
+(depthwise ``OIHWBo``: (C/B, kh, kw, B); dense/1x1 ``OIHWBiBo``: (Co/B, Ci/B, kh, kw, Bi, Bo)), so the
+per-sample kernel is made by Muls with the attention vectors reshaped to that layout (no in-graph Transpose).
+Bias stays a constant conv bias. The ``chain_nchwc`` pass then removes the reorders between consecutive NCHWc
+layers and fuses activations and residual Adds into the convs. Measurements: ``benchmarks/onnx_lowering_forms.md``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ....deploy.schema import NCHWC_DOMAIN
+from ..common import OdLayer, constant_value
+from .attention import attention_heads, attention_norm_relu
+from .builder import Builder, Geometry, kernel_mix
+
+
+def nchwc_ok(layer: OdLayer, blk: int | None) -> bool:
+    """Whether the batch-1 form of ``layer`` runs as one NCHWc Conv of block ``blk`` (channels multiples of it)."""
+    if not blk:
+        return False
+    a = layer.attrs
+    if layer.kind == "depthwise":
+        return a["out_channels"] % blk == 0
+    if layer.kind in ("dense", "pointwise"):
+        return a["in_channels"] % blk == 0 and a["out_channels"] % blk == 0
+    return False
+
+
+def _attention_vec(b: Builder, layer: OdLayer, xb) -> dict[str, gs.Variable]:
+    """Attentions as (1, size) vectors from the NCHWc input: nchwc GlobalAveragePool + Gemms."""
+    p = layer.params()
+    a = layer.attrs
+    h = b.reshape(b.op("GlobalAveragePool", [xb], domain=NCHWC_DOMAIN), [1, a["in_channels"]])
+
+    def gemm(h, wname, bname):
+        w = p[wname]
+        ins = [h, b.const(wname, w.reshape(w.shape[0], -1))]
+        if bname in p:
+            ins.append(b.const(bname, p[bname]))
+        return b.op("Gemm", ins, {"transB": 1})
+
+    h = gemm(h, "fc_weight", "fc_bias")
+    h = attention_norm_relu(b, layer, h, (1, -1))
+    return attention_heads(b, layer, h, gemm)
+
+
+def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
+    a = layer.attrs
+    geo = Geometry.of(layer)
+    n, cout, cin, g = a["kernel_num"], a["out_channels"], a["in_channels"], a["group"]
+    w = layer.param("weight")  # (n, C_out, C_in/g, kh, kw)
+    xb = b.op("ReorderInput", [layer.x], {"channels_last": 0}, domain=NCHWC_DOMAIN)
+    att = _attention_vec(b, layer, xb)
+    if layer.kind == "depthwise":
+        wb = w.reshape(n, cout // blk, blk, geo.kh, geo.kw).transpose(0, 1, 3, 4, 2)
+    else:
+        wb = w.reshape(n, cout // blk, blk, cin // blk, blk, geo.kh, geo.kw).transpose(0, 1, 3, 5, 6, 4, 2)
+    if n > 1:
+        wk = b.reshape(kernel_mix(b, att, wb.reshape(n, -1)), list(wb.shape[1:]))
+    else:
+        wk = b.const("weight_nchwc", wb[0])
+    if layer.kind == "depthwise":
+        wk = _scale_depthwise_kernel(b, wk, att, geo, cout, blk)
+    elif any(h in att for h in ("channel", "spatial", "filter")):
+        wk = _scale_blocked_kernel(b, wk, att, geo, cin, cout, blk)
+    wk = b.reshape(wk, [cout, cin // g, geo.kh, geo.kw])
+    inputs = [xb, wk] + ([b.const("bias", layer.param("bias"))] if layer.has("bias") else [])
+    attrs = {"group": g, "kernel_shape": [geo.kh, geo.kw], "pads": list(geo.pads), "strides": [geo.sh, geo.sw], "dilations": [geo.dh, geo.dw]}
+    yb = b.op("Conv", inputs, attrs, domain=NCHWC_DOMAIN)
+    return b.op("ReorderOutput", [yb], {"channels": cout, "channels_last": 0}, domain=NCHWC_DOMAIN)
+
+
+def _scale_depthwise_kernel(b: Builder, wk, att, geo: Geometry, cout: int, blk: int):
+    """Depthwise ``OIHWBo`` kernel (C/B, kh, kw, B): tiny, so one broadcast Mul per attention is cheap."""
+    scale = None
+    if "spatial" in att and geo.k2 > 1:
+        scale = b.reshape(att["spatial"], [1, geo.kh, geo.kw, 1])
+    per_channel = [cout // blk, 1, 1, blk]
+    for name in ("channel", "filter"):
+        if name in att:
+            v = b.reshape(att[name], per_channel)
+            scale = v if scale is None else b.op("Mul", [scale, v])
+    return wk if scale is None else b.op("Mul", [wk, scale])
+
+
+def _scale_blocked_kernel(b: Builder, wk, att, geo: Geometry, cin: int, cout: int, blk: int):
+    """Dense/1x1 ``OIHWBiBo`` kernel: the full-size scale S[ob, m, bo] = in[m] * out[ob, bo] (m = ib, h, w, bi) as
+    ONE batched K=1 MatMul, then an elementwise Mul with no broadcast (a broadcast Mul in the blocked layout runs
+    over block-sized spans and costs far more)."""
+    k2 = geo.k2
+    m = (cin // blk) * k2 * blk
+    vin = b.const("ones_in", np.ones((cin // blk, k2, blk), np.float32))
+    if "channel" in att:
+        vin = b.reshape(att["channel"], [cin // blk, 1, blk])
+    if "spatial" in att and k2 > 1:
+        vin = b.op("Mul", [vin, b.reshape(att["spatial"], [1, k2, 1])])
+    vout = b.reshape(att["filter"], [cout // blk, 1, blk]) if "filter" in att else b.const("ones_out", np.ones((cout // blk, 1, blk), np.float32))
+    if "channel" in att and not ("spatial" in att and k2 > 1) and k2 > 1:
+        vin = b.op("Mul", [vin, b.const("ones_sp", np.ones((1, k2, 1), np.float32))])
+    s = b.op("MatMul", [b.reshape(vin, [1, m, 1]), vout])
+    return b.op("Mul", [b.reshape(wk, [cout // blk, m, blk]), s])
+
+
+def block_static_conv(graph: gs.Graph, node: gs.Node, blk: int) -> bool:
+    """Re-express a constant-weight static Conv as ``ReorderInput -> nchwc Conv -> ReorderOutput`` with the kernel
+    pre-blocked, so that ``chain_nchwc`` joins it to the neighbouring NCHWc ODConv layers (ORT's own
+    NchwcTransformer would wrap it in reorders of its own that the chain cannot see). False when it does not fit
+    (non-constant weight or bias, channels not block multiples, grouped but not depthwise, ``auto_pad``)."""
+    w = constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
+    if w is None or w.ndim != 4:
+        return False
+    bias = constant_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+    if len(node.inputs) > 2 and node.inputs[2].name and bias is None:
+        return False
+    cout, cpg, kh, kw = w.shape
+    g = int(node.attrs.get("group", 1))
+    if cout % blk:
+        return False
+    if g == 1 and cpg % blk == 0:
+        wb = w.reshape(cout // blk, blk, cpg // blk, blk, kh, kw).transpose(0, 2, 4, 5, 3, 1)
+    elif g == cout and cpg == 1:
+        wb = w.reshape(cout // blk, blk, kh, kw).transpose(0, 2, 3, 1)
+    else:
+        return False
+    if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
+        return False
+    attrs = {
+        "group": g, "kernel_shape": [kh, kw], "pads": list(node.attrs.get("pads", [0, 0, 0, 0])),
+        "strides": list(node.attrs.get("strides", [1, 1])), "dilations": list(node.attrs.get("dilations", [1, 1])),
+    }
+    x, y = node.inputs[0], node.outputs[0]
+    xb = gs.Variable(f"{node.name}/x_nchwc", dtype=np.float32)
+    yb = gs.Variable(f"{node.name}/y_nchwc", dtype=np.float32)
+    inputs = [xb, gs.Constant(f"{node.name}/w_nchwc", np.ascontiguousarray(wb.reshape(w.shape), dtype=np.float32))]
+    if bias is not None:
+        inputs.append(gs.Constant(f"{node.name}/b_nchwc", np.ascontiguousarray(bias, dtype=np.float32)))
+    node.inputs.clear()
+    node.outputs.clear()
+    graph.nodes += [
+        gs.Node("ReorderInput", f"{node.name}/ReorderInput", {"channels_last": 0}, [x], [xb], domain=NCHWC_DOMAIN),
+        gs.Node("Conv", f"{node.name}/nchwc", attrs, inputs, [yb], domain=NCHWC_DOMAIN),
+        gs.Node("ReorderOutput", f"{node.name}/ReorderOutput", {"channels": cout, "channels_last": 0}, [yb], [y], domain=NCHWC_DOMAIN),
+    ]
+    return True

@@ -5,7 +5,10 @@
 - A *projection shortcut* is the lone conv on one input branch of an ``add`` whose other branch holds more convs
   (ResNet's ``downsample``); the paper keeps those static.
 - A *block* is the smallest module holding a join region; every module of a class found that way is a block
-  (so a MobileNetV2 ``InvertedResidual`` without a skip is a block too), and outer blocks win over nested ones.
+  (so a MobileNetV2 ``InvertedResidual`` without a skip is a block too). When blocks nest (a UNet skip ``cat``
+  makes the whole encoder a block around its residual blocks), the innermost ones win.
+- Nodes computed from parameters and buffers only (``get_attr``, and e.g. ``gamma.view(-1, 1, 1)``) are
+  constants, not data flow: they never join anything, so they cannot make the root dominate a residual add.
 """
 
 from __future__ import annotations
@@ -36,14 +39,28 @@ class GraphStructure:
     graph: nx.DiGraph | None = None
 
 
-def _tensor_inputs(node: fx.Node) -> list[fx.Node]:
+def constant_nodes(graph: fx.Graph) -> set[fx.Node]:
+    """Nodes whose value depends on no graph input: ``get_attr`` and anything computed only from those
+    (a layer-scale ``gamma.view(-1, 1, 1)``, ``torch.ones(...)``)."""
+    constants: set[fx.Node] = set()
+    for node in graph.nodes:  # topological order: inputs are classified before their users
+        if node.op == "get_attr" or (
+            node.op in ("call_function", "call_method", "call_module")
+            and all(p in constants for p in node.all_input_nodes)
+        ):
+            constants.add(node)
+    return constants
+
+
+def _tensor_inputs(node: fx.Node, constants: set[fx.Node] = frozenset()) -> list[fx.Node]:
+    """The data inputs of a join candidate (constants left out)."""
     if node.op == "call_function" and node.target in _CAT_TARGETS:
         seq = node.args[0] if node.args else node.kwargs.get("tensors", ())
-        return [a for a in seq if isinstance(a, fx.Node)]
-    return [a for a in node.args[:2] if isinstance(a, fx.Node)]
+        return [a for a in seq if isinstance(a, fx.Node) and a not in constants]
+    return [a for a in node.args[:2] if isinstance(a, fx.Node) and a not in constants]
 
 
-def _join_kind(node: fx.Node) -> str | None:
+def _join_kind(node: fx.Node, constants: set[fx.Node] = frozenset()) -> str | None:
     if node.op == "call_function" and node.target in _ADD_TARGETS:
         kind = "add"
     elif node.op == "call_method" and node.target in ("add", "add_"):
@@ -52,21 +69,22 @@ def _join_kind(node: fx.Node) -> str | None:
         kind = "cat"
     else:
         return None
-    inputs = _tensor_inputs(node)
+    inputs = _tensor_inputs(node, constants)
     return kind if len(inputs) >= 2 and len(set(inputs)) >= 2 else None
 
 
-def to_networkx(graph: fx.Graph) -> nx.DiGraph:
+def to_networkx(graph: fx.Graph, constants: set[fx.Node] | None = None) -> nx.DiGraph:
     """Data-flow DiGraph of an fx graph; every source hangs off a virtual root so dominators are defined.
 
-    Edges from ``get_attr`` nodes (parameters, buffers) are left out: they are constants, not data flow, and
-    would otherwise make the root the dominator of every join that touches a parameter (ConvNeXt's layer scale).
+    Edges out of constant nodes (``constant_nodes``) are left out: they are not data flow, and would otherwise
+    make the root the dominator of every join that touches a parameter (ConvNeXt's ``gamma.view(-1, 1, 1)``).
     """
+    constants = constant_nodes(graph) if constants is None else constants
     g = nx.DiGraph()
     g.add_node(_ROOT)
     for node in graph.nodes:
         g.add_node(node.name, node=node)
-        preds = [p for p in node.all_input_nodes if p.op != "get_attr"]
+        preds = [p for p in node.all_input_nodes if p not in constants]
         if not preds:
             g.add_edge(_ROOT, node.name)
         for pred in preds:
@@ -99,7 +117,8 @@ def _owning_block(modules: dict[str, nn.Module], prefix: str) -> str | None:
 def analyse_graph(model: nn.Module, graph: fx.Graph) -> GraphStructure:
     """Read conv order, projection shortcuts and blocks off an fx graph traced with ``ConvLeafTracer``."""
     modules = dict(model.named_modules())
-    g = to_networkx(graph)
+    constants = constant_nodes(graph)
+    g = to_networkx(graph, constants)
     conv_nodes: dict[str, str] = {}  # fx node name -> module name
     conv_order: list[str] = []
     call_counts: dict[str, int] = {}
@@ -114,7 +133,7 @@ def analyse_graph(model: nn.Module, graph: fx.Graph) -> GraphStructure:
     shortcuts: set[str] = set()
     region_prefixes: list[str] = []
     for node in graph.nodes:
-        kind = _join_kind(node)
+        kind = _join_kind(node, constants)
         if kind is None:
             continue
         fork = idom[node.name]
@@ -124,7 +143,7 @@ def analyse_graph(model: nn.Module, graph: fx.Graph) -> GraphStructure:
             region_prefixes.append(_common_module_prefix(region_convs))
         if kind == "add":
             branches = []
-            for inp in _tensor_inputs(node):
+            for inp in _tensor_inputs(node, constants):
                 branch = (nx.ancestors(g, inp.name) | {inp.name}) & (inside | {inp.name})
                 branches.append([conv_nodes[n] for n in branch if n in conv_nodes])
             if len(branches) == 2:
@@ -134,11 +153,11 @@ def analyse_graph(model: nn.Module, graph: fx.Graph) -> GraphStructure:
 
     block_types = {type(modules[b]) for b in filter(None, map(lambda p: _owning_block(modules, p), region_prefixes))}
     candidates = [name for name, m in model.named_modules() if name and type(m) in block_types]
-    # Outer blocks win: drop a block nested inside another.
-    outer = [b for b in candidates if not any(b != o and b.startswith(o + ".") for o in candidates)]
+    # Inner blocks win: drop a block that holds another (an encoder around its residual blocks).
+    inner = [b for b in candidates if not any(o.startswith(b + ".") for o in candidates)]
     block_of: dict[str, str] = {}
     for conv in conv_order:
-        for block in outer:
+        for block in inner:
             if conv.startswith(block + "."):
                 block_of[conv] = block
                 break

@@ -83,6 +83,24 @@ def test_unshared_attention_matches_formula(groups):
         torch.testing.assert_close(layer(x), paper_formula(layer, x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("case", CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("share", [True, False])
+@pytest.mark.parametrize("training", [False, True])
+def test_empty_batch_matches_conv2d(case, share, training):
+    """RoI heads see N = 0 when no box survives: the output is nn.Conv2d's empty shape, backward works."""
+    case = dict(case)
+    cin, cout, k = case.pop("cin"), case.pop("cout"), case.pop("k")
+    layer = ODConv2d(cin, cout, k, kernel_num=2, share_attention=share, **case).train(training)
+    conv = nn.Conv2d(cin, cout, k, **case)
+    x = torch.randn(0, cin, 11, 10, requires_grad=True)
+    out = layer(x)
+    assert out.shape == conv(x).shape and out.shape[0] == 0
+    out.sum().backward()
+    assert x.grad is not None and x.grad.shape == x.shape
+    for name, p in layer.named_parameters():
+        assert p.grad is not None and not p.grad.any(), name  # defined and zero, as nn.Conv2d's weight gets
+
+
 def test_heads_follow_layer_kind():
     heads = lambda **kw: sorted(ODConv2d(**kw).attention.heads())  # noqa: E731
     assert heads(in_channels=8, out_channels=8, kernel_size=3, kernel_num=4) == ["channel", "filter", "kernel", "spatial"]

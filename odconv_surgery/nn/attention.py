@@ -159,16 +159,18 @@ class ODAttention(nn.Module):
         spatial = None if self.spatial_fc is None else torch.sigmoid(scale(self.spatial_fc(h)))
         kernel = None if self.kernel_fc is None else torch.softmax(scale(self.kernel_fc(h)).view(batch, n), dim=1)
 
+        # Explicit sizes (no -1): an empty batch (N = 0) has nothing to infer them from.
+        cin, cout = self.in_channels, self.out_channels
         if self.share_attention:
             return Attentions(
-                channel=channel.view(batch, -1, 1, 1),
-                filter=None if filt is None else filt.view(batch, -1, 1, 1),
+                channel=channel.view(batch, cin, 1, 1),
+                filter=None if filt is None else filt.view(batch, cout, 1, 1),
                 spatial=None if spatial is None else spatial.view(batch, 1, 1, 1, kh, kw),
                 kernel=None if kernel is None else kernel.view(batch, n, 1, 1, 1, 1),
             )
         return Attentions(
-            channel=channel.view(batch, n, -1),
-            filter=None if filt is None else filt.view(batch, n, -1),
+            channel=channel.view(batch, n, cin),
+            filter=None if filt is None else filt.view(batch, n, cout),
             spatial=None if spatial is None else spatial.view(batch, n, kh * kw),
             kernel=None if kernel is None else kernel.view(batch, n, 1, 1, 1, 1),
         )

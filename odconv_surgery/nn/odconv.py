@@ -287,9 +287,22 @@ class ODConv2d(nn.Module):
         out = torch.matmul(weight, x.view(batch, self.in_channels, height * width))
         return out.view(batch, self.out_channels, height, width)
 
+    def _forward_empty(self, x: Tensor) -> Tensor:
+        """An empty batch (N = 0: RoI heads when no box survives) gives ``nn.Conv2d``'s empty output. Every
+        attention still runs (on zero samples), so backward leaves zero gradients everywhere, as for nn.Conv2d."""
+        out = self._conv(x, self.weight[0], self.groups)
+        for attention in self.attention(x):
+            if attention is not None:
+                out = out + attention.sum()  # a zero that ties the head into the graph
+        if self.bias is not None:
+            out = out + self.bias.view(1, -1, 1, 1)
+        return out
+
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"ODConv2d expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
+        if x.shape[0] == 0:
+            return self._forward_empty(x)
         att = self.attention(x)
         if not self.share_attention:
             out = self._grouped_per_sample_conv(x, self._aggregate_unshared(att))

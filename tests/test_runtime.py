@@ -1,10 +1,15 @@
+from collections import OrderedDict
+from dataclasses import dataclass, fields
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
+from odconv_surgery import apply_odconv
 from odconv_surgery.deploy.export import export_marked, export_onnx
 from odconv_surgery.passes.onnx import OnnxModelError
-from odconv_surgery.deploy.runtime import OrtRunner, check_parity, cuda_available
+from odconv_surgery.deploy.runtime import OrtRunner, check_parity, cuda_available, flatten_outputs
 
 from onnx_helpers import tiny
 
@@ -65,3 +70,66 @@ def test_cuda_iobinding_batch200(exported):
     with torch.no_grad():
         ref = model(xb).numpy()
     assert np.abs(out - ref).max() <= 1e-3 * np.abs(ref).max()
+
+
+@dataclass
+class _HFLikeOutput(OrderedDict):
+    """transformers' ModelOutput in miniature: a dataclass that is also a mapping of its non-None fields."""
+
+    logits: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+    attentions: torch.Tensor | None = None
+
+    def __post_init__(self):
+        for f in fields(self):
+            if getattr(self, f.name) is not None:
+                self[f.name] = getattr(self, f.name)
+
+
+@dataclass
+class _PlainOutput:
+    features: torch.Tensor
+    logits: torch.Tensor
+
+
+class _MultiOutput(nn.Module):
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.body = nn.Conv2d(8, 16, 3, padding=1)
+        self.head = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x):
+        features = torch.relu(self.body(torch.relu(self.stem(x))))
+        logits = self.head(features).mean((2, 3))
+        if self.kind == "tuple":
+            return features, (features.amax((2, 3)), logits)
+        if self.kind == "dict":
+            return {"features": features, "logits": logits}
+        return _HFLikeOutput(logits=logits, features=features)
+
+
+def test_flatten_outputs_follows_the_exporter_order():
+    a, b, c = torch.zeros(1), torch.ones(2), torch.full((3,), 2.0)
+    flat = flatten_outputs((a, {"x": b, "none": None, "y": [c]}, _PlainOutput(b, c), _HFLikeOutput(logits=a)))
+    assert [t.shape[0] for t in flat] == [1, 2, 3, 2, 3, 1]
+    with pytest.raises(TypeError, match="str"):
+        flatten_outputs((a, "label"))
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dict", "hf"])
+def test_parity_compares_every_output(kind):
+    model, _ = apply_odconv(_MultiOutput(kind).eval())
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        flat = flatten_outputs(model(x))
+    logits = next(i for i, t in enumerate(flat) if t.shape == (1, 4))
+    proto = export_onnx(model, None, x)
+    assert len(proto.graph.output) == len(flat)
+    results = check_parity(model, proto, x, batches=(1, 3))
+    assert all(r.ok for r in results)
+    with torch.no_grad():  # only the logits move: the check must see it
+        model.head.bias.add_(1.0)
+    with pytest.raises(AssertionError, match=f"output {logits}"):
+        check_parity(model, proto, x, batches=(2,))

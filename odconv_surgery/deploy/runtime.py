@@ -7,8 +7,10 @@ thread counts and the graph optimisation level, warms up, and is callable on num
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -125,7 +127,12 @@ class OrtRunner:
             self.session.run(None, {self.input_name: x})
 
     def __call__(self, x: Any) -> np.ndarray:
+        """The first output (the only one for most models); ``run_all`` returns every output."""
         return self.session.run(None, {self.input_name: _to_numpy(x)})[0]
+
+    def run_all(self, x: Any) -> list[np.ndarray]:
+        """Every output of the model, in the graph's order (the order ``flatten_outputs`` gives eager outputs)."""
+        return self.session.run(None, {self.input_name: _to_numpy(x)})
 
     def run_iobinding(self, x: Any, repeats: int = 1) -> np.ndarray:
         """Run with IO binding: the input is copied to the device once, the output stays there until returned."""
@@ -164,12 +171,38 @@ class OrtRunner:
         return self.session.end_profiling()
 
 
+def flatten_outputs(output: Any) -> list[Any]:
+    """The tensors of a model output in the order the ONNX exporter flattens them: tuples and lists in order,
+    mappings (dict, HF ``ModelOutput``) by value in insertion order, dataclasses by field; ``None`` is left out."""
+    import torch
+
+    if output is None:
+        return []
+    if isinstance(output, torch.Tensor):
+        return [output]
+    if isinstance(output, Mapping):
+        values = list(output.values())
+    elif dataclasses.is_dataclass(output) and not isinstance(output, type):
+        values = [getattr(output, f.name) for f in dataclasses.fields(output)]
+    elif isinstance(output, (tuple, list)):
+        values = list(output)
+    else:
+        raise TypeError(
+            f"cannot compare a model output of type {type(output).__name__}: return tensors, or tuples, lists, "
+            "dicts or dataclasses of tensors"
+        )
+    return [tensor for value in values for tensor in flatten_outputs(value)]
+
+
 @dataclass
 class ParityResult:
+    """One batch size: the worst relative error over every output (``output`` is its index)."""
+
     batch: int
     max_abs_err: float
     output_scale: float
     relative_err: float
+    output: int = 0
 
     @property
     def ok(self) -> bool:
@@ -186,10 +219,12 @@ def check_parity(
     seed: int = 0,
     raise_on_fail: bool = True,
 ) -> list[ParityResult]:
-    """ORT output vs PyTorch eager (eval mode, temperature 1) on random batches shaped like ``example_input``.
+    """ORT outputs vs PyTorch eager (eval mode, temperature 1) on random batches shaped like ``example_input``.
 
-    The error is max |ort - torch| / max |torch| (relative to the output scale). Raises ``AssertionError`` when
-    above ``tolerance`` (unless ``raise_on_fail=False``).
+    Every output is compared (tuples, dicts, HF ``ModelOutput`` and dataclasses are flattened as the exporter
+    does, see ``flatten_outputs``). The error of one output is max |ort - torch| / max |torch| (relative to its
+    scale); each batch reports its worst output. Raises ``AssertionError`` when above ``tolerance`` (unless
+    ``raise_on_fail=False``).
     """
     import torch
 
@@ -208,16 +243,33 @@ def check_parity(
         for batch in batches:
             x = torch.randn((batch, *shape[1:]), generator=gen)
             with torch.no_grad():
-                ref = model(x).float().numpy()
-            out = runner(x)
-            err = float(np.max(np.abs(ref - out)))
-            scale = float(np.max(np.abs(ref)))
-            results.append(ParityResult(batch, err, scale, err / max(scale, 1e-12)))
+                refs = [t.detach().float().cpu().numpy() for t in flatten_outputs(model(x))]
+            outs = runner.run_all(x)
+            if len(refs) != len(outs):
+                raise AssertionError(
+                    f"the model returns {len(refs)} tensor(s) but the ONNX graph has {len(outs)} output(s) "
+                    f"({runner.output_names}); export it again from this model"
+                )
+            results.append(max((_compare(batch, i, r, o) for i, (r, o) in enumerate(zip(refs, outs))),
+                               key=lambda r: r.relative_err))
     finally:
         for m, t in saved:
             m.attention.temperature = t
         model.train(was_training)
     bad = [r for r in results if not r.relative_err <= tolerance]
     if bad and raise_on_fail:
-        raise AssertionError("ORT vs PyTorch parity failed: " + ", ".join(f"batch {r.batch}: {r.relative_err:.3g}" for r in bad))
+        raise AssertionError(
+            "ORT vs PyTorch parity failed: "
+            + ", ".join(f"batch {r.batch}: {r.relative_err:.3g} (output {r.output})" for r in bad)
+        )
     return results
+
+
+def _compare(batch: int, index: int, reference: np.ndarray, output: np.ndarray) -> ParityResult:
+    if reference.shape != output.shape:
+        return ParityResult(batch, float("inf"), 0.0, float("inf"), index)
+    if reference.size == 0:
+        return ParityResult(batch, 0.0, 0.0, 0.0, index)
+    err = float(np.max(np.abs(reference - output)))
+    scale = float(np.max(np.abs(reference)))
+    return ParityResult(batch, err, scale, err / max(scale, 1e-12), index)

@@ -159,6 +159,8 @@ def apply_odconv(
         if layer.name in settings:
             with torch.no_grad():
                 new = ODConv2d.from_conv(layer.module, init=init, generator=generator, **settings[layer.name])
+            if keep_frozen(layer.module, new):
+                decisions[layer.name] = (True, f"{decisions[layer.name][1]}; frozen (requires_grad=False kept)")
             swap_module(model, layer.module, new)
 
     rows = [_layer_row(layer, decisions[layer.name], aliases[layer.name]) for layer in analysis.layers]
@@ -181,6 +183,19 @@ def apply_odconv(
     )
     attach_recipe(model, recipe)
     return ConversionResult(model, report)
+
+
+def keep_frozen(conv: nn.Conv2d, layer: ODConv2d) -> bool:
+    """Carry the user's freezing over: a conv whose weight has ``requires_grad=False`` becomes an ODConv layer
+    whose kernel bank and attention are frozen too (it then computes exactly the static conv, and unfreezing it
+    later with ``requires_grad_(True)`` makes it a normal ODConv layer). The bias keeps its own flag.
+    Returns whether the layer was frozen."""
+    frozen = not conv.weight.requires_grad
+    if frozen:
+        layer.requires_grad_(False)
+    if layer.bias is not None and conv.bias is not None:
+        layer.bias.requires_grad_(conv.bias.requires_grad)
+    return frozen
 
 
 def _layer_row(layer: ConvLayer, decision: tuple[bool, str], aliases: list[str]) -> LayerReport:

@@ -222,3 +222,25 @@ def test_list_candidates_prints_policy_columns(capsys):
     assert "all_but_first" in table and "last:6" in table and "projection shortcut" in table
     assert capsys.readouterr().out.strip() == table.strip()
     assert converted_names(TinyNet()) == []
+
+
+def test_frozen_convs_stay_frozen_attention_included():
+    model = TinyNet()
+    model.requires_grad_(False)
+    model.blocks[2].conv2.bias = nn.Parameter(torch.zeros(32))  # a trainable bias on a frozen weight keeps its flag
+    converted, report = apply_odconv(model)
+    trainable = [n for n, p in converted.named_parameters() if p.requires_grad]
+    assert trainable == ["blocks.2.conv2.bias"]
+    assert all("frozen" in row.reason for row in report.layers if row.converted)
+
+
+def test_partly_frozen_model_freezes_only_the_frozen_convs():
+    model = TinyNet()
+    model.blocks[0].requires_grad_(False)  # a frozen early stage, as in fine-tuning
+    converted, report = apply_odconv(model)
+    flags = {n: {p.requires_grad for p in m.parameters()} for n, m in converted.named_modules() if isinstance(m, ODConv2d)}
+    assert {n for n, f in flags.items() if f == {False}} == {"blocks.0.conv1", "blocks.0.conv2"}
+    assert {n for n, f in flags.items() if f == {True}} == set(flags) - {"blocks.0.conv1", "blocks.0.conv2"}
+    assert [r.name for r in report.layers if "frozen" in r.reason] == ["blocks.0.conv1", "blocks.0.conv2"]
+    converted.requires_grad_(True)  # unfreezing later makes a normal, fully trainable ODConv model
+    assert all(p.requires_grad for p in converted.parameters())

@@ -1,7 +1,9 @@
 """odconv-surgery: rewrite CNNs into Omni-Dimensional Dynamic Convolution (ODConv, ICLR 2022) models."""
 
 from .checkpoint import CheckpointMismatchError, load, save
+from .fuse import fuse_batchnorm
 from .nn import BatchOneBatchNormError, ODAttention, ODConv2d, TemperatureSchedule, get_temperature, set_temperature
+from .nn.odconv import KernelBankError
 from .policies import EmptySelectionError, available_policies, register_policy
 from .passes.fx import UntraceableModelError
 from .recipe import Recipe, get_recipe
@@ -49,6 +51,7 @@ __all__ = [
     "ConversionReport",
     "ConversionResult",
     "EmptySelectionError",
+    "KernelBankError",
     "ODAttention",
     "ODConv2d",
     "Recipe",
@@ -56,6 +59,7 @@ __all__ = [
     "UntraceableModelError",
     "apply_odconv",
     "available_policies",
+    "fuse_batchnorm",
     "get_recipe",
     "get_temperature",
     "list_candidates",

@@ -63,6 +63,9 @@ def _layer_params(layer: ODConv2d) -> tuple[list[str], list[Tensor], dict[str, A
         tensors.append(layer.bias)
     roles.append("fc_weight")
     tensors.append(att.fc.weight)
+    if att.fc.bias is not None:  # the attention BatchNorm folded by fuse_batchnorm
+        roles.append("fc_bias")
+        tensors.append(att.fc.bias)
     extra: dict[str, Any] = {"norm": "none", "norm_eps": 0.0}
     if isinstance(att.norm, nn.BatchNorm2d):
         norm = att.norm

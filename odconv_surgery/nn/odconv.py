@@ -22,6 +22,10 @@ from .attention import ATTENTION_NORMS, Attentions, ODAttention
 InitMode = Literal["pretrained", "neutral", "scratch"]
 
 
+class KernelBankError(RuntimeError):
+    """The kernel bank or bias no longer has the layer's shape: code written for ``nn.Conv2d`` rewrote it."""
+
+
 class ODConv2d(nn.Module):
     """Omni-dimensional dynamic 2-D convolution with the full ``nn.Conv2d`` argument set.
 
@@ -298,9 +302,25 @@ class ODConv2d(nn.Module):
             out = out + self.bias.view(1, -1, 1, 1)
         return out
 
+    def _check_bank(self) -> None:
+        """Refuse a bank that foreign code reshaped, e.g. a BatchNorm fold written for 4-D kernels (ultralytics'
+        ``fuse()`` broadcasts the BN scale over the kernel axis), instead of computing wrong outputs."""
+        expected = (self.kernel_num, self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        bias_ok = self.bias is None or tuple(self.bias.shape) == (self.out_channels,)
+        if tuple(self.weight.shape) != expected or not bias_ok:
+            got = f"weight {tuple(self.weight.shape)}" + ("" if bias_ok else f", bias {tuple(self.bias.shape)}")
+            raise KernelBankError(
+                f"ODConv2d kernel bank has {got}, expected weight {expected} (n, C_out, C_in/groups, kh, kw) and "
+                f"bias ({self.out_channels},). Code written for nn.Conv2d rewrote it, typically a Conv+BatchNorm "
+                "fold (ultralytics' model.fuse(), torch.nn.utils.fusion). Reload the weights and call "
+                "odconv_surgery.fuse_batchnorm(model) before such code: it folds BatchNorm into every kernel of "
+                "the bank, and leaves no BatchNorm for the foreign fold to touch."
+            )
+
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"ODConv2d expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
+        self._check_bank()
         if x.shape[0] == 0:
             return self._forward_empty(x)
         att = self.attention(x)

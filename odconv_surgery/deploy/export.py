@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import warnings
 from typing import Any, Iterator, Sequence
@@ -32,6 +33,8 @@ from torch import Tensor, nn
 
 from ..nn.odconv import ODConv2d
 from .schema import DEFAULT_OPSET, HEAD_ORDER, INPUT_NAME, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP, OUTPUT_NAME, set_metadata
+
+LOGGER = logging.getLogger("odconv_surgery.export")
 
 
 def _explicit_pads(layer: ODConv2d) -> list[int]:
@@ -156,7 +159,9 @@ def _marker_forward(layer: ODConv2d, name: str, original_forward):
     marker = _make_marker(attrs, original_forward)
 
     def forward(x: Tensor) -> Tensor:
-        attrs["input_hw"] = [int(x.shape[-2]), int(x.shape[-1])]
+        with warnings.catch_warnings():  # H, W only type the marker's output; the graph does not depend on them
+            warnings.filterwarnings("ignore", "Converting a tensor to a Python integer", torch.jit.TracerWarning)
+            attrs["input_hw"] = [int(x.shape[-2]), int(x.shape[-1])]
         return marker.apply(x, *tensors)
 
     return forward
@@ -231,6 +236,27 @@ def export_mode(model: nn.Module) -> Iterator[list[str]]:
             module.attention.temperature = temperature
 
 
+# What the TorchScript exporter says on every export, chosen deliberately here (see the module docstring).
+_EXPECTED_WARNINGS = (
+    "You are using the legacy TorchScript-based ONNX export",
+    "The feature will be removed. Please remove usage of this function",
+)
+
+
+@contextlib.contextmanager
+def _exporter_warnings_to_logging() -> Iterator[None]:
+    """Log the exporter's expected deprecation notices at DEBUG (logger ``odconv_surgery.export``); every other
+    warning raised during export (e.g. a TracerWarning from the model's own code) is passed on unchanged."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        if any(str(w.message).startswith(text) for text in _EXPECTED_WARNINGS):
+            LOGGER.debug("torch.onnx: %s", w.message)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
 def _project_version() -> str:
     try:
         from ..recipe import package_version
@@ -266,8 +292,7 @@ def export_marked(
     model.eval()
     buffer = io.BytesIO()
     try:
-        with export_mode(model) as marked, torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with export_mode(model) as marked, torch.no_grad(), _exporter_warnings_to_logging():
             torch.onnx.export(
                 model,
                 (example_input,),
@@ -278,7 +303,8 @@ def export_marked(
                 output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
                 do_constant_folding=True,
-                custom_opsets={OD_DOMAIN: OD_DOMAIN_VERSION},
+                # Declared only when used: torch warns on stderr about a declared domain no node uses.
+                custom_opsets={OD_DOMAIN: OD_DOMAIN_VERSION} if marked else None,
             )
     finally:
         model.train(was_training)

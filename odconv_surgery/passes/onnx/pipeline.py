@@ -22,6 +22,7 @@ from .finalize import Finalize
 from .find_odconv import FindODConv
 from .fold_attention_norm import FoldAttentionNorm
 from .fold_output_bn import FoldOutputBN
+from .gs_logging import graphsurgeon_to_logging
 from .lower_odconv import LowerODConv
 from .merge_attention_heads import MergeAttentionHeads
 
@@ -51,6 +52,7 @@ def register_pass(name: str, fn: "OnnxPass | Callable[[onnx.ModelProto], onnx.Mo
     REGISTRY[name] = fn if isinstance(fn, OnnxPass) else FunctionPass(name, fn)
 
 
+@graphsurgeon_to_logging()
 def run_pipeline(
     model,
     passes: Sequence[str] | None = None,

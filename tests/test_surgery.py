@@ -244,3 +244,5 @@ def test_partly_frozen_model_freezes_only_the_frozen_convs():
     assert [r.name for r in report.layers if "frozen" in r.reason] == ["blocks.0.conv1", "blocks.0.conv2"]
     converted.requires_grad_(True)  # unfreezing later makes a normal, fully trainable ODConv model
     assert all(p.requires_grad for p in converted.parameters())
+    _, static = apply_odconv(model, exclude=lambda name, m: not m.weight.requires_grad)  # the README's opt-out
+    assert "blocks.0.conv1" in static.skipped and "blocks.1.conv1" in static.converted

@@ -36,11 +36,15 @@ class Fire(nn.Module):
 def test_clean_export_prints_nothing(capfd, caplog):
     marked, _ = apply_odconv(Fire().eval())
     generic, _ = apply_odconv(Fire().eval(), share_attention=False)  # no marker node: no custom domain declared
+    reflect = Fire().eval()
+    reflect.expand3.padding_mode = "reflect"  # the generic form with shared attention
+    reflect, _ = apply_odconv(reflect)
     x = torch.randn(1, 3, 16, 16)
     with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.DEBUG, logger="odconv_surgery"):
         warnings.simplefilter("always")
         export_onnx(marked, None, x)
         export_onnx(generic, None, x)
+        export_onnx(reflect, None, x)
     out, err = capfd.readouterr()
     assert out == "" and err == ""
     assert [str(w.message) for w in caught] == []

@@ -176,7 +176,8 @@ def generic_forward(layer: ODConv2d, x: Tensor) -> Tensor:
         weight = layer.aggregate_weight(att)
         if weight.dim() == 4:  # no per-sample part: (C_out, C_in/g, kh, kw)
             weight = weight.unsqueeze(0)
-        weight = weight.expand(batch, *weight.shape[1:]) if weight.shape[0] == 1 else weight
+        if att.kernel is None and att.spatial is None:  # no per-sample part: one kernel for the whole batch
+            weight = weight.expand(batch, *weight.shape[1:])
     else:
         weight = layer._aggregate_unshared(att)
     if layer._padding_for_pad is not None:
@@ -240,6 +241,7 @@ def export_mode(model: nn.Module) -> Iterator[list[str]]:
 _EXPECTED_WARNINGS = (
     "You are using the legacy TorchScript-based ONNX export",
     "The feature will be removed. Please remove usage of this function",
+    "Constant folding - Only steps=1 can be constant folded",  # a strided Slice left for onnxruntime to run
 )
 
 

@@ -10,9 +10,9 @@ from torch import nn
 
 from .nn.odconv import ODConv2d
 from .passes.fx.swap_modules import swap_module
+from .nn.validation import LAYER_KEYS
 
 RECIPE_ATTRIBUTE = "odconv_recipe"
-LAYER_KEYS = ("kernel_num", "reduction", "min_attention_channels", "share_attention", "attention_norm")
 
 
 def package_version() -> str:

@@ -13,13 +13,20 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .nn.odconv import ODConv2d
+from .nn.odconv import INIT_MODES, ODConv2d
 from .passes.fx.candidates import ConvLayer, ModelAnalysis, analyse_model, uncalled_convs
 from .passes.fx.swap_modules import aliases_of, swap_module
 from .policies import Policy, Selector, available_policies, decide, get_policy, select
 from .policies.selectors import as_selector_list, describe
-from .recipe import LAYER_KEYS, Recipe, attach_recipe
+from .recipe import Recipe, attach_recipe, get_recipe
+from .nn.validation import bank_bytes, check_bool, check_choice, check_int, check_layer_settings, check_memory, format_bytes
+
+INIT_TEMPORARIES = 3  # banks of temporaries ODConv2d.from_conv holds at its peak: repeated kernel, noise, centred noise
 from .report import ConversionReport, LayerReport, format_table
+
+
+class AlreadyConvertedError(ValueError):
+    """apply_odconv on a model whose every convertible convolution is already an ODConv2d."""
 
 
 class ConversionResult(NamedTuple):
@@ -77,7 +84,7 @@ def plan_conversion(
         else:
             decisions[layer.name] = decide(resolved, layer, analysis)
     by_name = {layer.name: layer for layer in layers}
-    for selector in as_selector_list(include):
+    for selector in as_selector_list(include, "include"):
         names = select(selector, layers, "include")
         convertible = [n for n in names if not by_name[n].not_convertible]
         if not convertible:
@@ -85,24 +92,36 @@ def plan_conversion(
             raise ValueError(f"include selector {describe(selector)} matches only convs that cannot convert: {reasons}")
         for name in convertible:
             decisions[name] = (True, f"include {describe(selector)}")
-    for selector in as_selector_list(exclude):
+    for selector in as_selector_list(exclude, "exclude"):
         for name in select(selector, layers, "exclude"):
             if decisions[name][0]:
                 decisions[name] = (False, f"exclude {describe(selector)}")
     settings = {name: dict(defaults or {}) for name, (chosen, _) in decisions.items() if chosen}
-    for selector, value in (overrides or {}).items():
+    for selector, value in _check_overrides(overrides).items():
         for name in select(selector, layers, "overrides"):
             if value is None:
                 if decisions[name][0]:
                     decisions[name] = (False, f"override {describe(selector)} -> None")
                     settings.pop(name, None)
                 continue
-            unknown = set(value) - set(LAYER_KEYS)
-            if unknown:
-                raise ValueError(f"override for {describe(selector)} has unknown settings {sorted(unknown)}; allowed: {LAYER_KEYS}")
             if name in settings:
                 settings[name].update(value)
     return decisions, settings
+
+
+def _check_overrides(overrides: Any) -> dict[Selector, dict[str, Any] | None]:
+    """``{selector: settings dict or None}``, each settings dict checked like apply_odconv's arguments."""
+    if overrides is None:
+        return {}
+    if not isinstance(overrides, Mapping):
+        raise TypeError(f"overrides must be a dict {{selector: settings dict or None}}, got {overrides!r} ({type(overrides).__name__})")
+    checked: dict[Selector, dict[str, Any] | None] = {}
+    for selector, value in overrides.items():
+        where = f"overrides[{selector!r}]"
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeError(f"{where} must be a dict of ODConv2d settings (e.g. {{'kernel_num': 4}}) or None, got {value!r} ({type(value).__name__})")
+        checked[selector] = None if value is None else check_layer_settings(value, where)
+    return checked
 
 
 def apply_odconv(
@@ -118,7 +137,7 @@ def apply_odconv(
     include: Selector | Sequence[Selector] | None = None,
     exclude: Selector | Sequence[Selector] | None = None,
     overrides: Mapping[Selector, Mapping[str, Any] | None] | None = None,
-    example_inputs: Sequence[Any] | None = None,
+    example_inputs: torch.Tensor | Sequence[Any] | None = None,
     inplace: bool = False,
     seed: int | None = 0,
 ) -> ConversionResult:
@@ -128,29 +147,33 @@ def apply_odconv(
     callable ``(layer, analysis) -> bool``, or ``None`` to convert only what ``include`` selects.
     ``init="pretrained"`` keeps the model's function at conversion (eval mode); ``"neutral"`` starts from the
     same neutral attention without rescaling the kernels (for training from scratch); ``"scratch"`` is the
-    paper's initialisation. ``example_inputs`` are only needed when torch.fx cannot trace the model. The model keeps
-    its class, methods and untouched weights; with ``inplace=False`` (default) a deep copy is converted.
+    paper's initialisation. ``example_inputs`` (a tensor or a tuple of forward's arguments) are only needed when
+    torch.fx cannot trace the model. The model keeps its class, methods and untouched weights; with
+    ``inplace=False`` (default) a deep copy is converted. A model converted before can be converted further
+    (e.g. ``"1x1"`` then ``"3x3"``): its recipe then describes the layers of every call.
     """
     model = _check_model(model)
-    if init not in ("pretrained", "neutral", "scratch"):
-        raise ValueError(f"init must be 'pretrained', 'neutral' or 'scratch', got {init!r}")
+    defaults = check_layer_settings(
+        {
+            "kernel_num": kernel_num,
+            "reduction": reduction,
+            "min_attention_channels": min_attention_channels,
+            "share_attention": share_attention,
+            "attention_norm": attention_norm,
+        }
+    )
+    check_choice("init", init, INIT_MODES)
+    check_bool("inplace", inplace)
+    if seed is not None:
+        check_int("seed", seed)
+    example_inputs = as_example_inputs(example_inputs)
     if not inplace:
         model = copy.deepcopy(model)
     analysis = analyse_model(model, example_inputs)
-    defaults = {
-        "kernel_num": kernel_num,
-        "reduction": reduction,
-        "min_attention_channels": min_attention_channels,
-        "share_attention": share_attention,
-        "attention_norm": attention_norm,
-    }
     decisions, settings = plan_conversion(analysis, policy, include, exclude, overrides, defaults)
     if not settings:
-        raise ValueError(
-            f"policy {_policy_label(policy)!r} selects no convolution in {type(model).__name__} "
-            f"({len(analysis.layers)} conv(s) found: {analysis.names[:10]}). Choose another policy "
-            f"({', '.join(available_policies())}) or name layers with include=."
-        )
+        raise _nothing_selected(model, analysis, policy)
+    check_bank_memory(analysis, settings)
     params_before = _count_params(model)
     uncalled = uncalled_convs(model, analysis)
     aliases = {layer.name: aliases_of(model, layer.module) for layer in analysis.layers}
@@ -171,17 +194,7 @@ def apply_odconv(
         for m in [model.get_submodule(name)]
     ]
     report = ConversionReport(_policy_label(policy), rows, params_before, _count_params(model), analysis.method)
-    recipe = Recipe(
-        policy=_policy_label(policy),
-        kernel_num=kernel_num,
-        reduction=reduction,
-        layers=settings,
-        share_attention=share_attention,
-        attention_norm=attention_norm,
-        min_attention_channels=min_attention_channels,
-        init=init,
-    )
-    attach_recipe(model, recipe)
+    attach_recipe(model, _merged_recipe(get_recipe(model), policy, defaults, init, settings))
     return ConversionResult(model, report)
 
 
@@ -198,6 +211,77 @@ def keep_frozen(conv: nn.Conv2d, layer: ODConv2d) -> bool:
     return frozen
 
 
+def as_example_inputs(example_inputs: Any) -> tuple[Any, ...] | None:
+    """forward's positional arguments as a tuple: a bare tensor is one argument (as ``torch.onnx.export`` takes ``args``)."""
+    if example_inputs is None:
+        return None
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, (tuple, list)):
+        return tuple(example_inputs)
+    raise TypeError(
+        f"example_inputs must be a tensor or a tuple of forward's arguments, got {type(example_inputs).__name__}"
+    )
+
+
+def _odconv_names(model: nn.Module) -> list[str]:
+    return [name for name, m in model.named_modules() if isinstance(m, ODConv2d)]
+
+
+def _nothing_selected(model: nn.Module, analysis: ModelAnalysis, policy: str | Policy | None) -> Exception:
+    """The error for a policy that selects nothing: says so when the model is already (fully) converted."""
+    converted = _odconv_names(model)
+    left = [layer.name for layer in analysis.layers if not layer.not_convertible]
+    if converted and not left:
+        shown = ", ".join(converted[:10]) + (f" ... (+{len(converted) - 10})" if len(converted) > 10 else "")
+        return AlreadyConvertedError(
+            f"model is already converted: {len(converted)} ODConv2d layers ({shown}) and no convolution is left to "
+            f"convert; apply policy {_policy_label(policy)!r} to the original model instead"
+        )
+    already = f"; the model already holds {len(converted)} ODConv2d layers" if converted else ""
+    return ValueError(
+        f"policy {_policy_label(policy)!r} selects no convolution in {type(model).__name__} "
+        f"({len(left)} convertible conv(s) found: {left[:10]}{already}). Choose another policy "
+        f"({', '.join(available_policies())}) or name layers with include=."
+    )
+
+
+def check_bank_memory(analysis: ModelAnalysis, settings: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse before allocating when the new kernel banks would not fit in the memory their device has free.
+
+    Counts every selected layer's bank plus, for the largest one, the temporaries its initialisation holds
+    (the repeated static kernel and the perturbation noise, ``INIT_TEMPORARIES`` banks).
+    """
+    by_name = {layer.name: layer for layer in analysis.layers}
+    per_device: dict[torch.device, list[tuple[int, str]]] = {}
+    for name, layer_settings in settings.items():
+        conv = by_name[name].module
+        size = bank_bytes(layer_settings["kernel_num"], conv.out_channels, conv.in_channels // conv.groups,
+                          tuple(conv.kernel_size), conv.weight.dtype)
+        per_device.setdefault(conv.weight.device, []).append((size, name))
+    for device, banks in per_device.items():
+        largest, name = max(banks)
+        check_memory(
+            sum(size for size, _ in banks) + INIT_TEMPORARIES * largest, device,
+            f"converting {len(banks)} layer(s) (largest bank: {name}, {format_bytes(largest)})",
+            "lower kernel_num, convert fewer layers, or convert on a device with more memory",
+        )
+
+
+def _merged_recipe(
+    previous: Recipe | None, policy: str | Policy | None, defaults: Mapping[str, Any], init: str,
+    settings: Mapping[str, dict[str, Any]],
+) -> Recipe:
+    """This call's recipe, extended with the layers an earlier call converted (so save/load sees them all)."""
+    labels = [label for label in (previous.policy if previous else None, _policy_label(policy)) if label]
+    return Recipe(
+        policy=" + ".join(labels) or None,
+        layers={**(previous.layers if previous else {}), **settings},
+        init=init,
+        **defaults,
+    )
+
+
 def _layer_row(layer: ConvLayer, decision: tuple[bool, str], aliases: list[str]) -> LayerReport:
     kernel = "x".join(map(str, layer.kernel_size))
     stride = "x".join(map(str, layer.stride))
@@ -212,14 +296,14 @@ BUILTIN_POLICIES = ("all_but_first", "1x1", "3x3", "last:6", "all")
 
 def list_candidates(
     model: nn.Module,
-    example_inputs: Sequence[Any] | None = None,
+    example_inputs: torch.Tensor | Sequence[Any] | None = None,
     policies: Sequence[str] = BUILTIN_POLICIES,
     *,
     print_table: bool = True,
 ) -> str:
     """Table of every conv (order, kernel, groups, block) and which of ``policies`` would convert it."""
     model = _check_model(model)
-    analysis = analyse_model(model, example_inputs)
+    analysis = analyse_model(model, as_example_inputs(example_inputs))
     columns: dict[str, dict[str, tuple[bool, str]]] = {}
     for policy in policies:
         try:

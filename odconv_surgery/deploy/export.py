@@ -278,9 +278,25 @@ def _recipe_dict(model: nn.Module) -> dict[str, Any] | None:
         return {"repr": repr(recipe)}
 
 
+def as_example_input(example_input: Tensor | Sequence[Tensor]) -> Tensor:
+    """The one (N, C, H, W) input tensor, given bare or as a 1-tuple (as ``torch.onnx.export`` takes ``args``)."""
+    if isinstance(example_input, (tuple, list)):
+        if len(example_input) != 1:
+            raise ValueError(
+                f"example_input has {len(example_input)} tensors; the exported model takes one (N, C, H, W) input"
+            )
+        example_input = example_input[0]
+    if not isinstance(example_input, Tensor) or example_input.dim() != 4:
+        raise ValueError(
+            f"example_input must be a 4-D (N, C, H, W) tensor (or a 1-tuple of one), got "
+            f"{tuple(example_input.shape) if isinstance(example_input, Tensor) else type(example_input).__name__}"
+        )
+    return example_input
+
+
 def export_marked(
     model: nn.Module,
-    example_input: Tensor,
+    example_input: Tensor | Sequence[Tensor],
     *,
     dynamic_batch: bool = True,
     opset: int = DEFAULT_OPSET,
@@ -288,8 +304,7 @@ def export_marked(
     """Export with ``odconv.surgery::ODConv2d`` marker nodes (not runnable until lowered by the passes)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"export expects an nn.Module, got {type(model).__name__}")
-    if not isinstance(example_input, Tensor) or example_input.dim() != 4:
-        raise ValueError("example_input must be a 4-D (N, C, H, W) tensor")
+    example_input = as_example_input(example_input)
     was_training = model.training
     model.eval()
     buffer = io.BytesIO()
@@ -334,7 +349,7 @@ def export_marked(
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike | None,
-    example_input: Tensor,
+    example_input: Tensor | Sequence[Tensor],
     *,
     dynamic_batch: bool = True,
     fuse: bool = True,
@@ -356,6 +371,7 @@ def export_onnx(
     """
     from ..passes.onnx import run_pipeline
 
+    example_input = as_example_input(example_input)
     proto = export_marked(model, example_input, dynamic_batch=dynamic_batch, opset=opset)
     feed = example_input.detach().cpu().numpy().astype(np.float32)
     proto = run_pipeline(

@@ -17,9 +17,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
-from .attention import ATTENTION_NORMS, Attentions, ODAttention
+from .attention import Attentions, ODAttention
+from .validation import bank_bytes, check_choice, check_int, check_layer_settings, check_memory
 
 InitMode = Literal["pretrained", "neutral", "scratch"]
+INIT_MODES: tuple[str, ...] = ("pretrained", "neutral", "scratch")
 
 
 class KernelBankError(RuntimeError):
@@ -54,14 +56,21 @@ class ODConv2d(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        in_channels = check_int("in_channels", in_channels, minimum=1)
+        out_channels = check_int("out_channels", out_channels, minimum=1)
+        groups = check_int("groups", groups, minimum=1)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})")
-        if kernel_num < 1:
-            raise ValueError(f"kernel_num must be >= 1, got {kernel_num}")
-        if not 0 < reduction <= 1:
-            raise ValueError(f"reduction must be in (0, 1], got {reduction} (the paper uses 1/16)")
-        if attention_norm not in ATTENTION_NORMS:
-            raise ValueError(f"attention_norm must be one of {ATTENTION_NORMS}, got {attention_norm!r}")
+        checked = check_layer_settings(
+            dict(kernel_num=kernel_num, reduction=reduction, min_attention_channels=min_attention_channels,
+                 share_attention=share_attention, attention_norm=attention_norm), "ODConv2d"
+        )
+        kernel_num, reduction = checked["kernel_num"], checked["reduction"]
+        check_memory(
+            bank_bytes(kernel_num, out_channels, in_channels // groups, _pair(kernel_size), dtype), device,
+            f"the ODConv2d kernel bank (kernel_num={kernel_num} x {out_channels} x {in_channels // groups} x "
+            f"{'x'.join(map(str, _pair(kernel_size)))})", "lower kernel_num",
+        )
         if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
             raise ValueError(f"padding_mode must be 'zeros', 'reflect', 'replicate' or 'circular', got {padding_mode!r}")
         self.in_channels = in_channels
@@ -122,8 +131,7 @@ class ODConv2d(nn.Module):
         """
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"ODConv2d.from_conv expects an nn.Conv2d, got {type(conv).__name__}")
-        if init not in ("pretrained", "neutral", "scratch"):
-            raise ValueError(f"init must be 'pretrained', 'neutral' or 'scratch', got {init!r}")
+        check_choice("init", init, INIT_MODES)
         layer = cls(
             conv.in_channels,
             conv.out_channels,

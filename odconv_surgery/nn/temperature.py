@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from torch import nn
 
 from .attention import ODAttention
+from .validation import check_int, check_number
 
 
 def set_temperature(model: nn.Module, temperature: float) -> int:
     """Set T on every ODConv attention in ``model``; returns how many layers were updated."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    temperature = check_number("temperature", temperature, above=0)
     count = 0
     for module in model.modules():
         if isinstance(module, ODAttention):
@@ -47,10 +47,9 @@ class TemperatureSchedule:
     current_step: int = 0
 
     def __post_init__(self) -> None:
-        if self.anneal_steps < 0:
-            raise ValueError(f"anneal_steps must be >= 0, got {self.anneal_steps}")
-        if self.start <= 0 or self.end <= 0:
-            raise ValueError("temperatures must be > 0")
+        check_int("anneal_steps", self.anneal_steps, minimum=0)
+        check_number("start", self.start, above=0)
+        check_number("end", self.end, above=0)
 
     def value(self, step: int) -> float:
         if self.anneal_steps == 0 or step >= self.anneal_steps:

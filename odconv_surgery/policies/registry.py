@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Union
 
+import numpy as np
+
 from ..passes.fx.candidates import ConvLayer, ModelAnalysis
 
 Decision = Union[bool, tuple[bool, str]]
@@ -58,9 +60,30 @@ def get_policy(policy: str | Policy) -> Policy:
 
 
 def decide(policy: Policy, layer: ConvLayer, analysis: ModelAnalysis) -> tuple[bool, str]:
-    """Run a policy on one layer and normalise its answer to ``(selected, reason)``."""
+    """Run a policy on one layer and normalise its answer to ``(selected, reason)``.
+
+    The answer must be a bool (or ``(bool, reason)``): a string such as ``"no"`` is truthy, so it is refused
+    rather than taken as a yes.
+    """
     answer = policy(layer, analysis)
+    reason = None
+    selected = answer
     if isinstance(answer, tuple):
+        if len(answer) != 2:
+            raise _bad_answer(policy, layer, answer)
         selected, reason = answer
-        return bool(selected), str(reason)
-    return bool(answer), "selected by policy" if answer else "not selected by policy"
+    if isinstance(selected, np.bool_):
+        selected = bool(selected)
+    if not isinstance(selected, bool):
+        raise _bad_answer(policy, layer, answer)
+    if reason is None:
+        reason = "selected by policy" if selected else "not selected by policy"
+    return selected, str(reason)
+
+
+def _bad_answer(policy: Policy, layer: ConvLayer, answer: object) -> TypeError:
+    name = getattr(policy, "__name__", type(policy).__name__)
+    return TypeError(
+        f"policy {name} returned {answer!r} ({type(answer).__name__}) for conv {layer.name!r}; a policy must return "
+        "True/False or (True/False, reason)"
+    )

@@ -22,36 +22,53 @@ class EmptySelectionError(ValueError):
     """A selector matched no convolution."""
 
 
-def _matcher(selector: Selector) -> Callable[[ConvLayer], bool]:
+def _matcher(selector: Selector, role: str) -> Callable[[ConvLayer], bool]:
     if isinstance(selector, str):
-        pattern = re.compile(selector)
+        try:
+            pattern = re.compile(selector)
+        except re.error as err:
+            raise ValueError(f"{role} selector {selector!r} is not a valid regular expression ({err}); escape special "
+                             "characters with re.escape or a backslash") from None
         return lambda layer: pattern.fullmatch(layer.name) is not None
     if isinstance(selector, type):
+        if not issubclass(selector, nn.Module):
+            raise TypeError(f"{role} selector {selector.__name__} is a class but not an nn.Module subclass")
         return lambda layer: isinstance(layer.module, selector)
-    if isinstance(selector, int) and not isinstance(selector, bool):
-        return lambda layer: layer.kernel_size == (selector, selector)
-    if isinstance(selector, tuple) and all(isinstance(v, int) for v in selector):
-        return lambda layer: layer.kernel_size == tuple(selector)
+    if _is_kernel_size(selector):
+        size = (selector, selector) if isinstance(selector, int) else tuple(selector)
+        return lambda layer: layer.kernel_size == size
     if callable(selector):
         return lambda layer: bool(selector(layer.name, layer.module))
     raise TypeError(
-        f"unsupported selector {selector!r}: use a name regex, a module class, a kernel size or a callable (name, module) -> bool"
+        f"unsupported {role} selector {selector!r} ({type(selector).__name__}): use a name regex, a module class, "
+        "a kernel size (3 or (1, 7)) or a callable (name, module) -> bool"
     )
 
 
-def as_selector_list(selectors: Selector | Iterable[Selector] | None) -> list[Selector]:
+def _is_kernel_size(value: Any) -> bool:
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    return is_int(value) or (isinstance(value, tuple) and len(value) > 0 and all(is_int(v) for v in value))
+
+
+def as_selector_list(selectors: Selector | Iterable[Selector] | None, role: str = "selector") -> list[Selector]:
+    """One selector or a list/tuple/set of them, as a list; anything else is a ``TypeError`` naming ``role``."""
     if selectors is None:
         return []
-    if isinstance(selectors, (str, type, int)) or callable(selectors):
+    if isinstance(selectors, (str, type)) or _is_kernel_size(selectors) or callable(selectors):
         return [selectors]
-    if isinstance(selectors, tuple) and all(isinstance(v, int) for v in selectors):
-        return [selectors]
-    return list(selectors)
+    if isinstance(selectors, (list, tuple, set, frozenset)):
+        return list(selectors)
+    raise TypeError(
+        f"{role} must be a selector (name regex, module class, kernel size, callable (name, module) -> bool) or a "
+        f"list of them, got {selectors!r} ({type(selectors).__name__})"
+    )
 
 
 def select(selector: Selector, layers: list[ConvLayer], role: str) -> set[str]:
     """Names of the layers ``selector`` matches; raises ``EmptySelectionError`` listing valid names if none."""
-    match = _matcher(selector)
+    match = _matcher(selector, role)
     chosen = {layer.name for layer in layers if match(layer)}
     if not chosen:
         names = ", ".join(layer.name for layer in layers[:40])

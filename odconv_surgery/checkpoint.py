@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .atomic_file import atomic_write
+from .nn.odconv import ODConv2d
 from .recipe import Recipe, apply_recipe, get_recipe
 
 FORMAT = "odconv-surgery/checkpoint-v1"
@@ -19,29 +20,44 @@ class CheckpointMismatchError(ValueError):
 
 
 def save(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write ``{format, recipe, state_dict}`` atomically (temp file + rename), so a crash never leaves half a file."""
+    """Write ``{format, recipe, state_dict}`` to ``path`` (``~`` expanded) and return the path written.
+
+    The write is atomic and durable (``atomic_file.atomic_write``: temp file, fsync, rename, fsync of the
+    directory), a new file follows the umask, and a read-only target is refused (``ReadOnlyTargetError``) rather
+    than replaced. Refuses a model whose recipe does not describe exactly its ODConv2d layers (it would not load).
+    """
     from .surgery import unwrap_parallel
 
     model = unwrap_parallel(model)
     recipe = get_recipe(model)
     if recipe is None:
         raise ValueError("model has no ODConv recipe: convert it with apply_odconv() (or load()) before save()")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_recipe_covers(model, recipe)
     payload = {"format": FORMAT, "recipe": recipe.to_dict(), "state_dict": model.state_dict()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
+
+
+def check_recipe_covers(model: nn.Module, recipe: Recipe) -> None:
+    """Every ODConv2d of ``model`` is named by the recipe and every recipe layer is an ODConv2d, or ``ValueError``."""
+    by_name = dict(model.named_modules(remove_duplicate=False))
+    not_odconv = sorted(name for name in recipe.layers if not isinstance(by_name.get(name), ODConv2d))
+    described = {id(by_name[name]) for name in recipe.layers if name in by_name}
+    undescribed = sorted(
+        name for name, m in model.named_modules() if isinstance(m, ODConv2d) and id(m) not in described
+    )
+    if not_odconv or undescribed:
+        raise ValueError(
+            f"the model's recipe does not match its ODConv2d layers (recipe layers that are not ODConv2d: "
+            f"{not_odconv or 'none'}; ODConv2d layers the recipe does not name: {undescribed or 'none'}), so the "
+            "checkpoint could not be loaded; convert with apply_odconv() rather than swapping layers by hand"
+        )
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Recipe, dict]:
     """Recipe and state_dict of a checkpoint, loaded with ``weights_only=True``."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a checkpoint file; give the .pt file written by save()")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -50,6 +66,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise ValueError(f"{path} is not a readable odconv-surgery checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not an odconv-surgery checkpoint (expected format {FORMAT!r}); write it with odconv_surgery.save()")
+    if not isinstance(payload.get("recipe"), dict) or not isinstance(payload.get("state_dict"), dict):
+        raise ValueError(f"{path} is a damaged odconv-surgery checkpoint (no recipe or state_dict); save it again")
     return Recipe.from_dict(payload["recipe"]), payload["state_dict"]
 
 

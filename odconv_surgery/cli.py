@@ -10,22 +10,32 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
+from .atomic_file import atomic_write
+
 __all__ = ["main", "build_parser"]
 
-SPEC_HELP = "model spec: 'torchvision:NAME[?key=value&...]' (e.g. 'torchvision:mobilenet_v2?width_mult=0.5') or 'package.module:callable[?...]'"
+SPEC_HELP = (
+    "model spec: 'torchvision:NAME[?key=value&...]' (e.g. 'torchvision:mobilenet_v2?width_mult=0.5'), 'timm:NAME', "
+    "'entrypoint:NAME' (a package's odconv_surgery.models entry point), or 'package.module:callable[?...]' with --allow-import"
+)
+ALLOW_IMPORT_HELP = (
+    "allow a MODEL of the form 'package.module:callable', which imports and calls that Python code (also when the "
+    "spec is read from CKPT.model.json); only for specs you trust"
+)
 
 
 class CliError(Exception):
     """An error to print as 'odconv-surgery: error: ...' with exit code 1."""
 
 
-def _spec(text: str):
+def _spec(text: str, args: argparse.Namespace):
     from .experiments.model_spec import parse_model_spec
 
-    return parse_model_spec(text)
+    return parse_model_spec(text, allow_import=args.allow_import)
 
 
 def _input_shape(args: argparse.Namespace) -> tuple[int, ...]:
@@ -53,31 +63,56 @@ def _spec_sidecar(ckpt: Path) -> Path:
     return ckpt.with_name(ckpt.name + ".model.json")
 
 
-def _load_model_or_checkpoint(target: str, base: str | None, num_classes: int | None):
+def _build_from_sidecar(sidecar: Path, allow_import: bool, overrides: dict):
+    """The base model recorded beside a checkpoint; the spec is checked like one typed in, errors name the file."""
+    from .experiments.model_sources import ImportNotAllowedError, ModelSpecError, check_kwargs
+    from .experiments.model_spec import parse_model_spec
+
+    fix = "fix it, or pass --base MODEL (the spec given to 'apply')"
+    try:
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CliError(f"cannot read {sidecar} ({type(exc).__name__}: {exc}); {fix}") from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), str):
+        raise CliError(f"{sidecar} must be a JSON object with a string \"model\" (a model spec); {fix}")
+    try:
+        kwargs = check_kwargs(meta.get("kwargs") or {}, str(sidecar)) | overrides
+        return parse_model_spec(meta["model"], allow_import=allow_import).build(**kwargs)
+    except ImportNotAllowedError as exc:
+        raise CliError(f"the model spec in {sidecar} was refused: {exc}; or pass --base MODEL") from exc
+    except ModelSpecError as exc:
+        raise CliError(f"bad model spec in {sidecar}: {exc}; {fix}") from exc
+
+
+def _classes(args: argparse.Namespace) -> dict:
+    return {} if getattr(args, "num_classes", None) is None else {"num_classes": args.num_classes}
+
+
+def _load_model_or_checkpoint(args: argparse.Namespace):
     """A model from a spec, or a converted model from a checkpoint (base model from --base or the sidecar)."""
-    path = Path(target)
-    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    target, path = args.model, Path(args.model).expanduser()
+    kwargs = _classes(args)
     if path.suffix in (".pt", ".pth", ".ckpt") or path.is_file():
         if not path.is_file():
             raise CliError(f"checkpoint {path} does not exist; write one with 'odconv-surgery apply MODEL -o {path}'")
-        if base is None:
+        if args.base is None:
             sidecar = _spec_sidecar(path)
             if not sidecar.is_file():
                 raise CliError(f"cannot tell which model {path} was made from; pass --base MODEL (the spec given to 'apply')")
-            meta = json.loads(sidecar.read_text())
-            base = meta["model"]
-            kwargs = meta.get("kwargs", {}) | kwargs
+            base = _build_from_sidecar(sidecar, args.allow_import, kwargs)
+        else:
+            base = _spec(args.base, args).build(**kwargs)
         from .checkpoint import load
 
-        return load(_spec(base).build(**kwargs), path)
-    return _spec(target).build(**kwargs)
+        return load(base, path)
+    return _spec(target, args).build(**kwargs)
 
 
 # --------------------------------------------------------------------------------------------- commands
 def cmd_list(args: argparse.Namespace) -> int:
     from .surgery import list_candidates
 
-    model = _spec(args.model).build(**_classes(args))
+    model = _spec(args.model, args).build(**_classes(args))
     policies = args.policies or None
     if policies:
         list_candidates(model, policies=policies)
@@ -86,16 +121,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _classes(args: argparse.Namespace) -> dict:
-    return {} if getattr(args, "num_classes", None) is None else {"num_classes": args.num_classes}
-
-
 def cmd_apply(args: argparse.Namespace) -> int:
     from .accounting import count_cost, format_count
     from .checkpoint import save
     from .surgery import apply_odconv
 
-    spec = _spec(args.model)
+    spec = _spec(args.model, args)
     model = spec.build(**_classes(args))
     before = count_cost(model, _input_shape(args))
     model, report = apply_odconv(
@@ -103,9 +134,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
         attention_norm=args.attention_norm, inplace=True,
     )
     after = count_cost(model, _input_shape(args))
-    out = Path(args.output)
+    out = Path(args.output).expanduser()
     save(model, out)
-    _spec_sidecar(out).write_text(json.dumps({"model": str(spec), "kwargs": _classes(args)}))
+    sidecar = json.dumps({"model": str(spec), "kwargs": _classes(args)}).encode()
+    atomic_write(_spec_sidecar(out), lambda fh: fh.write(sidecar))
     if not args.quiet:
         print(report.summary() if hasattr(report, "summary") else report)
         print(
@@ -121,8 +153,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         from .deploy.export import export_onnx
     except ImportError as exc:
         raise CliError(f"ONNX export is not available ({exc}); install the extras: pip install 'odconv-surgery[onnx]'") from exc
-    model = _load_model_or_checkpoint(args.model, args.base, args.num_classes).eval()
-    out = Path(args.output)
+    model = _load_model_or_checkpoint(args).eval()
+    out = Path(args.output).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
     export_onnx(model, out, _example(args), dynamic_batch=not args.static_batch, fuse=not args.no_fuse)
     if not args.quiet:
@@ -140,7 +172,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise CliError(f"the ONNX benchmark is not available ({exc}); install the extras: pip install 'odconv-surgery[onnx]'") from exc
     from .surgery import apply_odconv
 
-    static = _spec(args.model).build(**_classes(args)).eval()
+    static = _spec(args.model, args).build(**_classes(args)).eval()
     x = torch.randn(*_input_shape(args))
     regimes = [("cpu-b1-t1", "cpu", 1, 1)] + ([("cpu-b8-tall", "cpu", 8, 0)] if args.batch8 else [])
     rows = []
@@ -168,15 +200,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _relaunch_torchrun(args.nproc, args.argv)
-    _spec(args.model)  # fail fast on a bad spec
+    _spec(args.model, args)  # fail fast on a bad spec
     config = SweepConfig(
         model=args.model, policies=args.policies or DEFAULT_POLICIES, kernel_nums=args.kernel_num,
         seeds=list(range(args.seeds)) if args.seed_list is None else args.seed_list, data=args.data,
         image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         reduction=args.reduction, init=args.init, latency=not args.no_latency, quiet=args.quiet,
-        limit=args.limit, max_steps_per_epoch=args.max_steps,
+        limit=args.limit, max_steps_per_epoch=args.max_steps, allow_import=args.allow_import,
     )
-    result = run_sweep(config, args.output)
+    result = run_sweep(config, Path(args.output).expanduser())
     if int(os.environ.get("RANK", "0")) == 0:
         if not args.quiet:
             print(Path(result.files["table"]).read_text() if "table" in result.files else "")
@@ -217,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    def model_arg(p: argparse.ArgumentParser, metavar: str = "MODEL", help: str = SPEC_HELP, **kwargs: object) -> None:
+        p.add_argument("model", metavar=metavar, help=help, **kwargs)
+        p.add_argument("--allow-import", action="store_true", help=ALLOW_IMPORT_HELP)
+
     def common(p: argparse.ArgumentParser, image_size: int = 224) -> None:
         p.add_argument("--num-classes", type=int, default=None, help="override the model's number of classes")
         p.add_argument("--image-size", type=int, default=image_size, help=f"input height/width (default {image_size})")
@@ -224,13 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
     p = sub.add_parser("list", help="conv candidates and which policy converts each", description="Show every convolution and which placement policy would convert it.")
-    p.add_argument("model", metavar="MODEL", help=SPEC_HELP)
+    model_arg(p)
     p.add_argument("--policies", nargs="+", default=None, help="policies to show (default: the built-in ones)")
     p.add_argument("--num-classes", type=int, default=None, help="override the model's number of classes")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("apply", help="convert and save weights + recipe", description="Convert MODEL with a placement policy and save a checkpoint (weights + recipe).")
-    p.add_argument("model", metavar="MODEL", help=SPEC_HELP)
+    model_arg(p)
     p.add_argument("--policy", "-p", default="all_but_first", help="placement policy (all_but_first, 1x1, 3x3, last:K, all)")
     p.add_argument("-n", "--kernel-num", type=int, default=1, help="number of kernels n (default 1)")
     p.add_argument("--reduction", "-r", type=_float, default=1 / 16, help="attention reduction ratio r (default 1/16)")
@@ -241,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("export", help="export a model or checkpoint to ONNX", description="Export MODEL (a spec) or a checkpoint from 'apply' to ONNX.")
-    p.add_argument("model", metavar="MODEL|CKPT", help=SPEC_HELP + ", or a checkpoint written by 'apply'")
+    model_arg(p, metavar="MODEL|CKPT", help=SPEC_HELP + ", or a checkpoint written by 'apply'")
     p.add_argument("-o", "--output", required=True, help="ONNX file to write")
     p.add_argument("--base", default=None, help="model spec the checkpoint was made from (default: read from CKPT.model.json)")
     p.add_argument("--no-fuse", action="store_true", help="skip the ONNX fusion passes")
@@ -251,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="ONNX latency table: static vs naive vs fused export per policy",
                        description="Export MODEL statically and with ODConv (naive and fused) and time them in onnxruntime.")
-    p.add_argument("model", metavar="MODEL", help=SPEC_HELP)
+    model_arg(p)
     p.add_argument("--policies", nargs="+", default=["all_but_first", "1x1", "3x3", "last:6"], help="policies to benchmark")
     p.add_argument("-n", "--kernel-num", type=int, nargs="+", default=[1], help="kernel numbers (default 1)")
     p.add_argument("--repeats", type=int, default=10, help="timed runs per round (default 10)")
@@ -263,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="placement-policy sweep (accuracy + speed, the paper's Table 9)",
                        description="Train and evaluate MODEL under several placement policies and seeds; resumable.")
-    p.add_argument("model", metavar="MODEL", nargs="?", default="torchvision:mobilenet_v2?width_mult=0.5", help=SPEC_HELP + " (default mobilenet_v2 width 0.5)")
+    model_arg(p, nargs="?", default="torchvision:mobilenet_v2?width_mult=0.5", help=SPEC_HELP + " (default mobilenet_v2 width 0.5)")
     p.add_argument("--policies", nargs="+", default=None, help="policies incl. 'baseline' (default: baseline all_but_first 1x1 3x3 last:6)")
     p.add_argument("-n", "--kernel-num", type=int, nargs="+", default=[1], help="kernel numbers n to sweep (default 1)")
     p.add_argument("--data", default=None, help="ImageFolder root (class folders, or train/ and val/); default: sklearn digits")
@@ -294,18 +330,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _print_warning
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("odconv-surgery: interrupted (a sweep resumes where it stopped when re-run)", file=sys.stderr)
         return 130
     except CliError as exc:
         print(f"odconv-surgery: error: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, KeyError, FileNotFoundError, ImportError, RuntimeError) as exc:
-        print(f"odconv-surgery: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, KeyError, OSError, ImportError, RuntimeError, ArithmeticError, MemoryError) as exc:
         if os.environ.get("ODCONV_DEBUG"):
             raise
+        print(f"odconv-surgery: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 1
+    except Exception as exc:  # a bug: still one line, the traceback on request
+        if os.environ.get("ODCONV_DEBUG"):
+            raise
+        print(f"odconv-surgery: internal error: {type(exc).__name__}: {_one_line(exc)} (set ODCONV_DEBUG=1 for the "
+              "traceback and please report it)", file=sys.stderr)
+        return 1
+
+
+def _print_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    print(f"odconv-surgery: warning: {message}", file=sys.stderr)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or repr(exc)
 
 
 if __name__ == "__main__":

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from conftest import DANGEROUS_SPECS as DANGEROUS, write_plugin_package
 from odconv_surgery.cli import main
 
 TINY = textwrap.dedent(
@@ -35,12 +37,21 @@ TINY = textwrap.dedent(
         return Tiny(**kw)
     """
 )
-SPEC = "cli_tiny_models:tiny?width=8"
+SPEC = "entrypoint:cli_tiny?width=8"  # declared by the fake installed package the fixtures write
 
 
 @pytest.fixture
-def run(tmp_path):
-    (tmp_path / "cli_tiny_models.py").write_text(TINY)
+def plugin(tmp_path, monkeypatch):
+    """The tiny model as an installed package's entry point, importable in this process and in subprocesses."""
+    write_plugin_package(tmp_path, "cli_tiny_models", TINY, {"cli_tiny": "cli_tiny_models:tiny"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    sys.modules.pop("cli_tiny_models", None)
+
+
+@pytest.fixture
+def run(tmp_path, plugin):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]), "OMP_NUM_THREADS": "1"}
 
     def _run(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
@@ -71,7 +82,7 @@ def test_list_apply_export(run, tmp_path):
     proc = run("apply", SPEC, "--policy", "all_but_first", "-n", "2", "--reduction", "1/4", "-o", "tiny.pt", "--image-size", "16")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "tiny.pt").is_file() and "MAdds" in proc.stdout
-    assert json.loads((tmp_path / "tiny.pt.model.json").read_text())["model"].startswith("cli_tiny_models:tiny")
+    assert json.loads((tmp_path / "tiny.pt.model.json").read_text())["model"].startswith("entrypoint:cli_tiny")
 
     from odconv_surgery.checkpoint import read_checkpoint
 
@@ -117,3 +128,103 @@ def test_sweep_tiny_and_resume(run, tmp_path):
     other[other.index("--epochs") + 1] = "2"
     proc = run(*other)  # other settings into the same directory: refused, nothing mixed
     assert proc.returncode == 1 and "another output directory" in proc.stderr
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("template", DANGEROUS)
+@pytest.mark.parametrize("command", ["list", "apply", "bench", "sweep"])
+def test_dangerous_specs_on_the_command_line_run_nothing(template, command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "F"
+    if "remove" in template:
+        target.write_text("keep me")
+    extra = ["-o", "x.pt"] if command == "apply" else []
+    assert main([command, template.format(f=target), *extra]) == 1
+    assert "--allow-import" in _error_line(capsys)
+    assert main([command, template.format(f=target), *extra, "--allow-import"]) == 1  # the flag does not open the stdlib
+    assert "standard-library module" in _error_line(capsys)
+    assert target.exists() == ("remove" in template) and not (tmp_path / "x.pt").exists()
+
+
+def _checkpoint(plugin) -> None:
+    assert main(["apply", SPEC, "--policy", "1x1", "-o", "tiny.pt", "--image-size", "16", "-q"]) == 0
+
+
+@pytest.mark.parametrize("template", DANGEROUS)
+def test_dangerous_side_file_runs_nothing(template, plugin, capsys):
+    _checkpoint(plugin)
+    target = plugin / "F"
+    if "remove" in template:
+        target.write_text("keep me")
+    (plugin / "tiny.pt.model.json").write_text(json.dumps({"model": template.format(f=target)}))
+    assert main(["export", "tiny.pt", "-o", "x.onnx"]) == 1
+    err = _error_line(capsys)
+    assert "tiny.pt.model.json" in err and "--allow-import" in err and "--base" in err
+    assert main(["export", "tiny.pt", "-o", "x.onnx", "--allow-import"]) == 1
+    assert "standard-library module" in _error_line(capsys)
+    assert target.exists() == ("remove" in template) and not (plugin / "x.onnx").exists()
+
+
+def test_side_file_module_spec_needs_the_flag(plugin, capsys):
+    _checkpoint(plugin)
+    (plugin / "tiny.pt.model.json").write_text(json.dumps({"model": "cli_tiny_models:tiny?width=8"}))
+    assert main(["export", "tiny.pt", "-o", "x.onnx", "--image-size", "16", "-q"]) == 1
+    assert "--allow-import" in _error_line(capsys)
+    assert main(["export", "tiny.pt", "-o", "x.onnx", "--image-size", "16", "-q", "--allow-import"]) == 0
+    assert (plugin / "x.onnx").is_file()
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [
+        ("{", "cannot read .*tiny.pt.model.json .*JSONDecodeError"),
+        ("[1, 2]", "tiny.pt.model.json must be a JSON object with a string \"model\""),
+        ('{"kwargs": {}}', "tiny.pt.model.json must be a JSON object"),
+        ('{"model": "torchvision:resnet18", "kwargs": {"num_classes": [1]}}', "tiny.pt.model.json: argument num_classes"),
+        ('{"model": "torchvision:resnet18", "kwargs": 3}', "must be a mapping"),
+        ('{"model": "torchvision:nope_net"}', "bad model spec in .*tiny.pt.model.json"),
+    ],
+)
+def test_malformed_side_file(content, match, plugin, capsys):
+    _checkpoint(plugin)
+    (plugin / "tiny.pt.model.json").write_text(content)
+    assert main(["export", "tiny.pt", "-o", "x.onnx"]) == 1
+    assert re.search(match, _error_line(capsys))
+
+
+def test_module_spec_with_allow_import(run, tmp_path):
+    proc = run("list", "cli_tiny_models:tiny?width=8")
+    assert proc.returncode == 1 and "--allow-import" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run("list", "cli_tiny_models:tiny?width=8", "--allow-import")
+    assert proc.returncode == 0, proc.stderr
+    assert "features.0" in proc.stdout
+
+
+def test_one_line_errors(plugin, capsys, monkeypatch):
+    assert main(["list", "torchvision:mobilenet_v2?width_mult=9e999999"]) == 1
+    assert "not a finite number" in _error_line(capsys)
+    import urllib.error
+
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    assert main(["list", "torchvision:resnet18?weights=IMAGENET1K_V1"]) == 1
+    assert "connect to the network" in _error_line(capsys)
+    monkeypatch.undo()
+    monkeypatch.chdir(plugin)
+    (plugin / "afile").write_text("")
+    sweep = ["sweep", SPEC, "--policies", "baseline", "--epochs", "1", "--seeds", "1", "--image-size", "12", "--limit", "48",
+             "--max-steps", "1", "--batch-size", "16", "-q", "--no-latency"]
+    assert main([*sweep, "-o", "afile"]) == 1
+    assert "afile is not a directory" in _error_line(capsys)
+    (plugin / "out" / "results.jsonl").mkdir(parents=True)
+    assert main([*sweep, "-o", "out"]) == 1
+    assert "results.jsonl is not a regular file" in _error_line(capsys)

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 from torch import nn
 
 from odconv_surgery.experiments.data import load_digits_dataset, load_image_folder
+from odconv_surgery.experiments.dir_lock import DirectoryLock, DirectoryLocked
 from odconv_surgery.experiments.sweep import (
     SweepConfig,
+    SweepOutputError,
+    SweepResultsWarning,
     SweepSettingsMismatch,
     markdown_table,
     read_results,
@@ -102,10 +108,101 @@ def test_settings_mismatch_refuses_to_mix(tmp_path, tiny_data):
         run_sweep(_config(policies=["baseline"], latency=False, epochs=2), tmp_path, model_factory=Tiny, data=tiny_data)
 
 
-def test_torn_last_line_is_ignored(tmp_path):
-    good = {"key": "baseline|n=0|seed=0", "status": "ok"}
+def _record(policy="baseline", n=0, seed=0, **kw) -> dict:
+    rec = {"key": f"{policy}|n={n}|seed={seed}", "policy": policy, "kernel_num": n, "seed": seed, "status": "ok",
+           "settings": {}, "top1": 90.0, "top5": 99.0, "params": 10, "madds": 20, "latency_ms": None}
+    rec.update(kw)
+    return rec
+
+
+def test_torn_last_line_is_skipped_with_a_warning(tmp_path):
+    good = _record()
     (tmp_path / "results.jsonl").write_text(json.dumps(good) + "\n" + '{"key": "all_but')
-    assert read_results(tmp_path) == [good]
+    with pytest.warns(SweepResultsWarning, match=r"results.jsonl:2: torn last line"):
+        assert read_results(tmp_path) == [good]
+
+
+def test_invalid_records_are_skipped_with_warnings(tmp_path):
+    lines = [
+        json.dumps(_record()),
+        "42",
+        "not json",
+        json.dumps(_record("3x3", 1, top1=999)),
+        json.dumps(_record("1x1", 1, key="other|n=1|seed=0")),
+        json.dumps(_record("last:2", 1, status="error", top1=None, error="boom")),  # a failure needs no metrics
+        json.dumps(_record("all", 1, kernel_num="1")),
+    ]
+    (tmp_path / "results.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.warns(SweepResultsWarning) as caught:
+        records = read_results(tmp_path)
+    assert [r["key"] for r in records] == ["baseline|n=0|seed=0", "last:2|n=1|seed=0"]
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 5
+    for line, reason in zip((2, 3, 4, 5, 7), ("not a JSON object", "not valid JSON", "impossible top1=999", "key 'other|n=1|seed=0' does not match",
+                                              "kernel_num must be an int")):
+        assert any(f"results.jsonl:{line}: {reason}" in m for m in messages), (line, messages)
+
+
+def test_resume_after_torn_line_and_bad_records(tmp_path, tiny_data):
+    """A kill mid-write, then a hand-edited line: the resume re-runs what was lost and appends on fresh lines."""
+    cfg = _config(policies=["baseline", "all_but_first"], seeds=[0, 1], latency=False)
+    run_sweep(cfg, tmp_path, model_factory=Tiny, data=tiny_data, max_configs=2)
+    path = tmp_path / "results.jsonl"
+    first, second = path.read_text().splitlines()
+    assert json.loads(first)["key"] == "baseline|n=0|seed=0"
+    bad = json.loads(second) | {"top1": 999}
+    path.write_text(first + "\n" + json.dumps(bad) + "\n42\n" + second[: len(second) // 2])  # torn: no newline
+    with pytest.warns(SweepResultsWarning) as caught:
+        result = run_sweep(cfg, tmp_path, model_factory=Tiny, data=tiny_data)
+    assert sorted(str(w.message).split(": ")[0].rsplit(":", 1)[1] for w in caught) == ["2", "3", "4"]
+    assert result.skipped == 1 and len(result.records) == 4 and all(r["status"] == "ok" for r in result.records)
+    valid = read_results(path, warn=False)
+    assert sorted(r["key"] for r in valid) == sorted(
+        f"{p}|n={n}|seed={s}" for s in (0, 1) for p, n in (("baseline", 0), ("all_but_first", 1))
+    )
+    assert path.read_text().endswith("\n")
+
+
+def test_second_sweep_on_a_locked_directory_refuses(tmp_path, tiny_data):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from odconv_surgery.experiments.dir_lock import DirectoryLock; "
+         f"lock = DirectoryLock({str(tmp_path)!r}, 'sweep').acquire(); print('locked', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        calls = []
+        with pytest.raises(DirectoryLocked, match=rf"another sweep \(pid {holder.pid}\) is writing to .*another output directory"):
+            run_sweep(_config(latency=False), tmp_path, model_factory=lambda n: calls.append(n) or Tiny(n), data=tiny_data)
+        assert not calls and not (tmp_path / "results.jsonl").exists()
+    finally:
+        holder.communicate("")
+    # The holder is gone (the kernel drops its lock however it exits): the directory is usable again.
+    run_sweep(_config(policies=["baseline"], latency=False), tmp_path, model_factory=Tiny, data=tiny_data)
+    assert len(read_results(tmp_path)) == 1
+
+
+def test_lock_is_released_and_exclusive_within_a_process(tmp_path):
+    with DirectoryLock(tmp_path, "sweep"):
+        with pytest.raises(DirectoryLocked, match=rf"pid {os.getpid()}"):
+            DirectoryLock(tmp_path, "sweep").acquire()
+    DirectoryLock(tmp_path).acquire().release()
+
+
+def test_bad_output_paths_fail_before_training(tmp_path, tiny_data):
+    calls = []
+
+    def factory(n):
+        calls.append(n)
+        return Tiny(n)
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SweepOutputError, match="afile is not a directory"):
+        run_sweep(_config(latency=False), tmp_path / "afile", model_factory=factory, data=tiny_data)
+    (tmp_path / "out" / "results.jsonl").mkdir(parents=True)
+    with pytest.raises(SweepOutputError, match="results.jsonl is not a regular file"):
+        run_sweep(_config(latency=False), tmp_path / "out", model_factory=factory, data=tiny_data)
+    assert not calls
 
 
 def test_summarize_mean_std_and_table():

@@ -42,7 +42,9 @@ from torch import nn
 from ..accounting import count_cost, format_count
 from .data import DataBundle, load_dataset
 from .distributed import DistContext, init_distributed
+from .dir_lock import DirectoryLock, DirectoryLocked
 from .model_spec import ModelSpec, parse_model_spec
+from .sweep_results import RESULTS_FILE, SweepResultsWarning, append_record, config_key, read_results
 from .training import TrainConfig, train_and_evaluate
 
 __all__ = [
@@ -50,6 +52,8 @@ __all__ = [
     "DEFAULT_POLICIES",
     "SweepConfig",
     "SweepResult",
+    "SweepOutputError",
+    "SweepResultsWarning",
     "SweepSettingsMismatch",
     "run_sweep",
     "read_results",
@@ -60,7 +64,6 @@ __all__ = [
 
 BASELINE = "baseline"
 DEFAULT_POLICIES = (BASELINE, "all_but_first", "1x1", "3x3", "last:6")
-RESULTS_FILE = "results.jsonl"
 POLICY_LABELS = {
     "all_but_first": "all conv layers except the first",
     "1x1": "all 1x1 conv layers",
@@ -71,6 +74,10 @@ POLICY_LABELS = {
 
 class SweepSettingsMismatch(RuntimeError):
     """The results file was written by a sweep with different settings; resuming would mix results."""
+
+
+class SweepOutputError(ValueError):
+    """The output directory cannot hold the sweep's results (a file where a directory should be, ...)."""
 
 
 @dataclass
@@ -96,6 +103,7 @@ class SweepConfig:
     limit: int | None = None  # images per split (tests)
     max_steps_per_epoch: int | None = None  # tests
     quiet: bool = False
+    allow_import: bool = False  # let ``model`` be 'module:callable' (see model_spec); not a setting of the results
 
     def __post_init__(self) -> None:
         if not self.policies:
@@ -129,10 +137,6 @@ class SweepConfig:
         return runs
 
 
-def config_key(policy: str, n: int, seed: int) -> str:
-    return f"{policy}|n={n}|seed={seed}"
-
-
 @dataclass
 class SweepResult:
     """Records of this sweep (finished, failed) and where the outputs were written."""
@@ -148,32 +152,6 @@ class SweepResult:
 
 
 # ---------------------------------------------------------------------------------------------- results file
-def read_results(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Records of a results file; a torn last line (crash mid-write) is ignored, so that config re-runs."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / RESULTS_FILE
-    if not path.exists():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return records
-
-
-def _append(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, default=str) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def _latest(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Latest record per configuration key (a later success overrides an earlier failure)."""
     latest: dict[str, dict[str, Any]] = {}
@@ -295,24 +273,57 @@ def run_sweep(
     ``model_factory(num_classes)`` overrides ``config.model`` (which must then still describe it, for the
     record); ``data`` overrides ``config.data``. ``max_configs`` stops after that many new configurations
     (used to simulate an interruption). Raises ``SweepSettingsMismatch`` when ``output_dir`` holds results
-    of a sweep with other settings.
+    of a sweep with other settings, and ``DirectoryLocked`` when another sweep is writing to it (the lock is
+    ``output_dir/.lock``, held by rank 0 for the whole run).
     """
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(output_dir).expanduser()
     results_path = out / RESULTS_FILE
     own_ctx = ctx is None
     ctx = ctx or init_distributed()
+    lock = DirectoryLock(out, "sweep")
     try:
+        _agree(ctx, lambda: _prepare_output(out, results_path, lock))
         return _run_sweep(config, out, results_path, ctx, model_factory, data, max_configs)
     finally:
+        lock.release()
         if own_ctx:
             ctx.close()
+
+
+def _prepare_output(out: Path, results_path: Path, lock: DirectoryLock) -> None:
+    """Create the directory, take its lock and check the results file can be appended to, before any training."""
+    if out.exists() and not out.is_dir():
+        raise SweepOutputError(f"{out} is not a directory; give the sweep an output directory (-o DIR) for its results")
+    out.mkdir(parents=True, exist_ok=True)
+    lock.acquire()
+    if results_path.exists() and not results_path.is_file():
+        raise SweepOutputError(f"{results_path} is not a regular file; move it away so the sweep can append its results")
+    with open(results_path, "a", encoding="utf-8"):  # fails now (permissions, read-only disk), not after training
+        pass
+
+
+def _agree(ctx: DistContext, step: Callable[[], None]) -> None:
+    """Run ``step`` on rank 0 and raise its error on every rank, so no rank waits at a barrier for a failed one."""
+    error: BaseException | None = None
+    if ctx.is_main:
+        try:
+            step()
+        except (SweepOutputError, DirectoryLocked, OSError) as exc:
+            error = exc
+    if ctx.distributed:
+        import torch.distributed as dist
+
+        box = [error]
+        dist.broadcast_object_list(box, src=0)
+        error = box[0]
+    if error is not None:
+        raise error
 
 
 def _run_sweep(config: SweepConfig, out: Path, results_path: Path, ctx: DistContext, model_factory: ModelFactory | None,
                data: DataBundle | None, max_configs: int | None) -> SweepResult:
     settings = config.settings()
-    existing = read_results(results_path)
+    existing = read_results(results_path, warn=ctx.is_main)
     for rec in existing:
         if rec.get("settings") != settings:
             diff = {k: (rec.get("settings", {}).get(k), v) for k, v in settings.items() if rec.get("settings", {}).get(k) != v}
@@ -327,7 +338,7 @@ def _run_sweep(config: SweepConfig, out: Path, results_path: Path, ctx: DistCont
 
     if data is None:
         data = load_dataset(config.data, config.image_size, limit=config.limit)
-    factory = model_factory or _factory_from_spec(parse_model_spec(config.model))
+    factory = model_factory or _factory_from_spec(parse_model_spec(config.model, allow_import=config.allow_import))
     torch_threads = torch.get_num_threads()
 
     bar = None
@@ -356,7 +367,7 @@ def _run_sweep(config: SweepConfig, out: Path, results_path: Path, ctx: DistCont
             record["seconds"] = time.perf_counter() - start
             record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
             if ctx.is_main:
-                _append(results_path, record)
+                append_record(results_path, record)
             if bar is not None:
                 bar.update(1)
     finally:
@@ -364,7 +375,7 @@ def _run_sweep(config: SweepConfig, out: Path, results_path: Path, ctx: DistCont
             bar.close()
 
     ctx.barrier()
-    records = [rec for rec in _latest(read_results(results_path)).values()]
+    records = [rec for rec in _latest(read_results(results_path, warn=False)).values()]
     wanted = {config_key(*c) for c in config.configurations()}
     records = [rec for rec in records if rec["key"] in wanted]
     summary = summarize(records, config.policies)

@@ -1,0 +1,67 @@
+"""An exclusive lock on a directory, so two processes never write the same sweep output at once.
+
+The lock is ``fcntl.flock`` on ``DIR/.lock`` (the file holds the holder's pid, for the error message). The kernel
+releases it when the holder exits, however it exits (SIGKILL included), so a crashed run never leaves a stale
+lock; the file itself stays and is reused. Where ``fcntl`` does not exist (Windows) no lock is taken.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["DirectoryLocked", "DirectoryLock", "LOCK_NAME"]
+
+LOCK_NAME = ".lock"
+
+
+class DirectoryLocked(RuntimeError):
+    """Another process holds the directory's lock."""
+
+
+class DirectoryLock:
+    """``with DirectoryLock(path, what="sweep"):`` or ``lock.acquire()`` / ``lock.release()``; never waits."""
+
+    def __init__(self, directory: str | os.PathLike, what: str = "process") -> None:
+        self.path = Path(directory) / LOCK_NAME
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> "DirectoryLock":
+        """Take the lock or raise ``DirectoryLocked`` naming the holder's pid and the fix."""
+        if fcntl is None or self._fd is not None:
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise DirectoryLocked(
+                f"another {self.what} (pid {holder}) is writing to {self.path.parent}; wait for it to finish, or use "
+                "another output directory"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def __enter__(self) -> "DirectoryLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

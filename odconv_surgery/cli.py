@@ -1,7 +1,9 @@
 """The ``odconv-surgery`` command: list, apply, export, bench and sweep.
 
-MODEL is a spec: ``torchvision:mobilenet_v2?width_mult=0.5`` or ``package.module:callable?key=value``.
-Every error is printed as one line naming the fix, with a non-zero exit code (2 for usage errors, 1 otherwise).
+MODEL is a spec from a registered source (``torchvision:mobilenet_v2?width_mult=0.5``, ``timm:NAME``,
+``entrypoint:NAME``); ``package.module:callable?key=value`` only with ``--allow-import``, which is also the only way
+a ``module:callable`` spec read from ``CKPT.model.json`` is accepted. Every error is printed as one line naming the
+fix, with a non-zero exit code (2 for usage errors, 1 otherwise); warnings are one line each.
 """
 
 from __future__ import annotations
@@ -196,11 +198,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .experiments.sweep import DEFAULT_POLICIES, SweepConfig, run_sweep
+    from .experiments.sweep import DEFAULT_POLICIES, SweepConfig, prepare_output, run_sweep
 
-    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return _relaunch_torchrun(args.nproc, args.argv)
     _spec(args.model, args)  # fail fast on a bad spec
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        prepare_output(Path(args.output).expanduser())  # one-line errors here rather than from every torchrun worker
+        return _relaunch_torchrun(args.nproc, args.argv)
     config = SweepConfig(
         model=args.model, policies=args.policies or DEFAULT_POLICIES, kernel_nums=args.kernel_num,
         seeds=list(range(args.seeds)) if args.seed_list is None else args.seed_list, data=args.data,

@@ -228,3 +228,9 @@ def test_one_line_errors(plugin, capsys, monkeypatch):
     (plugin / "out" / "results.jsonl").mkdir(parents=True)
     assert main([*sweep, "-o", "out"]) == 1
     assert "results.jsonl is not a regular file" in _error_line(capsys)
+    from odconv_surgery.experiments.dir_lock import DirectoryLock
+
+    (plugin / "locked").mkdir()
+    with DirectoryLock(plugin / "locked", "sweep"):  # another sweep holds it: refused before launching torchrun
+        assert main([*sweep, "-o", "locked", "--nproc", "2"]) == 1
+    assert f"another sweep (pid {os.getpid()}) is writing to locked" in _error_line(capsys)

@@ -282,7 +282,7 @@ def run_sweep(
     ctx = ctx or init_distributed()
     lock = DirectoryLock(out, "sweep")
     try:
-        _agree(ctx, lambda: _prepare_output(out, results_path, lock))
+        _agree(ctx, lambda: prepare_output(out, lock))
         return _run_sweep(config, out, results_path, ctx, model_factory, data, max_configs)
     finally:
         lock.release()
@@ -290,16 +290,27 @@ def run_sweep(
             ctx.close()
 
 
-def _prepare_output(out: Path, results_path: Path, lock: DirectoryLock) -> None:
-    """Create the directory, take its lock and check the results file can be appended to, before any training."""
+def prepare_output(out: Path, lock: DirectoryLock | None = None) -> None:
+    """Create the directory, take its lock and check the results file can be appended to, before any training.
+
+    Without ``lock`` the lock is only tried (taken and released): a probe for a launcher that starts the sweep
+    in other processes.
+    """
+    results_path = out / RESULTS_FILE
+    probe = lock is None
+    lock = lock or DirectoryLock(out, "sweep")
     if out.exists() and not out.is_dir():
         raise SweepOutputError(f"{out} is not a directory; give the sweep an output directory (-o DIR) for its results")
     out.mkdir(parents=True, exist_ok=True)
     lock.acquire()
-    if results_path.exists() and not results_path.is_file():
-        raise SweepOutputError(f"{results_path} is not a regular file; move it away so the sweep can append its results")
-    with open(results_path, "a", encoding="utf-8"):  # fails now (permissions, read-only disk), not after training
-        pass
+    try:
+        if results_path.exists() and not results_path.is_file():
+            raise SweepOutputError(f"{results_path} is not a regular file; move it away so the sweep can append its results")
+        with open(results_path, "a", encoding="utf-8"):  # fails now (permissions, read-only disk), not after training
+            pass
+    finally:
+        if probe:
+            lock.release()
 
 
 def _agree(ctx: DistContext, step: Callable[[], None]) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from odconv_surgery.deploy.benchmark import MODELS, TABLE9_POLICIES, Case, default_cases, render_markdown, run_benchmark, write_json
+from odconv_surgery.deploy.benchmark import MODELS, Case, default_cases, render_markdown, run_benchmark, write_json
+from odconv_surgery.policies import PAPER_POLICIES
 
 
 def main(argv=None) -> int:
@@ -26,7 +27,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default="bench_onnx.json")
     args = p.parse_args(argv)
     if args.quick:
-        cases = [Case("mobilenet_v2_0.5", pol, 1) for pol in TABLE9_POLICIES]
+        cases = [Case("mobilenet_v2_0.5", pol, 1) for pol in PAPER_POLICIES]
         args.no_b8 = True
     else:
         cases = default_cases(args.models, args.kernel_nums, args.policy_model)

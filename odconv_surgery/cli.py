@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Sequence
 
 from .atomic_file import atomic_write
+from .nn.attention import ATTENTION_NORMS
+from .nn.odconv import INIT_MODES
+from .policies import PAPER_POLICIES
 
 __all__ = ["main", "build_parser"]
 
@@ -169,26 +172,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         import torch
 
-        from .deploy.benchmark import VARIANTS, Row, build_variants, render_markdown, time_variants, write_json
+        from .deploy.benchmark import Case, render_markdown, run_case, write_json
     except ImportError as exc:
         raise CliError(f"the ONNX benchmark is not available ({exc}); install the extras: pip install 'odconv-surgery[onnx]'") from exc
-    from .surgery import apply_odconv
 
     static = _spec(args.model, args).build(**_classes(args)).eval()
     x = torch.randn(*_input_shape(args))
-    regimes = [("cpu-b1-t1", "cpu", 1, 1)] + ([("cpu-b8-tall", "cpu", 8, 0)] if args.batch8 else [])
     rows = []
     for policy in args.policies:
         for n in args.kernel_num:
-            model, _ = apply_odconv(static, policy, kernel_num=n)
-            protos = build_variants(static, model.eval(), x)
-            for regime in regimes:
-                times = time_variants(protos, regime, args.repeats, args.rounds)
-                for variant in VARIANTS:
-                    t = times[variant]
-                    rows.append(Row(args.model, policy, n, regime[0], variant, regime[2], regime[3], ms=t * 1e3,
-                                    fps=regime[2] / t, ratio_to_static=t / times["static"],
-                                    ratio_naive_to_fused=times["naive"] / times["fused"] if variant == "fused" else None))
+            rows += run_case(Case(args.model, policy, n), static=static, example_input=x, repeats=args.repeats,
+                             rounds=args.rounds, include_b8=args.batch8, include_cuda=False)
             if not args.quiet:
                 print(f"# {policy} n={n} done", file=sys.stderr)
     print(render_markdown(rows))
@@ -273,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", "-p", default="all_but_first", help="placement policy (all_but_first, 1x1, 3x3, last:K, all)")
     p.add_argument("-n", "--kernel-num", type=int, default=1, help="number of kernels n (default 1)")
     p.add_argument("--reduction", "-r", type=_float, default=1 / 16, help="attention reduction ratio r (default 1/16)")
-    p.add_argument("--init", choices=("pretrained", "neutral", "scratch"), default="pretrained", help="function-preserving (default), neutral (no kernel rescaling, for training from scratch) or the paper's scratch init")
-    p.add_argument("--attention-norm", choices=("bn", "ln", "none"), default="bn", help="attention trunk normalisation")
+    p.add_argument("--init", choices=INIT_MODES, default="pretrained", help="function-preserving (default), neutral (no kernel rescaling, for training from scratch) or the paper's scratch init")
+    p.add_argument("--attention-norm", choices=ATTENTION_NORMS, default="bn", help="attention trunk normalisation")
     p.add_argument("-o", "--output", required=True, help="checkpoint path to write (e.g. model.pt)")
     common(p)
     p.set_defaults(func=cmd_apply)
@@ -291,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="ONNX latency table: static vs naive vs fused export per policy",
                        description="Export MODEL statically and with ODConv (naive and fused) and time them in onnxruntime.")
     model_arg(p)
-    p.add_argument("--policies", nargs="+", default=["all_but_first", "1x1", "3x3", "last:6"], help="policies to benchmark")
+    p.add_argument("--policies", nargs="+", default=list(PAPER_POLICIES), help="policies to benchmark (default: the paper's Table 9 set)")
     p.add_argument("-n", "--kernel-num", type=int, nargs="+", default=[1], help="kernel numbers (default 1)")
     p.add_argument("--repeats", type=int, default=10, help="timed runs per round (default 10)")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
@@ -303,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="placement-policy sweep (accuracy + speed, the paper's Table 9)",
                        description="Train and evaluate MODEL under several placement policies and seeds; resumable.")
     model_arg(p, nargs="?", default="torchvision:mobilenet_v2?width_mult=0.5", help=SPEC_HELP + " (default mobilenet_v2 width 0.5)")
-    p.add_argument("--policies", nargs="+", default=None, help="policies incl. 'baseline' (default: baseline all_but_first 1x1 3x3 last:6)")
+    p.add_argument("--policies", nargs="+", default=None, help=f"policies incl. 'baseline' (default: baseline {' '.join(PAPER_POLICIES)})")
     p.add_argument("-n", "--kernel-num", type=int, nargs="+", default=[1], help="kernel numbers n to sweep (default 1)")
     p.add_argument("--data", default=None, help="ImageFolder root (class folders, or train/ and val/); default: sklearn digits")
     p.add_argument("--image-size", type=int, default=None, help="input size (default 32 for digits, 64 for ImageFolder)")
@@ -313,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="batch size per process (default 64)")
     p.add_argument("--lr", type=float, default=0.05, help="initial learning rate, cosine to 0 (default 0.05)")
     p.add_argument("--reduction", "-r", type=_float, default=1 / 16, help="attention reduction ratio (default 1/16)")
-    p.add_argument("--init", choices=("pretrained", "neutral", "scratch"), default="neutral", help="ODConv init (default neutral: neutral attention, kernels at their static scale)")
+    p.add_argument("--init", choices=INIT_MODES, default="neutral", help="ODConv init (default neutral: neutral attention, kernels at their static scale)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--nproc", type=int, default=1, help="train with DDP on this many processes (re-launches under torchrun)")
     p.add_argument("--limit", type=int, default=None, help="use only this many images per split (smoke tests)")

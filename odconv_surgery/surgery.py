@@ -16,7 +16,7 @@ from torch import nn
 from .nn.odconv import INIT_MODES, ODConv2d
 from .passes.fx.candidates import ConvLayer, ModelAnalysis, analyse_model, uncalled_convs
 from .passes.fx.swap_modules import aliases_of, swap_module
-from .policies import Policy, Selector, available_policies, decide, get_policy, select
+from .policies import PAPER_POLICIES, Policy, Selector, available_policies, decide, get_policy, select
 from .policies.selectors import as_selector_list, describe
 from .recipe import Recipe, attach_recipe, get_recipe
 from .nn.validation import bank_bytes, check_bool, check_choice, check_int, check_layer_settings, check_memory, format_bytes
@@ -291,7 +291,7 @@ def _layer_row(layer: ConvLayer, decision: tuple[bool, str], aliases: list[str])
     )
 
 
-BUILTIN_POLICIES = ("all_but_first", "1x1", "3x3", "last:6", "all")
+BUILTIN_POLICIES = (*PAPER_POLICIES, "all")
 
 
 def list_candidates(

@@ -9,7 +9,7 @@ from torch import nn
 from odconv_surgery import apply_odconv
 from odconv_surgery.deploy.export import export_marked, export_onnx
 from odconv_surgery.passes.onnx import OnnxModelError
-from odconv_surgery.deploy.runtime import OrtRunner, check_parity, cuda_available, flatten_outputs
+from odconv_surgery.deploy.runtime import OrtRunner, ParityResult, check_parity, cuda_available, flatten_outputs
 
 from onnx_helpers import tiny
 
@@ -133,3 +133,8 @@ def test_parity_compares_every_output(kind):
         model.head.bias.add_(1.0)
     with pytest.raises(AssertionError, match=f"output {logits}"):
         check_parity(model, proto, x, batches=(2,))
+
+
+def test_parity_result_ok_honours_its_tolerance():
+    assert not ParityResult(batch=1, max_abs_err=2e-4, output_scale=1.0, relative_err=2e-4).ok  # default 1e-4
+    assert ParityResult(batch=1, max_abs_err=2e-4, output_scale=1.0, relative_err=2e-4, tolerance=1e-3).ok

@@ -21,10 +21,10 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from ..policies import PAPER_POLICIES
 from .export import export_onnx
-from .runtime import OrtRunner, check_parity, cuda_available
+from .runtime import OrtRunner, ParityResult, check_parity, cuda_available
 
-TABLE9_POLICIES = ("all_but_first", "1x1", "3x3", "last:6")
 MODELS = ("mobilenet_v2_1.0", "mobilenet_v2_0.5", "resnet18", "resnet50")
 VARIANTS = ("static", "naive", "fused", "fused_ortcpu")
 
@@ -100,13 +100,17 @@ def run_case(
     include_b8: bool = True,
     include_cuda: bool = True,
     check: bool = False,
+    static: nn.Module | None = None,
+    example_input: torch.Tensor | None = None,
 ) -> list[Row]:
+    """Rows for every regime and variant of one case. ``static`` (default: the torchvision model ``case.model``)
+    and ``example_input`` (default: 1x3 x ``input_size``^2 noise) let callers bench any model under its label."""
     from ..surgery import apply_odconv
 
-    static = static_model(case.model)
+    static = static_model(case.model) if static is None else static
     model, _ = apply_odconv(static, policy=case.policy, kernel_num=case.kernel_num)
     model.eval()
-    x = torch.randn(1, 3, input_size, input_size)
+    x = torch.randn(1, 3, input_size, input_size) if example_input is None else example_input
     protos = build_variants(static, model, x)
     if check:
         check_parity(model, protos["fused"], x, batches=(1, 3))
@@ -128,7 +132,7 @@ def run_case(
 
 def default_cases(models: Sequence[str] = MODELS, kernel_nums: Sequence[int] = (1, 4), policy_model: str = "mobilenet_v2_0.5") -> list[Case]:
     cases = [Case(m, "all_but_first", n) for m in models for n in kernel_nums]
-    cases += [Case(policy_model, p, 1) for p in TABLE9_POLICIES if p != "all_but_first"]
+    cases += [Case(policy_model, p, 1) for p in PAPER_POLICIES if p != "all_but_first"]
     return cases
 
 
@@ -166,19 +170,41 @@ def write_json(rows: Sequence[Row], path: str | os.PathLike, extra: dict | None 
         json.dump(payload, fh, indent=2)
 
 
-def onnx_demo(model: nn.Module, static_model: nn.Module, example_input: torch.Tensor, *, repeats: int = 10, rounds: int = 3) -> str:
-    """Export ``model`` (dynamic batch, fused), check ORT vs PyTorch at batch 1, 3 and 8, and compare the
-    static / naive / fused latency (ORT CPU, batch 1, one thread). Returns a printable markdown report."""
+@dataclass
+class OnnxComparison:
+    """ORT vs PyTorch parity of the fused exports and the batch-1 latency (s) of every variant."""
+
+    parity: list[ParityResult]
+    times: dict[str, float]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.parity)
+
+    def render(self) -> str:
+        """The printable markdown report."""
+        times = self.times
+        lines = ["ONNX export (dynamic batch, fused) -- ORT vs PyTorch parity (max abs err / output scale):"]
+        lines += [f"  batch {r.batch}: {r.relative_err:.2e} {'ok' if r.ok else 'FAIL'}" for r in self.parity]
+        lines.append("")
+        lines.append("| variant | ms (ORT CPU, batch 1, 1 thread) | ratio to static |")
+        lines.append("|---|---|---|")
+        for k in VARIANTS:
+            lines.append(f"| {k} | {times[k] * 1e3:.2f} | {times[k] / times['static']:.2f} |")
+        lines.append(f"fused is {times['naive'] / times['fused']:.2f}x (portable) / {times['naive'] / times['fused_ortcpu']:.2f}x (ort-cpu) faster than the naive export")
+        return "\n".join(lines)
+
+
+def compare_onnx(model: nn.Module, static_model: nn.Module, example_input: torch.Tensor, *, repeats: int = 10, rounds: int = 3) -> OnnxComparison:
+    """Export ``model`` (dynamic batch, fused), check ORT vs PyTorch at batch 1, 3 and 8 (ort-cpu: batch 1), and
+    time the static / naive / fused variants (ORT CPU, batch 1, one thread)."""
     protos = build_variants(static_model, model, example_input)
     parity = check_parity(model, protos["fused"], example_input, batches=(1, 3, 8), raise_on_fail=False)
     parity += check_parity(model, protos["fused_ortcpu"], example_input, batches=(1,), raise_on_fail=False)
     times = time_variants(protos, ("cpu-b1-t1", "cpu", 1, 1), repeats=repeats, rounds=rounds)
-    lines = ["ONNX export (dynamic batch, fused) -- ORT vs PyTorch parity (max abs err / output scale):"]
-    lines += [f"  batch {r.batch}: {r.relative_err:.2e} {'ok' if r.ok else 'FAIL'}" for r in parity]
-    lines.append("")
-    lines.append("| variant | ms (ORT CPU, batch 1, 1 thread) | ratio to static |")
-    lines.append("|---|---|---|")
-    for k in VARIANTS:
-        lines.append(f"| {k} | {times[k] * 1e3:.2f} | {times[k] / times['static']:.2f} |")
-    lines.append(f"fused is {times['naive'] / times['fused']:.2f}x (portable) / {times['naive'] / times['fused_ortcpu']:.2f}x (ort-cpu) faster than the naive export")
-    return "\n".join(lines)
+    return OnnxComparison(parity, times)
+
+
+def onnx_demo(model: nn.Module, static_model: nn.Module, example_input: torch.Tensor, *, repeats: int = 10, rounds: int = 3) -> str:
+    """``compare_onnx(...)`` rendered as a printable markdown report."""
+    return compare_onnx(model, static_model, example_input, repeats=repeats, rounds=rounds).render()

@@ -31,8 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..nn.geometry import conv_output_size, same_padding
 from ..nn.odconv import ODConv2d
-from .schema import DEFAULT_OPSET, HEAD_ORDER, INPUT_NAME, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP, OUTPUT_NAME, set_metadata
+from ..nn.temperature import temperature_at
+from ..numerics import DEFAULT_TOLERANCE
+from ..recipe import get_recipe
+from .schema import (
+    DEFAULT_OPSET, HEAD_ORDER, INPUT_NAME, META_LAYERS, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP, OUTPUT_NAME, set_metadata,
+)
 
 LOGGER = logging.getLogger("odconv_surgery.export")
 
@@ -42,12 +48,8 @@ def _explicit_pads(layer: ODConv2d) -> list[int]:
     if layer.padding == "valid":
         return [0, 0, 0, 0]
     if layer.padding == "same":
-        pads_begin, pads_end = [], []
-        for d, k in zip(layer.dilation, layer.kernel_size):
-            total = d * (k - 1)
-            pads_begin.append(total // 2)
-            pads_end.append(total - total // 2)
-        return pads_begin + pads_end
+        (top, bottom), (left, right) = same_padding(layer.kernel_size, layer.dilation)
+        return [top, left, bottom, right]
     ph, pw = layer.padding
     return [ph, pw, ph, pw]
 
@@ -129,8 +131,8 @@ def _make_marker(attrs: dict, original_forward) -> type:
             (ih, iw), (kh, kw) = attrs["input_hw"], attrs["kernel_shape"]
             (sh, sw), (dh, dw) = attrs["strides"], attrs["dilations"]
             top, left, bottom, right = attrs["pads"]
-            oh = (ih + top + bottom - dh * (kh - 1) - 1) // sh + 1
-            ow = (iw + left + right - dw * (kw - 1) - 1) // sw + 1
+            oh = conv_output_size(ih, kh, sh, dh, top, bottom)
+            ow = conv_output_size(iw, kw, sw, dw, left, right)
             sizes = x.type().varyingSizes() or [None] * 4
             out.setType(x.type().with_sizes([sizes[0], attrs["out_channels"], oh, ow]))
             return out
@@ -193,8 +195,8 @@ def generic_forward(layer: ODConv2d, x: Tensor) -> Tensor:
     height, width = x.shape[-2:]
     kh, kw = layer.kernel_size
     (sh, sw), (dh, dw) = layer.stride, layer.dilation
-    out_h = (height + 2 * pad[0] - dh * (kh - 1) - 1) // sh + 1
-    out_w = (width + 2 * pad[1] - dw * (kw - 1) - 1) // sw + 1
+    out_h = conv_output_size(height, kh, sh, dh, pad[0], pad[0])
+    out_w = conv_output_size(width, kw, sw, dw, pad[1], pad[1])
     cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=pad, stride=layer.stride)
     g = layer.groups
     cols = cols.reshape(batch, g, -1, out_h * out_w)
@@ -213,28 +215,27 @@ def export_mode(model: nn.Module) -> Iterator[list[str]]:
 
     Yields the names of the marked layers. Restores forwards and temperatures on exit.
     """
-    saved: list[tuple[ODConv2d, Any, float]] = []
+    saved: list[tuple[ODConv2d, Any]] = []
     marked: list[str] = []
-    try:
-        for name, module in model.named_modules():
-            if not isinstance(module, ODConv2d):
-                continue
-            saved.append((module, module.__dict__.get("forward"), module.attention.temperature))
-            module.attention.temperature = 1.0
-            original = module.forward
-            if marker_supported(module):
-                module.forward = _marker_forward(module, name, original)
-                marked.append(name)
-            else:
-                module.forward = (lambda m: (lambda x: generic_forward(m, x)))(module)
-        yield marked
-    finally:
-        for module, forward, temperature in saved:
-            if forward is None:
-                module.__dict__.pop("forward", None)
-            else:
-                module.forward = forward
-            module.attention.temperature = temperature
+    with temperature_at(model, 1.0):
+        try:
+            for name, module in model.named_modules():
+                if not isinstance(module, ODConv2d):
+                    continue
+                saved.append((module, module.__dict__.get("forward")))
+                original = module.forward
+                if marker_supported(module):
+                    module.forward = _marker_forward(module, name, original)
+                    marked.append(name)
+                else:
+                    module.forward = (lambda m: (lambda x: generic_forward(m, x)))(module)
+            yield marked
+        finally:
+            for module, forward in saved:
+                if forward is None:
+                    module.__dict__.pop("forward", None)
+                else:
+                    module.forward = forward
 
 
 # What the TorchScript exporter says on every export, chosen deliberately here (see the module docstring).
@@ -269,7 +270,7 @@ def _project_version() -> str:
 
 
 def _recipe_dict(model: nn.Module) -> dict[str, Any] | None:
-    recipe = getattr(model, "odconv_recipe", None)
+    recipe = get_recipe(model)
     if recipe is None:
         return None
     try:
@@ -337,7 +338,7 @@ def export_marked(
         "odconv.exporter": f"torch.onnx TorchScript (torch {torch.__version__}), opset {opset}",
         "odconv.temperature": "1.0",
         "odconv.dynamic_batch": str(bool(dynamic_batch)).lower(),
-        "odconv.layers": json.dumps(marked),
+        META_LAYERS: json.dumps(marked),
         "odconv.example_input_shape": json.dumps(list(example_input.shape)),
     }
     if recipe is not None:
@@ -355,7 +356,7 @@ def export_onnx(
     fuse: bool = True,
     opset: int = DEFAULT_OPSET,
     check: bool = True,
-    tolerance: float = 1e-4,
+    tolerance: float = DEFAULT_TOLERANCE,
     batch1_branch: bool = True,
     target: str = "portable",
 ) -> onnx.ModelProto:

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from ..numerics import DEFAULT_TOLERANCE, relative_error
 from ..passes.onnx.common import OnnxModelError, has_odconv_nodes, load_model
 
 _OPT_LEVELS = {
@@ -196,17 +197,19 @@ def flatten_outputs(output: Any) -> list[Any]:
 
 @dataclass
 class ParityResult:
-    """One batch size: the worst relative error over every output (``output`` is its index)."""
+    """One batch size: the worst relative error over every output (``output`` is its index); ``ok`` when it is
+    within ``tolerance``."""
 
     batch: int
     max_abs_err: float
     output_scale: float
     relative_err: float
     output: int = 0
+    tolerance: float = DEFAULT_TOLERANCE
 
     @property
     def ok(self) -> bool:
-        return self.relative_err <= 1e-4
+        return self.relative_err <= self.tolerance
 
 
 def check_parity(
@@ -215,7 +218,7 @@ def check_parity(
     example_input: Any,
     *,
     batches: Sequence[int] = (1, 3, 8),
-    tolerance: float = 1e-4,
+    tolerance: float = DEFAULT_TOLERANCE,
     seed: int = 0,
     raise_on_fail: bool = True,
 ) -> list[ParityResult]:
@@ -228,35 +231,31 @@ def check_parity(
     """
     import torch
 
-    from ..nn.odconv import ODConv2d
+    from ..nn.temperature import temperature_at
 
     runner = onnx_model if isinstance(onnx_model, OrtRunner) else OrtRunner(onnx_model, device="cpu")
     shape = tuple(example_input.shape)
     gen = torch.Generator().manual_seed(seed)
-    saved = [(m, m.attention.temperature) for m in model.modules() if isinstance(m, ODConv2d)]
     was_training = model.training
     model.eval()
     results = []
     try:
-        for m, _ in saved:
-            m.attention.temperature = 1.0
-        for batch in batches:
-            x = torch.randn((batch, *shape[1:]), generator=gen)
-            with torch.no_grad():
-                refs = [t.detach().float().cpu().numpy() for t in flatten_outputs(model(x))]
-            outs = runner.run_all(x)
-            if len(refs) != len(outs):
-                raise AssertionError(
-                    f"the model returns {len(refs)} tensor(s) but the ONNX graph has {len(outs)} output(s) "
-                    f"({runner.output_names}); export it again from this model"
-                )
-            results.append(max((_compare(batch, i, r, o) for i, (r, o) in enumerate(zip(refs, outs))),
-                               key=lambda r: r.relative_err))
+        with temperature_at(model, 1.0):
+            for batch in batches:
+                x = torch.randn((batch, *shape[1:]), generator=gen)
+                with torch.no_grad():
+                    refs = [t.detach().float().cpu().numpy() for t in flatten_outputs(model(x))]
+                outs = runner.run_all(x)
+                if len(refs) != len(outs):
+                    raise AssertionError(
+                        f"the model returns {len(refs)} tensor(s) but the ONNX graph has {len(outs)} output(s) "
+                        f"({runner.output_names}); export it again from this model"
+                    )
+                compared = (_compare(batch, i, r, o, tolerance) for i, (r, o) in enumerate(zip(refs, outs)))
+                results.append(max(compared, key=lambda r: r.relative_err))
     finally:
-        for m, t in saved:
-            m.attention.temperature = t
         model.train(was_training)
-    bad = [r for r in results if not r.relative_err <= tolerance]
+    bad = [r for r in results if not r.ok]
     if bad and raise_on_fail:
         raise AssertionError(
             "ORT vs PyTorch parity failed: "
@@ -265,11 +264,9 @@ def check_parity(
     return results
 
 
-def _compare(batch: int, index: int, reference: np.ndarray, output: np.ndarray) -> ParityResult:
-    if reference.shape != output.shape:
-        return ParityResult(batch, float("inf"), 0.0, float("inf"), index)
-    if reference.size == 0:
-        return ParityResult(batch, 0.0, 0.0, 0.0, index)
+def _compare(batch: int, index: int, reference: np.ndarray, output: np.ndarray, tolerance: float) -> ParityResult:
+    relative = relative_error(reference, output)
+    if reference.shape != output.shape or reference.size == 0:  # inf (shapes differ) or 0 (empty)
+        return ParityResult(batch, relative, 0.0, relative, index, tolerance)
     err = float(np.max(np.abs(reference - output)))
-    scale = float(np.max(np.abs(reference)))
-    return ParityResult(batch, err, scale, err / max(scale, 1e-12), index)
+    return ParityResult(batch, err, float(np.max(np.abs(reference))), relative, index, tolerance)

@@ -18,6 +18,12 @@ HEAD_ORDER = ("channel", "filter", "spatial", "kernel")
 #: onnxruntime's CPU-only blocked-layout contrib ops (``target="ort-cpu"``).
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 
+#: ``metadata_props`` keys shared between writer and reader: the marked layer names (JSON list; exporter ->
+#: ``find_odconv``), and the passes applied and the target (``run_pipeline`` -> whoever loads the file).
+META_LAYERS = "odconv.layers"
+META_PASSES = "odconv.passes"
+META_TARGET = "odconv.target"
+
 DEFAULT_OPSET = 18
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"

@@ -13,6 +13,7 @@ import torch
 import torchvision
 
 from .. import apply_odconv
+from ..numerics import DEFAULT_TOLERANCE, relative_error
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,18 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     x = torch.randn(2, 3, args.size, args.size)
     with torch.no_grad():
         reference, converted = original(x), model(x)
-    error = ((converted - reference).abs().max() / reference.abs().max()).item()
-    print(f"\nfunction-preserving check: relative max error {error:.2e} (limit 1e-4)")
-    if error > 1e-4:
+    error = relative_error(reference, converted)
+    print(f"\nfunction-preserving check: relative max error {error:.2e} (limit {DEFAULT_TOLERANCE:g})")
+    if not error <= DEFAULT_TOLERANCE:
         print("FAILED: the converted model does not reproduce the original")
         return 1
     if not args.no_onnx:
-        from ..deploy.benchmark import onnx_demo
+        from ..deploy.benchmark import compare_onnx
 
         print()
-        text = onnx_demo(model, original, x[:1])
-        print(text)
-        if "FAIL" in text:
+        comparison = compare_onnx(model, original, x[:1])
+        print(comparison.render())
+        if not comparison.ok:
             print("FAILED: onnxruntime output differs from PyTorch beyond tolerance")
             return 1
     return 0

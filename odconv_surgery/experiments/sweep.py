@@ -40,6 +40,8 @@ import torch
 from torch import nn
 
 from ..accounting import count_cost, format_count
+from ..nn.odconv import INIT_MODES
+from ..policies import PAPER_POLICIES
 from .data import DataBundle, load_dataset
 from .distributed import DistContext, init_distributed
 from .dir_lock import DirectoryLock, DirectoryLocked
@@ -63,7 +65,7 @@ __all__ = [
 ]
 
 BASELINE = "baseline"
-DEFAULT_POLICIES = (BASELINE, "all_but_first", "1x1", "3x3", "last:6")
+DEFAULT_POLICIES = (BASELINE, *PAPER_POLICIES)
 POLICY_LABELS = {
     "all_but_first": "all conv layers except the first",
     "1x1": "all 1x1 conv layers",
@@ -112,8 +114,8 @@ class SweepConfig:
             raise ValueError("no seeds; pass at least one seed")
         if any(n < 1 for n in self.kernel_nums) or not self.kernel_nums:
             raise ValueError(f"kernel numbers must be >= 1, got {list(self.kernel_nums)}")
-        if self.init not in ("pretrained", "neutral", "scratch"):
-            raise ValueError(f"init must be 'pretrained', 'neutral' or 'scratch', got {self.init!r}")
+        if self.init not in INIT_MODES:
+            raise ValueError(f"init must be one of {INIT_MODES}, got {self.init!r}")
         self.policies = tuple(self.policies)
         self.kernel_nums = tuple(int(n) for n in self.kernel_nums)
         self.seeds = tuple(int(s) for s in self.seeds)

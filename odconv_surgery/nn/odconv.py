@@ -10,7 +10,7 @@ convolution over the batch. A 1x1 layer with one kernel has no per-sample kernel
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +21,7 @@ from .attention import Attentions, ODAttention
 from .validation import bank_bytes, check_choice, check_int, check_layer_settings, check_memory
 
 InitMode = Literal["pretrained", "neutral", "scratch"]
-INIT_MODES: tuple[str, ...] = ("pretrained", "neutral", "scratch")
+INIT_MODES: tuple[str, ...] = get_args(InitMode)
 
 
 class KernelBankError(RuntimeError):

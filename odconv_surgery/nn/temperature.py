@@ -6,7 +6,9 @@ The paper (after DyConv) divides head logits by T and anneals T linearly from 30
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 from torch import nn
 
@@ -31,6 +33,20 @@ def get_temperature(model: nn.Module) -> float | None:
         if isinstance(module, ODAttention):
             return module.temperature
     return None
+
+
+@contextlib.contextmanager
+def temperature_at(model: nn.Module, temperature: float) -> Iterator[None]:
+    """Every ODConv attention of ``model`` at ``temperature`` inside the block (export and evaluation use T = 1);
+    each attention gets its own previous value back on exit."""
+    saved = [(m, m.temperature) for m in model.modules() if isinstance(m, ODAttention)]
+    try:
+        for m, _ in saved:
+            m.temperature = float(temperature)
+        yield
+    finally:
+        for m, t in saved:
+            m.temperature = t
 
 
 @dataclass

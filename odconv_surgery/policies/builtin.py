@@ -11,6 +11,9 @@ import re
 from ..passes.fx.candidates import ConvLayer, ModelAnalysis
 from .registry import Decision, Policy, register_policy, register_policy_factory
 
+#: The four placement policies of the paper's Table 9 (the benchmarks' and the sweep's default set).
+PAPER_POLICIES = ("all_but_first", "1x1", "3x3", "last:6")
+
 _SHORTCUT = (False, "projection shortcut (kept static, as in the paper)")
 _STEM = (False, "first conv (stem) stays static")
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from ...deploy.schema import OD_DOMAIN, OD_OP
 from .base import OnnxPass, PassContext
-from .check import check_pass, ort_run, random_batch, relative_error
+from ...numerics import relative_error
+from .check import check_pass, ort_run, random_batch
 from .common import OnnxModelError, PassNumericsError, load_model
 from .pipeline import NAIVE_PIPELINE, PIPELINE, PIPELINE_NO_BATCH1, REGISTRY, register_pass, run_pipeline
 

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from ...numerics import DEFAULT_TOLERANCE, relative_error
 from .common import PassNumericsError, has_odconv_nodes
 from .lowering import lower
 
@@ -35,14 +36,9 @@ def random_batch(shape, batch: int = 2, seed: int = 0) -> np.ndarray:
     return rng.standard_normal((batch, *tuple(shape)[1:])).astype(np.float32)
 
 
-def relative_error(reference: np.ndarray, output: np.ndarray) -> float:
-    if reference.shape != output.shape:
-        return float("inf")
-    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
-    return float(np.max(np.abs(reference - output))) / max(scale, 1e-12) if reference.size else 0.0
-
-
-def check_pass(pass_name: str, reference: np.ndarray, after: onnx.ModelProto, feed: np.ndarray, tolerance: float = 1e-4) -> np.ndarray:
+def check_pass(
+    pass_name: str, reference: np.ndarray, after: onnx.ModelProto, feed: np.ndarray, tolerance: float = DEFAULT_TOLERANCE
+) -> np.ndarray:
     """Run ``after`` on ``feed``; raise ``PassNumericsError`` naming the pass if it drifted from ``reference``."""
     try:
         out = ort_run(after, feed)

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ...deploy.schema import OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP
+from ...deploy.schema import NCHWC_DOMAIN, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP
 
 
 class OnnxModelError(ValueError):
@@ -75,6 +75,11 @@ def constant_value(tensor) -> np.ndarray | None:
     if isinstance(tensor, gs.Constant):
         return np.asarray(tensor.values)
     return None
+
+
+def bn_scale(gamma, var, eps: float) -> np.ndarray:
+    """Per-channel scale s = gamma / sqrt(var + eps) of an eval-mode BatchNorm (float64): BN(y) = s * (y - mu) + beta."""
+    return np.asarray(gamma, dtype=np.float64) / np.sqrt(np.asarray(var, dtype=np.float64) + eps)
 
 
 def is_odconv(node: gs.Node) -> bool:
@@ -162,8 +167,8 @@ def export_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     out.opset_import.extend(like.opset_import)
     if any(node.domain == OD_DOMAIN for node in out.graph.node) and not any(o.domain == OD_DOMAIN for o in out.opset_import):
         out.opset_import.append(onnx.helper.make_opsetid(OD_DOMAIN, OD_DOMAIN_VERSION))
-    if any(node.domain == "com.microsoft.nchwc" for node in out.graph.node) and not any(o.domain == "com.microsoft.nchwc" for o in out.opset_import):
-        out.opset_import.append(onnx.helper.make_opsetid("com.microsoft.nchwc", 1))
+    if any(node.domain == NCHWC_DOMAIN for node in out.graph.node) and not any(o.domain == NCHWC_DOMAIN for o in out.opset_import):
+        out.opset_import.append(onnx.helper.make_opsetid(NCHWC_DOMAIN, 1))
     if not any(node.domain == OD_DOMAIN for node in out.graph.node):
         keep = [o for o in out.opset_import if o.domain != OD_DOMAIN]
         del out.opset_import[:]
@@ -201,14 +206,14 @@ def detect_nchwc_block() -> int | None:
         else:
             wb = w.reshape(c // blk, blk, 3, 3).transpose(0, 2, 3, 1).reshape(c, 1, 3, 3).copy()
             nodes = [
-                helper.make_node("ReorderInput", ["x"], ["xb"], domain="com.microsoft.nchwc"),
-                helper.make_node("Conv", ["xb", "w"], ["yb"], domain="com.microsoft.nchwc", group=c, pads=[1] * 4, kernel_shape=[3, 3]),
-                helper.make_node("ReorderOutput", ["yb"], ["y"], domain="com.microsoft.nchwc", channels=c),
+                helper.make_node("ReorderInput", ["x"], ["xb"], domain=NCHWC_DOMAIN),
+                helper.make_node("Conv", ["xb", "w"], ["yb"], domain=NCHWC_DOMAIN, group=c, pads=[1] * 4, kernel_shape=[3, 3]),
+                helper.make_node("ReorderOutput", ["yb"], ["y"], domain=NCHWC_DOMAIN, channels=c),
             ]
             inits = [numpy_helper.from_array(wb, "w")]
         graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 6, 6])],
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft.nchwc", 1)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(NCHWC_DOMAIN, 1)])
         try:
             opts = ort.SessionOptions()
             opts.log_severity_level = 4

@@ -13,7 +13,7 @@ import json
 
 import onnx
 
-from ...deploy.schema import metadata
+from ...deploy.schema import META_LAYERS, metadata
 from .base import OnnxPass, PassContext
 from .common import OdLayer, import_graph, odconv_layers
 
@@ -21,7 +21,7 @@ from .common import OdLayer, import_graph, odconv_layers
 def find_odconv(model: onnx.ModelProto) -> list[OdLayer]:
     graph = import_graph(model)
     layers = odconv_layers(graph)
-    listed = metadata(model).get("odconv.layers")
+    listed = metadata(model).get(META_LAYERS)
     listed_names = set(json.loads(listed)) if listed else None
     for layer in layers:
         a = layer.attrs

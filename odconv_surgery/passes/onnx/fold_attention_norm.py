@@ -11,7 +11,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .base import OnnxPass, PassContext
-from .common import OdLayer, odconv_layers
+from .common import OdLayer, bn_scale, odconv_layers
 
 
 class FoldAttentionNorm(OnnxPass):
@@ -26,7 +26,7 @@ def _fold(layer: OdLayer) -> bool:
     if layer.attrs["norm"] != "bn" or not layer.has("norm_mean"):
         return False
     p = layer.params()
-    s = p["norm_scale"].astype(np.float64) / np.sqrt(p["norm_var"].astype(np.float64) + float(layer.attrs["norm_eps"]))
+    s = bn_scale(p["norm_scale"], p["norm_var"], float(layer.attrs["norm_eps"]))
     fc_w = p["fc_weight"].astype(np.float64) * s.reshape(-1, 1, 1, 1)
     fc_b = p.get("fc_bias", np.zeros_like(s)) * s + (p["norm_bias"] - s * p["norm_mean"])
     new = {}

@@ -12,7 +12,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from .base import OnnxPass, PassContext
-from .common import OdLayer, constant_value, odconv_layers
+from .common import OdLayer, bn_scale, constant_value, odconv_layers
 
 
 class FoldOutputBN(OnnxPass):
@@ -35,7 +35,7 @@ def _fold(graph: gs.Graph, layer: OdLayer) -> bool:
         return False
     gamma, beta, mu, var = (np.asarray(v, dtype=np.float64) for v in values)
     eps = float(bn.attrs.get("epsilon", 1e-5))
-    s = gamma / np.sqrt(var + eps)
+    s = bn_scale(gamma, var, eps)
     params = layer.params()
     params["weight"] = (params["weight"] * s.reshape(1, -1, 1, 1, 1)).astype(np.float32)
     b = params.get("bias", np.zeros_like(s))

@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 import numpy as np
 import onnx
 
-from ...deploy.schema import set_metadata
+from ...deploy.schema import META_PASSES, META_TARGET, set_metadata
+from ...numerics import DEFAULT_TOLERANCE
 from .base import FunctionPass, OnnxPass, PassContext
 from .batch_regime import BatchRegime
 from .check import check_pass, ort_run, random_batch
@@ -60,7 +61,7 @@ def run_pipeline(
     fuse: bool = True,
     batch1_branch: bool = True,
     check_input: np.ndarray | None = None,
-    tolerance: float = 1e-4,
+    tolerance: float = DEFAULT_TOLERANCE,
     check_batch: int = 2,
     target: str = "portable",
 ) -> onnx.ModelProto:
@@ -88,5 +89,5 @@ def run_pipeline(
         applied.append(name)
         if feed is not None:
             reference = check_pass(name, reference, proto, feed, tolerance)
-    set_metadata(proto, {"odconv.passes": ",".join(applied), "odconv.target": target})
+    set_metadata(proto, {META_PASSES: ",".join(applied), META_TARGET: target})
     return proto

@@ -204,6 +204,21 @@ def count_cost(
     if batch < 1:
         raise ValueError("example_input has an empty batch")
 
+    tracked, attentions = _tracked_layers(model)
+    records, total_flops, attention_flops = _record_flops(model, example_input, tracked, attentions)
+    layers = _layer_costs(tracked, records, batch)
+    return ModelCost(
+        params=_unique_params(model),
+        static_madds=int((total_flops - attention_flops) // (2 * batch)),
+        extra_madds=int(sum(layer.extra_madds for layer in layers)),
+        input_shape=(1, *tuple(example_input.shape[1:])),
+        layers=layers,
+    )
+
+
+def _tracked_layers(model: nn.Module) -> tuple[dict[nn.Module, str], dict[nn.Module, str]]:
+    """The conv / linear / ODConv modules to count (not those inside an ODConv) by name, and the ODConv
+    attentions, named after their layer."""
     tracked: dict[nn.Module, str] = {}
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.Linear, ODConv2d)) and module not in tracked:
@@ -211,7 +226,14 @@ def count_cost(
             if not inside_odconv:
                 tracked[module] = name
     attentions = {m.attention: n for m, n in tracked.items() if isinstance(m, ODConv2d)}
+    return tracked, attentions
 
+
+def _record_flops(
+    model: nn.Module, example_input: Tensor, tracked: dict[nn.Module, str], attentions: dict[nn.Module, str]
+) -> tuple[dict[str, dict[str, Any]], int, int]:
+    """One eval-mode forward under ``FlopCounterMode`` with hooks on the tracked layers: per layer name its flops
+    (attention flops apart), calls and shapes; plus the total and the attention flops. Restores train/eval."""
     records: dict[str, dict[str, Any]] = {}
     attention_flops = 0
     counter = FlopCounterMode(display=False)
@@ -254,9 +276,12 @@ def count_cost(
             h.remove()
         for m, mode in was_training.items():
             m.training = mode
+    return records, total_flops, attention_flops
 
+
+def _layer_costs(tracked: dict[nn.Module, str], records: dict[str, dict[str, Any]], batch: int) -> list[LayerCost]:
+    """One ``LayerCost`` per tracked layer that ran, MAdds per sample."""
     layers: list[LayerCost] = []
-    extra_total = 0
     for module, name in tracked.items():
         rec = records.get(name)
         if rec is None or rec["calls"] == 0:
@@ -268,7 +293,6 @@ def count_cost(
             kind = "odconv"
             out_hw = rec["out"][-2:] if len(rec["out"]) >= 2 else (1, 1)
             extra = odconv_extra_madds(module, (int(out_hw[0]), int(out_hw[1]))) * rec["calls"]
-            extra_total += extra
         layers.append(
             LayerCost(
                 name=name,
@@ -281,14 +305,7 @@ def count_cost(
                 geometry=_geometry(module),
             )
         )
-    static_total = (total_flops - attention_flops) // (2 * batch)
-    return ModelCost(
-        params=_unique_params(model),
-        static_madds=int(static_total),
-        extra_madds=int(extra_total),
-        input_shape=(1, *tuple(example_input.shape[1:])),
-        layers=layers,
-    )
+    return layers
 
 
 def compare_costs(before: ModelCost, after: ModelCost) -> str:

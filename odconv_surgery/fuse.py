@@ -15,6 +15,8 @@ any BN fold.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor, fx, nn
 
@@ -23,6 +25,8 @@ from .passes.fx.swap_modules import aliases_of, swap_module
 from .passes.fx.tracer import trace_model
 
 _FOLDABLE_CONVS = (nn.Conv2d, ODConv2d)
+
+logger = logging.getLogger(__name__)
 
 
 def bn_affine(bn: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
@@ -86,8 +90,9 @@ def _find_pairs(model: nn.Module) -> list[tuple[str, str]]:
     ``Conv`` runs ``bn(conv(x))`` in a traceable forward even when the detection model around it is not)."""
     try:
         return _conv_bn_pairs(model, trace_model(model), "")
-    except Exception:  # noqa: BLE001 - fx raises many types on data-dependent code
-        pass
+    except Exception as exc:  # noqa: BLE001 - fx raises many types on data-dependent code
+        name = type(model).__name__
+        logger.debug("fuse_batchnorm: torch.fx cannot trace %s (%s); tracing each BatchNorm's owner", name, exc)
     owners = {name.rpartition(".")[0] for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
     pairs = []
     for owner in sorted(owners):

@@ -1,11 +1,13 @@
 import itertools
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from odconv_surgery.nn.geometry import conv_output_size, same_padding
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
 def test_conv_output_size_and_same_padding_match_torch():
     x = torch.zeros(1, 1, 11, 10)
     for k, s, d, p in itertools.product((1, 2, 3, 4), (1, 2, 3), (1, 2), (0, 1, 2)):

@@ -112,8 +112,8 @@ def _batch1_domains(proto):
 def test_options_travel_in_the_context(marked):
     """The NCHWc block comes from the context of each call, not from module state (two targets side by side)."""
     folded = run_pipeline(marked, PIPELINE[:4])
-    nchwc = REGISTRY["batch_regime"](folded, PassContext("ort-cpu", nchwc_block=8))
-    portable = REGISTRY["batch_regime"](folded)
+    nchwc = REGISTRY["lower_by_batch_regime"](folded, PassContext("ort-cpu", nchwc_block=8))
+    portable = REGISTRY["lower_by_batch_regime"](folded)
     assert "com.microsoft.nchwc" in _batch1_domains(nchwc)
     assert "com.microsoft.nchwc" not in _batch1_domains(portable)
     with pytest.raises(ValueError, match="target"):

@@ -21,7 +21,7 @@ from odconv_surgery.experiments.sweep import (
     markdown_table,
     read_results,
     run_sweep,
-    summarize,
+    summarise,
 )
 from odconv_surgery.experiments.training import TrainConfig, train_and_evaluate
 
@@ -205,14 +205,14 @@ def test_bad_output_paths_fail_before_training(tmp_path, tiny_data):
     assert not calls
 
 
-def test_summarize_mean_std_and_table():
+def test_summarise_mean_std_and_table():
     recs = [
         {"policy": "baseline", "kernel_num": 0, "status": "ok", "top1": 90.0, "top5": 99.0, "latency_ms": 1.0, "params": 1e6, "madds": 5e6, "latency_backend": "onnxruntime"},
         {"policy": "baseline", "kernel_num": 0, "status": "ok", "top1": 92.0, "top5": 99.0, "latency_ms": 1.0, "params": 1e6, "madds": 5e6, "latency_backend": "onnxruntime"},
         {"policy": "3x3", "kernel_num": 1, "status": "ok", "top1": 95.0, "top5": 100.0, "latency_ms": 2.0, "params": 2e6, "madds": 6e6, "latency_backend": "onnxruntime"},
         {"policy": "3x3", "kernel_num": 1, "status": "error", "error": "boom"},
     ]
-    rows = summarize(recs, ["baseline", "3x3"])
+    rows = summarise(recs, ["baseline", "3x3"])
     assert rows[0]["top1_mean"] == 91.0 and rows[0]["top1_std"] == pytest.approx(1.41421, rel=1e-4)
     assert rows[1]["latency_ratio"] == 2.0 and rows[1]["top1_gain"] == 4.0 and rows[1]["failed"] == 1
     table = markdown_table(rows)

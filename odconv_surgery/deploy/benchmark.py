@@ -1,13 +1,13 @@
 """Static vs naive vs fused ONNX latency comparison in onnxruntime (library side of ``benchmarks/bench_onnx.py``).
 
-For each case (torchvision model, policy, n) three ONNX models are built in the same run: the original static
-model, the ODConv model exported naively (``fuse=False``: batch-independent reference formulation, no passes)
-the fused export (``passes.onnx.PIPELINE``, portable ONNX) and the fused export for onnxruntime CPU
-(``target="ort-cpu"``: depthwise layers of the batch-1 branch use ORT's NCHWc contrib ops). Regimes: CPU batch 1 one thread (the paper's CPU column),
-CPU batch 8 all threads, CUDA batch 200 with IO binding when available. Timing: ``rounds`` rounds, each
-timing every variant ``repeats`` times in turn (interleaved, so machine noise hits all variants alike);
-the reported latency is the median over rounds of the per-round medians, and ratios are to the static model
-measured in the same run.
+For each case (torchvision model, policy, n) four ONNX models are built in the same run (``VARIANTS``): the
+original static model, the ODConv model exported naively (``fuse=False``: batch-independent reference
+formulation, no fusion), the fused export (``passes.onnx.PIPELINE``, portable ONNX) and the fused export for
+onnxruntime CPU (``target="ort-cpu"``: the batch-1 branch runs every depthwise / 1x1 / dense layer and the
+static convs as ORT's NCHWc contrib Convs). Regimes: CPU batch 1 one thread (the paper's CPU column), CPU batch 8
+all threads, CUDA batch 200 with IO binding when available. Timing: ``rounds`` rounds, each timing every variant
+``repeats`` times in turn (interleaved, so machine noise hits all variants alike); the reported latency is the
+median over rounds of the per-round medians, and ratios are to the static model measured in the same run.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def static_model(name: str) -> nn.Module:
 
 
 def build_variants(static: nn.Module, odconv_model: nn.Module, example_input: torch.Tensor) -> dict:
-    """The three ONNX models (ModelProto) for one case."""
+    """The four ONNX models (ModelProto) of ``VARIANTS`` for one case."""
     return {
         "static": export_onnx(static, None, example_input, check=False),
         "naive": export_onnx(odconv_model, None, example_input, fuse=False, check=False),

@@ -35,7 +35,7 @@ from ..nn.geometry import conv_output_size, same_padding
 from ..nn.odconv import ODConv2d
 from ..nn.temperature import temperature_at
 from ..numerics import DEFAULT_TOLERANCE
-from ..recipe import get_recipe
+from ..recipe import get_recipe, package_version
 from .schema import (
     DEFAULT_OPSET, HEAD_ORDER, INPUT_NAME, META_LAYERS, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP, OUTPUT_NAME, set_metadata,
 )
@@ -260,15 +260,6 @@ def _exporter_warnings_to_logging() -> Iterator[None]:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
-def _project_version() -> str:
-    try:
-        from ..recipe import package_version
-
-        return package_version()
-    except Exception:  # noqa: BLE001
-        return "unknown"
-
-
 def _recipe_dict(model: nn.Module) -> dict[str, Any] | None:
     recipe = get_recipe(model)
     if recipe is None:
@@ -334,7 +325,7 @@ def export_marked(
                     node.name = attr.s.decode()
     recipe = _recipe_dict(model)
     meta = {
-        "odconv.version": _project_version(),
+        "odconv.version": package_version(),
         "odconv.exporter": f"torch.onnx TorchScript (torch {torch.__version__}), opset {opset}",
         "odconv.temperature": "1.0",
         "odconv.dynamic_batch": str(bool(dynamic_batch)).lower(),
@@ -365,10 +356,10 @@ def export_onnx(
     ``dynamic_batch``: the batch dimension is symbolic and the graph never depends on it. ``fuse=True`` runs the
     fusion pass pipeline (``passes.onnx.PIPELINE``); ``fuse=False`` lowers each ODConv naively. ``check`` runs
     the numeric check after every pass (ORT before vs after, raising ``PassNumericsError`` naming the pass).
-    ``batch1_branch`` adds the batch-1 fast path (an ``If`` on the batch size, see ``batch_regime.py``).
-    ``target="ort-cpu"`` additionally lets the batch-1 branch use onnxruntime's CPU NCHWc contrib ops for
-    depthwise layers (fast, but the file then needs onnxruntime's CPU EP). Recipe, project version and
-    temperature go into ``metadata_props``.
+    ``batch1_branch`` adds the batch-1 fast path (an ``If`` on the batch size, see
+    ``passes/onnx/lower_by_batch_regime.py``). ``target="ort-cpu"`` additionally runs every depthwise / 1x1 /
+    dense layer of the batch-1 branch (and its static convs) as onnxruntime's CPU NCHWc contrib ops (fast, but
+    the file then needs onnxruntime's CPU EP). Recipe, project version and temperature go into ``metadata_props``.
     """
     from ..passes.onnx import run_pipeline
 

@@ -26,10 +26,7 @@ and writes results.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import statistics
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -39,14 +36,16 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from ..accounting import count_cost, format_count
+from ..accounting import count_cost
 from ..nn.odconv import INIT_MODES
 from ..policies import PAPER_POLICIES
 from .data import DataBundle, load_dataset
 from .distributed import DistContext, init_distributed
 from .dir_lock import DirectoryLock, DirectoryLocked
+from .latency import measure_latency
 from .model_spec import ModelSpec, parse_model_spec
 from .sweep_results import RESULTS_FILE, SweepResultsWarning, append_record, config_key, read_results
+from .sweep_report import BASELINE, markdown_table, summarise, write_outputs
 from .training import TrainConfig, train_and_evaluate
 
 __all__ = [
@@ -59,19 +58,12 @@ __all__ = [
     "SweepSettingsMismatch",
     "run_sweep",
     "read_results",
-    "summarize",
+    "summarise",
     "markdown_table",
     "measure_latency",
 ]
 
-BASELINE = "baseline"
 DEFAULT_POLICIES = (BASELINE, *PAPER_POLICIES)
-POLICY_LABELS = {
-    "all_but_first": "all conv layers except the first",
-    "1x1": "all 1x1 conv layers",
-    "3x3": "all 3x3 conv layers",
-    "all": "all conv layers",
-}
 
 
 class SweepSettingsMismatch(RuntimeError):
@@ -161,52 +153,6 @@ def _latest(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         if "key" in rec:
             latest[rec["key"]] = rec
     return latest
-
-
-# ---------------------------------------------------------------------------------------------- latency
-def _ort_latency(model: nn.Module, example: torch.Tensor, runs: int) -> float:
-    """Export with the project's exporter and time it with its ORT wrapper: CPU, one thread, batch 1."""
-    from ..deploy.export import export_onnx
-    from ..deploy.runtime import OrtRunner
-
-    proto = export_onnx(model, None, example, check=False)
-    runner = OrtRunner(proto, device="cpu", threads=1)
-    return 1000 * statistics.median(runner.time(batch=1, repeats=runs, warmup=3))
-
-
-@torch.no_grad()
-def _torch_latency(model: nn.Module, example: torch.Tensor, runs: int) -> float:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for _ in range(3):
-            model(example)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            model(example)
-            times.append(time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(threads)
-    return 1000 * statistics.median(times)
-
-
-def measure_latency(model: nn.Module, example: torch.Tensor, runs: int = 30) -> tuple[float, str]:
-    """Median batch-1 CPU latency in ms and the backend that measured it ("onnxruntime" or "torch-eager").
-
-    ONNX Runtime (one thread) when ``odconv_surgery.deploy.export`` and onnxruntime import; eager PyTorch with one
-    thread otherwise, or when export fails (the reason is appended to the backend name).
-    """
-    model = model.eval().cpu()
-    example = example[:1].cpu()
-    reason = ""
-    try:
-        return _ort_latency(model, example, runs), "onnxruntime"
-    except ImportError as exc:
-        reason = f" (onnx unavailable: {exc.name or exc})"
-    except Exception as exc:  # export or runtime failure: still give a number, and say why
-        reason = f" (onnx failed: {type(exc).__name__}: {str(exc)[:120]})"
-    return _torch_latency(model, example, runs), "torch-eager" + reason
 
 
 # ---------------------------------------------------------------------------------------------- one configuration
@@ -391,121 +337,8 @@ def _run_sweep(config: SweepConfig, out: Path, results_path: Path, ctx: DistCont
     records = [rec for rec in _latest(read_results(results_path, warn=False)).values()]
     wanted = {config_key(*c) for c in config.configurations()}
     records = [rec for rec in records if rec["key"] in wanted]
-    summary = summarize(records, config.policies)
+    summary = summarise(records, config.policies)
     files: dict[str, Path] = {"results": results_path}
     if ctx.is_main:
         files.update(write_outputs(records, summary, out, config))
     return SweepResult(records, summary, files, skipped)
-
-
-# ---------------------------------------------------------------------------------------------- aggregation
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    if not values:
-        return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
-def summarize(records: Sequence[dict[str, Any]], policies: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Mean ± std over seeds per (policy, n), with ratios to the baseline; failed runs are counted, not averaged."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    for rec in records:
-        groups.setdefault((rec["policy"], rec["kernel_num"]), []).append(rec)
-    order = list(policies or [])
-    rows = []
-    for (policy, n), recs in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]) if kv[0][0] in order else len(order), kv[0][0], kv[0][1])):
-        ok = [r for r in recs if r.get("status") == "ok"]
-        row: dict[str, Any] = {"policy": policy, "kernel_num": n, "runs": len(ok), "failed": len(recs) - len(ok)}
-        for metric in ("top1", "top5", "latency_ms", "train_seconds"):
-            row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std([r.get(metric) for r in ok])
-        for metric in ("params", "madds", "extra_madds", "converted_layers"):
-            row[metric] = ok[0].get(metric) if ok else None
-        backends = sorted({str(r.get("latency_backend")) for r in ok})
-        row["latency_backend"] = ", ".join(backends) if backends else None
-        row["errors"] = sorted({r.get("error", "") for r in recs if r.get("status") != "ok"})
-        rows.append(row)
-    base = next((r for r in rows if r["policy"] == BASELINE and r["runs"]), None)
-    for row in rows:
-        row["latency_ratio"] = (
-            row["latency_ms_mean"] / base["latency_ms_mean"]
-            if base and base.get("latency_ms_mean") and row.get("latency_ms_mean") else None
-        )
-        row["top1_gain"] = row["top1_mean"] - base["top1_mean"] if base and row["top1_mean"] is not None else None
-    return rows
-
-
-def _label(policy: str, n: int) -> str:
-    if policy == BASELINE:
-        return "baseline"
-    if policy.startswith("last:"):
-        where = f"last {policy.split(':', 1)[1]} blocks"
-    else:
-        where = POLICY_LABELS.get(policy, policy)
-    return f"+ ODConv ({n}x) to {where}"
-
-
-def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std else f"{mean:.{digits}f}"
-
-
-def markdown_table(summary: Sequence[dict[str, Any]], title: str = "") -> str:
-    """Table 9's shape: params, MAdds, top-1, top-5, CPU latency and its ratio to the baseline."""
-    lines = [f"### {title}", ""] if title else []
-    lines += [
-        "| Model | Params | MAdds | Top-1 (%) | Top-5 (%) | CPU latency (ms, batch 1) | Latency ratio | runs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for row in summary:
-        top1 = _pm(row["top1_mean"], row["top1_std"])
-        if row.get("top1_gain") is not None and row["policy"] != BASELINE:
-            top1 += f" ({row['top1_gain']:+.2f})"
-        lines.append(
-            "| {label} | {params} | {madds} | {top1} | {top5} | {lat} | {ratio} | {runs}{failed} |".format(
-                label=_label(row["policy"], row["kernel_num"]),
-                params=format_count(row["params"]) if row["params"] is not None else "-",
-                madds=format_count(row["madds"]) if row["madds"] is not None else "-",
-                top1=top1,
-                top5=_pm(row["top5_mean"], row["top5_std"]),
-                lat=_pm(row["latency_ms_mean"], row["latency_ms_std"], 3),
-                ratio=f"{row['latency_ratio']:.2f}x" if row.get("latency_ratio") else "-",
-                runs=row["runs"],
-                failed=f" ({row['failed']} failed)" if row["failed"] else "",
-            )
-        )
-    backends = sorted({row["latency_backend"] for row in summary if row.get("latency_backend")})
-    if backends:
-        lines += ["", f"Latency backend: {'; '.join(backends)}. Mean ± std over seeds."]
-    errors = [(row, e) for row in summary for e in row["errors"]]
-    if errors:
-        lines += ["", "Failed configurations:"] + [f"- {_label(r['policy'], r['kernel_num'])}: {e}" for r, e in errors]
-    return "\n".join(lines)
-
-
-def write_outputs(records: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]], out: Path, config: SweepConfig) -> dict[str, Path]:
-    """results.csv (per run), summary.json, table.md and the PNG plots."""
-    import csv
-
-    files: dict[str, Path] = {}
-    columns = ["key", "policy", "kernel_num", "seed", "status", "top1", "top5", "params", "madds", "extra_madds",
-               "latency_ms", "latency_backend", "train_seconds", "seconds", "error"]
-    csv_path = out / "results.csv"
-    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for rec in sorted(records, key=lambda r: r["key"]):
-            writer.writerow({c: rec.get(c) for c in columns})
-    files["csv"] = csv_path
-    json_path = out / "summary.json"
-    json_path.write_text(json.dumps({"settings": config.settings(), "summary": list(summary)}, indent=2, default=str))
-    files["json"] = json_path
-    title = f"{config.model} on {records[0].get('dataset', config.data or 'digits') if records else config.data}, {config.epochs} epochs"
-    table_path = out / "table.md"
-    table_path.write_text(markdown_table(summary, title) + "\n")
-    files["table"] = table_path
-    if any(row["runs"] for row in summary):
-        from .plots import plot_sweep
-
-        files.update(plot_sweep(summary, out))
-    return files

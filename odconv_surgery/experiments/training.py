@@ -141,13 +141,39 @@ def train_and_evaluate(model: nn.Module, data: DataBundle, config: TrainConfig, 
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps))))
 
-    show = config.progress and ctx.is_main
+    start = time.perf_counter()
+    history, loss_value = _train_epochs(
+        model, train_model, loader, sampler, optimizer, scheduler, schedule,
+        config=config, steps_per_epoch=steps_per_epoch, device=device, show=config.progress and ctx.is_main,
+    )
+    seconds = time.perf_counter() - start
+    set_temperature(model, config.temperature_end)
+    top1, top5 = evaluate(model, data.test, batch_size=config.eval_batch_size, device=device, num_classes=data.num_classes)
+    model.eval()
+    return TrainResult(top1, top5, loss_value, total_steps, seconds, ctx.world_size, sync_bns, history)
+
+
+def _train_epochs(
+    model: nn.Module,
+    train_model: nn.Module,
+    loader: DataLoader,
+    sampler: DistributedSampler | None,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    schedule: TemperatureSchedule,
+    *,
+    config: TrainConfig,
+    steps_per_epoch: int,
+    device: torch.device,
+    show: bool,
+) -> tuple[list[dict[str, float]], float]:
+    """``config.epochs`` epochs of ``steps_per_epoch`` steps (temperature, clipping, LR schedule per step); the
+    per-epoch history and the last epoch's mean loss. ``train_model`` is ``model`` or its DDP wrapper."""
     bar = None
     if show:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.epochs, desc="epochs", leave=False, unit="ep")
-    start = time.perf_counter()
     history: list[dict[str, float]] = []
     loss_value = float("nan")
     train_model.train()
@@ -180,8 +206,4 @@ def train_and_evaluate(model: nn.Module, data: DataBundle, config: TrainConfig, 
     finally:
         if bar is not None:
             bar.close()
-    seconds = time.perf_counter() - start
-    set_temperature(model, config.temperature_end)
-    top1, top5 = evaluate(model, data.test, batch_size=config.eval_batch_size, device=device, num_classes=data.num_classes)
-    model.eval()
-    return TrainResult(top1, top5, loss_value, total_steps, seconds, ctx.world_size, sync_bns, history)
+    return history, loss_value

@@ -32,19 +32,13 @@ class ConvLayer:
     in_channels: int
     out_channels: int
     block: str | None  # enclosing block module name
-    block_index: int | None  # position of that block in execution order
     is_first: bool  # the first conv executed (the stem)
     is_shortcut: bool  # projection shortcut of a residual add
-    call_count: int  # call sites in the traced graph
     not_convertible: str | None  # why ODConv2d cannot replace it (None when it can)
 
     @property
     def type_name(self) -> str:
         return type(self.module).__name__
-
-    @property
-    def is_depthwise(self) -> bool:
-        return self.groups == self.in_channels == self.out_channels and self.groups > 1
 
 
 @dataclass
@@ -58,9 +52,6 @@ class ModelAnalysis:
     @property
     def names(self) -> list[str]:
         return [layer.name for layer in self.layers]
-
-    def convertible(self) -> list[ConvLayer]:
-        return [layer for layer in self.layers if layer.not_convertible is None]
 
 
 def _not_convertible(module: nn.Module) -> str | None:
@@ -90,7 +81,7 @@ def _structure(model: nn.Module, example_inputs: Sequence[Any] | None) -> tuple[
             stacklevel=3,
         )
         order = record_conv_order(model, example_inputs)
-        return GraphStructure(order, {n: 1 for n in order}, set(), []), "hooks"
+        return GraphStructure(order, set(), []), "hooks"
     return analyse_graph(model, graph), "fx"
 
 
@@ -98,7 +89,6 @@ def analyse_model(model: nn.Module, example_inputs: Sequence[Any] | None = None)
     """Trace ``model`` (fx, or hooks on ``example_inputs`` when fx fails) and describe each convolution."""
     structure, method = _structure(model, example_inputs)
     modules = dict(model.named_modules())
-    block_index = {b: i for i, b in enumerate(structure.blocks)}
     layers = []
     for order, name in enumerate(structure.conv_order):
         module = modules[name]
@@ -114,10 +104,8 @@ def analyse_model(model: nn.Module, example_inputs: Sequence[Any] | None = None)
                 in_channels=module.in_channels,
                 out_channels=module.out_channels,
                 block=block,
-                block_index=block_index.get(block) if block is not None else None,
                 is_first=order == 0,
                 is_shortcut=name in structure.shortcuts,
-                call_count=structure.call_counts.get(name, 1),
                 not_convertible=_not_convertible(module),
             )
         )

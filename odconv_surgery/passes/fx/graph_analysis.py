@@ -32,11 +32,9 @@ class GraphStructure:
     """What the graph says about the model's convolutions."""
 
     conv_order: list[str]  # conv module names in order of first call
-    call_counts: dict[str, int]  # how many call sites each conv module has
     shortcuts: set[str]  # projection-shortcut conv names
     blocks: list[str]  # block module names in execution order
     block_of: dict[str, str] = field(default_factory=dict)  # conv name -> block name
-    graph: nx.DiGraph | None = None
 
 
 def constant_nodes(graph: fx.Graph) -> set[fx.Node]:
@@ -121,12 +119,10 @@ def analyse_graph(model: nn.Module, graph: fx.Graph) -> GraphStructure:
     g = to_networkx(graph, constants)
     conv_nodes: dict[str, str] = {}  # fx node name -> module name
     conv_order: list[str] = []
-    call_counts: dict[str, int] = {}
     for node in graph.nodes:
         if node.op == "call_module" and isinstance(modules.get(node.target), CONV_TYPES):
             conv_nodes[node.name] = node.target
-            call_counts[node.target] = call_counts.get(node.target, 0) + 1
-            if call_counts[node.target] == 1:
+            if node.target not in conv_order:  # a module called twice keeps its first position
                 conv_order.append(node.target)
 
     idom = nx.immediate_dominators(g, _ROOT)
@@ -164,4 +160,4 @@ def analyse_graph(model: nn.Module, graph: fx.Graph) -> GraphStructure:
     first_use = {conv: i for i, conv in enumerate(conv_order)}
     used_blocks = {b for b in block_of.values()}
     blocks = sorted(used_blocks, key=lambda b: min(first_use[c] for c, bb in block_of.items() if bb == b))
-    return GraphStructure(conv_order, call_counts, shortcuts, blocks, block_of, g)
+    return GraphStructure(conv_order, shortcuts, blocks, block_of)

@@ -10,7 +10,7 @@ run to a fixpoint, each returning how many rewrites it made:
 * ``drop_reorder_round_trips``: ``ReorderInput(ReorderOutput(t))`` -> ``t`` (channels are block multiples, so
   the round trip is the identity).
 
-It runs inside the batch-1 lowering of ``batch_regime`` when the context has an NCHWc block (the other branch
+It runs inside the batch-1 lowering of ``lower_by_batch_regime`` when the context has an NCHWc block (the other branch
 and the portable target never hold NCHWc nodes); as a pass it applies to any graph whose top level does.
 """
 

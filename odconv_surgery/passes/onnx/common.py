@@ -1,4 +1,5 @@
-"""Shared vocabulary of the ONNX passes: the ODConv marker op, its input roles, model loading and errors.
+"""What the ONNX passes share: a view of one marker node (``OdLayer``), model loading, graph import/export,
+the errors, the BatchNorm scale and the probe for onnxruntime's NCHWc block. (Names: ``deploy/schema.py``.)
 
 The exporter (``odconv_surgery.deploy.export``) emits every shared-attention ``ODConv2d`` as ONE node
 ``odconv.surgery::ODConv2d`` whose first input is the layer input x and whose other inputs are the layer's
@@ -140,14 +141,16 @@ class OdLayer:
 
     @property
     def kind(self) -> str:
-        """'pointwise' (1x1), 'depthwise' (groups == C_in == C_out), 'dense' (groups 1) or 'grouped'."""
+        """'depthwise' (k x k, groups == C_in == C_out), 'pointwise' (1x1, groups 1), 'dense' (k x k, groups 1) or
+        'grouped' (any other groups, 1x1 depthwise included: no form treats it apart)."""
         a = self.attrs
         kh, kw = a["kernel_shape"]
-        if a["group"] == a["in_channels"] == a["out_channels"] and a["group"] > 1:
-            return "depthwise" if kh * kw > 1 else "pointwise_depthwise"
-        if kh * kw == 1:
-            return "pointwise" if a["group"] == 1 else "grouped"
-        return "dense" if a["group"] == 1 else "grouped"
+        g = a["group"]
+        if g > 1 and g == a["in_channels"] == a["out_channels"] and kh * kw > 1:
+            return "depthwise"
+        if g > 1:
+            return "grouped"
+        return "pointwise" if kh * kw == 1 else "dense"
 
 
 def odconv_layers(graph: gs.Graph) -> list[OdLayer]:

@@ -12,7 +12,7 @@ The pass uses the fused any-batch form; ``lower_naive`` (the same class) the nai
 * ``any``: 1x1 n=1 constant conv with input/output scaling; 1x1 n>1 and dense k x k im2col scaled by the
   attentions, then a constant 1x1 conv (n=1) or a per-sample MatMul (n>1); depthwise shifted-slice weighted sum;
   other grouped convs naive.
-* ``batch1`` (only inside ``batch_regime``'s batch-1 branch): every attention folded into a computed kernel,
+* ``batch1`` (only inside ``lower_by_batch_regime``'s batch-1 branch): every attention folded into a computed kernel,
   one Conv per layer; with an NCHWc block in the ``PassContext`` (``target="ort-cpu"``), every depthwise / 1x1 /
   dense layer whose channels allow it (and the static convs) as onnxruntime NCHWc Convs, kept blocked between
   layers by ``chain_nchwc``.

@@ -2,8 +2,9 @@
 
 Order of the fused pipeline (each pass's module docstring states the invariant it keeps):
 ``find_odconv`` (validate, no change) -> ``fold_output_bn`` -> ``fold_attention_norm`` -> ``merge_attention_heads``
--> ``batch_regime`` (lower twice, ``If`` on the batch size) or ``lower_odconv`` (any-batch form only) ->
-``finalize`` (cleanup, toposort, checker, shape inference). ``NAIVE_PIPELINE`` lowers without fusing.
+-> ``lower_by_batch_regime`` (lower twice, ``If`` on the batch size) or ``lower_odconv`` (any-batch form only)
+-> ``check_and_infer_shapes`` (cleanup, toposort, checker, shape inference). ``NAIVE_PIPELINE`` lowers without
+fusing. Pass names are verbs; they are recorded in the exported file's ``odconv.passes`` metadata.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import onnx
 from ...deploy.schema import META_PASSES, META_TARGET, set_metadata
 from ...numerics import DEFAULT_TOLERANCE
 from .base import FunctionPass, OnnxPass, PassContext
-from .batch_regime import BatchRegime
 from .check import check_pass, ort_run, random_batch
+from .check_and_infer_shapes import CheckAndInferShapes
 from .common import load_model
-from .finalize import Finalize
 from .find_odconv import FindODConv
 from .fold_attention_norm import FoldAttentionNorm
 from .fold_output_bn import FoldOutputBN
 from .gs_logging import graphsurgeon_to_logging
+from .lower_by_batch_regime import LowerByBatchRegime
 from .lower_odconv import LowerODConv
 from .merge_attention_heads import MergeAttentionHeads
 
@@ -36,14 +37,15 @@ REGISTRY: dict[str, OnnxPass] = {
         MergeAttentionHeads(),
         LowerODConv("lower_odconv", "any"),
         LowerODConv("lower_naive", "naive"),
-        BatchRegime(),
-        Finalize(),
+        LowerByBatchRegime(),
+        CheckAndInferShapes(),
     )
 }
 
-PIPELINE: list[str] = ["find_odconv", "fold_output_bn", "fold_attention_norm", "merge_attention_heads", "batch_regime", "finalize"]
-PIPELINE_NO_BATCH1: list[str] = ["find_odconv", "fold_output_bn", "fold_attention_norm", "merge_attention_heads", "lower_odconv", "finalize"]
-NAIVE_PIPELINE: list[str] = ["find_odconv", "lower_naive", "finalize"]
+_FOLDS = ["find_odconv", "fold_output_bn", "fold_attention_norm", "merge_attention_heads"]
+PIPELINE: list[str] = [*_FOLDS, "lower_by_batch_regime", "check_and_infer_shapes"]
+PIPELINE_NO_BATCH1: list[str] = [*_FOLDS, "lower_odconv", "check_and_infer_shapes"]
+NAIVE_PIPELINE: list[str] = ["find_odconv", "lower_naive", "check_and_infer_shapes"]
 
 
 def register_pass(name: str, fn: "OnnxPass | Callable[[onnx.ModelProto], onnx.ModelProto]") -> None:

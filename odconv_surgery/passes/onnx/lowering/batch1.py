@@ -1,4 +1,4 @@
-"""Form ``batch1`` (the batch-size-1 branch of ``batch_regime``; valid only for batch 1, reshapes use it): every
+"""Form ``batch1`` (the batch-size-1 branch of ``lower_by_batch_regime``; valid only for batch 1, reshapes use it): every
 attention folded into one computed kernel, then one Conv per layer. An attention is folded into the kernel when
 the kernel is smaller than the activation it would otherwise scale; else the activation is scaled and the
 constant kernel kept. 1x1 n = 1 layers keep the ``any`` form (constant Conv weight)."""

@@ -1,4 +1,4 @@
-"""Pass ``batch_regime``: lower the ODConv markers twice and pick the form by batch size at run time.
+"""Pass ``lower_by_batch_regime``: lower the ODConv markers twice and pick the form by batch size at run time.
 
 Invariant: function unchanged at every batch size; no marker left. The graph becomes
 ``If(Shape(input)[0] == 1, then=<batch-1 graph>, else=<any-batch graph>)``: the batch-1 branch folds every
@@ -38,14 +38,14 @@ def _rename(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> None:
             vi.name = mapping[vi.name]
 
 
-class BatchRegime(OnnxPass):
-    NAME = "batch_regime"
+class LowerByBatchRegime(OnnxPass):
+    NAME = "lower_by_batch_regime"
 
     def transform(self, model: onnx.ModelProto, ctx: PassContext) -> tuple[onnx.ModelProto, int]:
-        return _batch_regime(model, ctx.nchwc_block), odconv_node_count(model)
+        return _lower_by_batch_regime(model, ctx.nchwc_block), odconv_node_count(model)
 
 
-def _batch_regime(model: onnx.ModelProto, nchwc_block: int | None) -> onnx.ModelProto:
+def _lower_by_batch_regime(model: onnx.ModelProto, nchwc_block: int | None) -> onnx.ModelProto:
     if not has_odconv_nodes(model):
         return model
     if len(model.graph.input) != 1:

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import warnings
+from collections import Counter
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -158,19 +159,20 @@ def _marker_forward(layer: ODConv2d, name: str, original_forward):
         "norm_eps": extra["norm_eps"],
     }
 
-    marker = _make_marker(attrs, original_forward)
-
     def forward(x: Tensor) -> Tensor:
-        with warnings.catch_warnings():  # H, W only type the marker's output; the graph does not depend on them
+        # One marker per call: a layer called more than once (an FPN head applied to every level) sees a different
+        # input size at each call site, and the lowering derives the output size from it.
+        with warnings.catch_warnings():  # the spatial size is static in the exported graph
             warnings.filterwarnings("ignore", "Converting a tensor to a Python integer", torch.jit.TracerWarning)
-            attrs["input_hw"] = [int(x.shape[-2]), int(x.shape[-1])]
-        return marker.apply(x, *tensors)
+            call_attrs = dict(attrs, input_hw=[int(x.shape[-2]), int(x.shape[-1])])
+        return _make_marker(call_attrs, original_forward).apply(x, *tensors)
 
     return forward
 
 
 def generic_forward(layer: ODConv2d, x: Tensor) -> Tensor:
-    """Batch-independent ODConv forward: per-sample kernels, unfold (im2col) and a batched matmul."""
+    """Batch-independent ODConv forward (any batch size, 0 included): per-sample kernels, im2col and a batched
+    matmul."""
     att = layer.attention(x)
     batch = x.shape[0]
     if layer.share_attention:
@@ -184,23 +186,23 @@ def generic_forward(layer: ODConv2d, x: Tensor) -> Tensor:
         weight = layer._aggregate_unshared(att)
     if layer._padding_for_pad is not None:
         x = F.pad(x, layer._padding_for_pad, mode=layer.padding_mode)
-        pad = (0, 0)
-    else:
-        p = _explicit_pads(layer)
-        if p[0] != p[2] or p[1] != p[3]:
-            x = F.pad(x, (p[1], p[3], p[0], p[2]))
-            pad = (0, 0)
-        else:
-            pad = (p[0], p[1])
-    height, width = x.shape[-2:]
+    elif any(p := _explicit_pads(layer)):
+        x = F.pad(x, (p[1], p[3], p[0], p[2]))
     kh, kw = layer.kernel_size
     (sh, sw), (dh, dw) = layer.stride, layer.dilation
-    out_h = conv_output_size(height, kh, sh, dh, pad[0], pad[0])
-    out_w = conv_output_size(width, kw, sw, dw, pad[1], pad[1])
-    cols = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=pad, stride=layer.stride)
+    out_h = conv_output_size(x.shape[-2], kh, sh, dh, 0, 0)  # x is padded already
+    out_w = conv_output_size(x.shape[-1], kw, sw, dw, 0, 0)
+    # im2col as k*k strided views and explicit sizes: F.unfold's exported form reshapes with -1, which an empty
+    # batch cannot resolve.
+    taps = [
+        x[:, :, i * dh : i * dh + sh * (out_h - 1) + 1 : sh, j * dw : j * dw + sw * (out_w - 1) + 1 : sw]
+        for i in range(kh)
+        for j in range(kw)
+    ]
     g = layer.groups
-    cols = cols.reshape(batch, g, -1, out_h * out_w)
-    w = weight.reshape(batch, g, layer.out_channels // g, -1)
+    cols_per_group = layer.in_channels // g * kh * kw
+    cols = torch.stack(taps, dim=2).reshape(batch, g, cols_per_group, out_h * out_w)
+    w = weight.reshape(batch, g, layer.out_channels // g, cols_per_group)
     out = torch.matmul(w, cols).reshape(batch, layer.out_channels, out_h, out_w)
     if layer.share_attention and att.filter is not None:
         out = out * att.filter
@@ -286,6 +288,18 @@ def as_example_input(example_input: Tensor | Sequence[Tensor]) -> Tensor:
     return example_input
 
 
+def _name_markers(proto: onnx.ModelProto) -> None:
+    """Name each marker node after its module path; a module called at several sites gets ``<path>/call<i>`` per
+    call (in graph order), so every node, and every tensor the passes name after it, is unique."""
+    markers = [node for node in proto.graph.node if node.domain == OD_DOMAIN and node.op_type == OD_OP]
+    paths = [next(a.s.decode() for a in node.attribute if a.name == "layer_name") for node in markers]
+    calls = Counter(paths)
+    seen: Counter[str] = Counter()
+    for node, path in zip(markers, paths):
+        node.name = path if calls[path] == 1 else f"{path}/call{seen[path]}"
+        seen[path] += 1
+
+
 def export_marked(
     model: nn.Module,
     example_input: Tensor | Sequence[Tensor],
@@ -318,11 +332,7 @@ def export_marked(
     finally:
         model.train(was_training)
     proto = onnx.load_from_string(buffer.getvalue())
-    for node in proto.graph.node:
-        if node.domain == OD_DOMAIN and node.op_type == OD_OP:
-            for attr in node.attribute:
-                if attr.name == "layer_name":
-                    node.name = attr.s.decode()
+    _name_markers(proto)
     recipe = _recipe_dict(model)
     meta = {
         "odconv.version": package_version(),

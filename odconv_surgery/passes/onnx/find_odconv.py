@@ -3,8 +3,8 @@
 Invariant: the graph is not modified. Every ``odconv.surgery::ODConv2d`` marker node is checked (roles match
 inputs, all parameters are constant initializers of the shapes its attributes imply, its name is listed in the
 model's ``odconv.layers`` metadata); a marker that fails raises ``ValueError`` naming the layer. The layers are
-exact to find because the exporter emits one marker per module (node name = module path), no op-sequence
-guessing involved.
+exact to find because the exporter emits one marker per module call (node name = module path, plus ``/call<i>``
+for a module called at several sites), no op-sequence guessing involved.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ def find_odconv(model: onnx.ModelProto) -> list[OdLayer]:
         expected = (n, cout, cin // g, kh, kw)
         if tuple(params["weight"].shape) != expected:
             raise ValueError(f"ODConv layer {layer.name!r}: kernel bank shape {params['weight'].shape}, expected {expected}")
-        if listed_names is not None and layer.name not in listed_names:
-            raise ValueError(f"ODConv layer {layer.name!r} is not listed in the model's odconv.layers metadata")
+        module = a.get("layer_name", layer.name)  # a module called at several sites has one marker per call
+        if listed_names is not None and module not in listed_names:
+            raise ValueError(f"ODConv layer {module!r} is not listed in the model's odconv.layers metadata")
     return layers
 
 

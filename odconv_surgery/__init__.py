@@ -18,6 +18,8 @@ _LAZY = {
     "run_pipeline": ".passes.onnx",
     "PassNumericsError": ".passes.onnx",
     "OnnxModelError": ".passes.onnx",
+    "ModelNumericsError": ".passes.onnx",
+    "UnsupportedOpsetError": ".deploy.export_checks",
     "onnx_demo": ".deploy.benchmark",
     "count_cost": ".accounting",
     "compare_costs": ".accounting",

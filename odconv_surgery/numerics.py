@@ -10,7 +10,12 @@ DEFAULT_TOLERANCE = 1e-4
 
 
 def relative_error(reference, output) -> float:
-    """max |reference - output| / max |reference| (numpy arrays or CPU tensors); inf when the shapes differ."""
+    """max |reference - output| / max |reference| (numpy arrays or CPU tensors); inf when the shapes differ.
+    For lists of a model's outputs, the worst output (inf when their numbers differ)."""
+    if isinstance(reference, (list, tuple)) or isinstance(output, (list, tuple)):
+        if len(reference) != len(output):
+            return float("inf")
+        return max((relative_error(r, o) for r, o in zip(reference, output)), default=0.0)
     reference, output = np.asarray(reference), np.asarray(output)
     if reference.shape != output.shape:
         return float("inf")

@@ -37,6 +37,7 @@ from ..nn.odconv import ODConv2d
 from ..nn.temperature import temperature_at
 from ..numerics import DEFAULT_TOLERANCE
 from ..recipe import get_recipe, package_version
+from .export_checks import CHECK_FACTOR, check_bound, check_finite_weights, check_opset, fp32_error
 from .schema import (
     DEFAULT_OPSET, HEAD_ORDER, INPUT_NAME, META_LAYERS, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP, OUTPUT_NAME, set_metadata,
 )
@@ -310,6 +311,7 @@ def export_marked(
     """Export with ``odconv.surgery::ODConv2d`` marker nodes (not runnable until lowered by the passes)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"export expects an nn.Module, got {type(model).__name__}")
+    check_opset(opset)
     example_input = as_example_input(example_input)
     was_training = model.training
     model.eval()
@@ -363,27 +365,44 @@ def export_onnx(
 ) -> onnx.ModelProto:
     """Export ``model`` (eval mode, temperature 1) to ONNX; returns the ModelProto and writes ``path`` if given.
 
-    ``dynamic_batch``: the batch dimension is symbolic and the graph never depends on it. ``fuse=True`` runs the
-    fusion pass pipeline (``passes.onnx.PIPELINE``); ``fuse=False`` lowers each ODConv naively. ``check`` runs
-    the numeric check after every pass (ORT before vs after, raising ``PassNumericsError`` naming the pass).
+    ``dynamic_batch``: the batch dimension is symbolic and the graph never depends on it (batch 0 included).
+    ``fuse=True`` runs the fusion pass pipeline (``passes.onnx.PIPELINE``); ``fuse=False`` lowers each ODConv
+    naively. ``opset`` must lie in ``MIN_OPSET..MAX_OPSET`` (``UnsupportedOpsetError`` otherwise, before export).
+    Weights holding NaN/inf raise ``ModelNumericsError`` before any pass runs. ``check`` runs the numeric check
+    after every pass (ORT before vs after on a random batch, raising ``PassNumericsError`` naming the pass); its
+    bound is ``tolerance`` or a multiple of the model's own float32 error, whichever is larger
+    (``deploy/export_checks.py``), so a model whose fp32 arithmetic is itself noisy is not refused.
     ``batch1_branch`` adds the batch-1 fast path (an ``If`` on the batch size, see
     ``passes/onnx/lower_by_batch_regime.py``). ``target="ort-cpu"`` additionally runs every depthwise / 1x1 /
     dense layer of the batch-1 branch (and its static convs) as onnxruntime's CPU NCHWc contrib ops (fast, but
     the file then needs onnxruntime's CPU EP). Recipe, project version and temperature go into ``metadata_props``.
     """
-    from ..passes.onnx import run_pipeline
+    from ..passes.onnx import PassNumericsError, run_pipeline
+    from ..passes.onnx.check import CHECK_BATCH, random_batch
 
     example_input = as_example_input(example_input)
+    check_opset(opset)
+    check_finite_weights(model)
+    bound, note = tolerance, ""
+    if check:
+        model_error = fp32_error(model, random_batch(tuple(example_input.shape), CHECK_BATCH), example_input.device)
+        bound = check_bound(tolerance, model_error)
+        note = (f"bound = max(tolerance={tolerance:g}, {CHECK_FACTOR} x the model's own float32 error "
+                f"{model_error:.3g} against float64 on the check batch)")
+        LOGGER.debug("numeric check: %s", note)
     proto = export_marked(model, example_input, dynamic_batch=dynamic_batch, opset=opset)
-    feed = example_input.detach().cpu().numpy().astype(np.float32)
-    proto = run_pipeline(
-        proto,
-        fuse=fuse,
-        check_input=feed if check else None,
-        tolerance=tolerance,
-        batch1_branch=batch1_branch and dynamic_batch,
-        target=target,
-    )
+    try:
+        proto = run_pipeline(
+            proto,
+            fuse=fuse,
+            check_input=example_input.detach().cpu().numpy().astype(np.float32) if check else None,
+            tolerance=bound,
+            check_batch=CHECK_BATCH,
+            batch1_branch=batch1_branch and dynamic_batch,
+            target=target,
+        )
+    except PassNumericsError as err:
+        raise PassNumericsError(err.pass_name, err.max_err, err.tol, "; ".join(filter(None, [err.detail, note]))) from err
     if path is not None:
         onnx.save(proto, os.fspath(path))
     return proto

@@ -25,6 +25,9 @@ META_PASSES = "odconv.passes"
 META_TARGET = "odconv.target"
 
 DEFAULT_OPSET = 18
+#: The opsets export supports: the passes emit opset-18 operator forms (ReduceMean with axes as an input), and 20
+#: is the newest opset the TorchScript exporter writes.
+MIN_OPSET, MAX_OPSET = 18, 20
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
 

@@ -11,13 +11,14 @@ from ...deploy.schema import OD_DOMAIN, OD_OP
 from .base import OnnxPass, PassContext
 from ...numerics import relative_error
 from .check import check_pass, ort_run, random_batch
-from .common import OnnxModelError, PassNumericsError, load_model
+from .common import ModelNumericsError, OnnxModelError, PassNumericsError, load_model
 from .pipeline import NAIVE_PIPELINE, PIPELINE, PIPELINE_NO_BATCH1, REGISTRY, register_pass, run_pipeline
 
 __all__ = [
     "NAIVE_PIPELINE",
     "OD_DOMAIN",
     "OD_OP",
+    "ModelNumericsError",
     "OnnxModelError",
     "OnnxPass",
     "PIPELINE",

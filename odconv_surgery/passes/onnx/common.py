@@ -27,6 +27,10 @@ class OnnxModelError(ValueError):
     """The file or object given is not a readable ONNX model."""
 
 
+class ModelNumericsError(ValueError):
+    """The model itself holds or produces NaN/inf: not something the export or a pass did."""
+
+
 class PassNumericsError(RuntimeError):
     """A pass changed the model's numerics beyond tolerance."""
 
@@ -34,9 +38,11 @@ class PassNumericsError(RuntimeError):
         self.pass_name = pass_name
         self.max_err = max_err
         self.tol = tol
+        self.detail = detail
         super().__init__(
             f"ONNX pass {pass_name!r} changed the model output by {max_err:.3g} (relative to output scale), "
-            f"above the tolerance {tol:.3g}{': ' + detail if detail else ''}"
+            f"above the tolerance {tol:.3g}{' (' + detail + ')' if detail else ''}. If you trust the model's "
+            "numerics, pass a larger tolerance= or check=False to skip the check, and report the pass if it is wrong."
         )
 
 

@@ -17,9 +17,9 @@ import onnx
 from ...deploy.schema import META_PASSES, META_TARGET, set_metadata
 from ...numerics import DEFAULT_TOLERANCE
 from .base import FunctionPass, OnnxPass, PassContext
-from .check import check_pass, ort_run, random_batch
+from .check import CHECK_BATCH, check_pass, ort_run, random_batch
 from .check_and_infer_shapes import CheckAndInferShapes
-from .common import load_model
+from .common import ModelNumericsError, load_model
 from .find_odconv import FindODConv
 from .fold_attention_norm import FoldAttentionNorm
 from .fold_output_bn import FoldOutputBN
@@ -64,7 +64,7 @@ def run_pipeline(
     batch1_branch: bool = True,
     check_input: np.ndarray | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
-    check_batch: int = 2,
+    check_batch: int = CHECK_BATCH,
     target: str = "portable",
 ) -> onnx.ModelProto:
     """Run ``passes`` (default: the fused or naive pipeline) over ``model`` (ModelProto, path or bytes).
@@ -84,6 +84,11 @@ def run_pipeline(
     if check_input is not None:
         feed = random_batch(np.shape(check_input), batch=check_batch)
         reference = ort_run(proto, feed)
+        if not all(np.isfinite(out).all() for out in reference):
+            raise ModelNumericsError(
+                "the exported model's outputs are NaN or inf on the check batch before any pass ran: the model's "
+                "weights or arithmetic, not a pass (export_onnx names NaN/inf weights)"
+            )
     ctx = PassContext.for_target(target)
     applied = []
     for name in passes:

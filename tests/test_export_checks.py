@@ -1,0 +1,101 @@
+"""The export's own checks: opset range and NaN weights caught before export, and a numeric check bound
+calibrated to the model (strict for well-conditioned models, not refusing a trained model's own fp32 noise)."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from odconv_surgery import ODConv2d, apply_odconv
+from odconv_surgery.deploy.export import export_marked, export_onnx
+from odconv_surgery.deploy.export_checks import ModelNumericsError, UnsupportedOpsetError, fp32_error
+from odconv_surgery.deploy.runtime import OrtRunner
+from odconv_surgery.passes.onnx import PassNumericsError, run_pipeline
+from odconv_surgery.passes.onnx.base import FunctionPass
+from odconv_surgery.passes.onnx.common import import_graph, export_graph, odconv_layers
+from odconv_surgery.passes.onnx.pipeline import REGISTRY
+
+from onnx_helpers import tiny
+
+
+@torch.no_grad()
+def trained_like(model: nn.Module, size: int = 64, seed: int = 0) -> nn.Module:
+    """A state like a trained model's: attention moved off its neutral start, BatchNorm statistics re-estimated
+    from (random) data, nothing clamped."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, ODConv2d):
+            for p in m.attention.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.5 * (float(p.std()) if p.numel() > 1 else 1.0))
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    for _ in range(2):
+        model(torch.randn(8, 3, size, size, generator=g))
+    return model.eval()
+
+
+def test_trained_like_model_is_exported_and_right():
+    torch.manual_seed(0)
+    model, _ = apply_odconv(torchvision.models.squeezenet1_0(num_classes=10).eval())  # refused before (issue 8)
+    trained_like(model)
+    x = torch.randn(1, 3, 64, 64)
+    with pytest.raises(PassNumericsError):  # a fixed 1e-4 bound refuses this correct export
+        run_pipeline(export_marked(model, x), check_input=x.numpy(), tolerance=1e-4)
+    proto = export_onnx(model, None, x)
+    xb = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    model64 = copy.deepcopy(model).double()
+    with torch.no_grad():
+        ref = model64(xb.double()).numpy()
+    ort_err = np.abs(OrtRunner(proto, device="cpu")(xb) - ref).max() / np.abs(ref).max()
+    assert ort_err <= 16 * fp32_error(model, xb.numpy())  # as exact as the bound the check used
+
+
+def _perturb(model):
+    """A wrong pass: every ODConv bank off by 1e-3 relative."""
+    graph = import_graph(model)
+    for layer in odconv_layers(graph):
+        params = layer.params()
+        params["weight"] = params["weight"] * np.float32(1.001)
+        layer.set_params(params)
+    return export_graph(graph, model)
+
+
+def test_check_stays_strict_and_names_the_way_out(monkeypatch):
+    monkeypatch.setitem(REGISTRY, "merge_attention_heads", FunctionPass("merge_attention_heads", _perturb))
+    with pytest.raises(PassNumericsError, match=r"merge_attention_heads.*tolerance=.*check=False") as caught:
+        export_onnx(tiny(2), None, torch.randn(1, 8, 16, 16))
+    assert caught.value.tol == pytest.approx(1e-4)  # a well-conditioned model keeps the strict floor
+    assert "the model's own float32 error" in str(caught.value)
+
+
+@pytest.mark.parametrize("opset", [7, 13, 17, 21, 99])
+def test_unsupported_opset_is_refused_before_export(opset):
+    with pytest.raises(UnsupportedOpsetError, match="opsets 18 to 20"):
+        export_onnx(tiny(1), None, torch.randn(1, 8, 16, 16), opset=opset)
+
+
+def test_nan_weights_are_the_models_problem():
+    model = tiny(1)
+    with torch.no_grad():
+        model.c3.weight[0, 0, 0] = float("nan")
+        model.bn1.running_var[1] = float("inf")
+    x = torch.randn(1, 8, 16, 16)
+    with pytest.raises(ModelNumericsError, match=r"c3\.weight.*bn1\.running_var|bn1\.running_var.*c3\.weight"):
+        export_onnx(model, None, x)
+    with pytest.raises(ModelNumericsError, match="before any pass"):  # the pipeline alone blames no pass either
+        run_pipeline(export_marked(model, x), check_input=x.numpy())
+
+
+def test_overflowing_outputs_are_the_models_problem():
+    model = tiny(1)
+    with torch.no_grad():
+        model.c4.weight.mul_(1e30)
+        model.c5.weight.mul_(1e30)  # finite weights, outputs past float32's range
+    with pytest.raises(ModelNumericsError, match="outputs"):
+        export_onnx(model, None, torch.randn(1, 8, 16, 16))

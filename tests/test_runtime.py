@@ -138,3 +138,18 @@ def test_parity_compares_every_output(kind):
 def test_parity_result_ok_honours_its_tolerance():
     assert not ParityResult(batch=1, max_abs_err=2e-4, output_scale=1.0, relative_err=2e-4).ok  # default 1e-4
     assert ParityResult(batch=1, max_abs_err=2e-4, output_scale=1.0, relative_err=2e-4, tolerance=1e-3).ok
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:torch.fx could not trace", "ignore::torch.jit.TracerWarning")  # HF's own code
+def test_parity_on_a_transformers_model_output():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ConvNextConfig(num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3)
+    torch.manual_seed(0)
+    base = transformers.ConvNextForImageClassification(config).eval()
+    x = torch.randn(1, 3, 32, 32)
+    model, report = apply_odconv(base, example_inputs=(x,))
+    assert report.converted
+    with torch.no_grad():
+        assert type(model(x)).__name__ == "ImageClassifierOutputWithNoAttention"
+    check_parity(model, export_onnx(model, None, x), x, batches=(1, 2))

@@ -37,7 +37,7 @@ from ..nn.odconv import ODConv2d
 from ..nn.temperature import temperature_at
 from ..numerics import DEFAULT_TOLERANCE
 from ..recipe import get_recipe, package_version
-from .export_checks import CHECK_FACTOR, check_bound, check_finite_weights, check_opset, fp32_error
+from .export_checks import check_bound, check_finite_weights, check_note, check_opset, fp32_error
 from .schema import (
     DEFAULT_OPSET, HEAD_ORDER, INPUT_NAME, META_LAYERS, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP, OUTPUT_NAME, set_metadata,
 )
@@ -387,8 +387,7 @@ def export_onnx(
     if check:
         model_error = fp32_error(model, random_batch(tuple(example_input.shape), CHECK_BATCH), example_input.device)
         bound = check_bound(tolerance, model_error)
-        note = (f"bound = max(tolerance={tolerance:g}, {CHECK_FACTOR} x the model's own float32 error "
-                f"{model_error:.3g} against float64 on the check batch)")
+        note = check_note(tolerance, model_error)
         LOGGER.debug("numeric check: %s", note)
     proto = export_marked(model, example_input, dynamic_batch=dynamic_batch, opset=opset)
     try:

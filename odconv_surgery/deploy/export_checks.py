@@ -82,12 +82,27 @@ def check_bound(tolerance: float, model_error: float) -> float:
     return max(tolerance, CHECK_FACTOR * model_error)
 
 
+#: Above this own float32 error a model's outputs depend on the order of floating-point operations.
+UNSTABLE_ERROR = 1e-2
+
+
+def check_note(tolerance: float, model_error: float) -> str:
+    """How the bound came about, for the check's error message (and what it means when the model is unstable)."""
+    note = (f"bound = max(tolerance={tolerance:g}, {CHECK_FACTOR} x the model's own float32 error "
+            f"{model_error:.3g} against float64 on the check batch)")
+    if model_error > UNSTABLE_ERROR:
+        note += ("; a model this far from float64 is numerically unstable in float32 (its outputs change with the "
+                 "order of operations: check its BatchNorm statistics), so no check can tell a wrong pass from it")
+    return note
+
+
 __all__ = [
     "CHECK_FACTOR",
     "ModelNumericsError",
     "UnsupportedOpsetError",
     "check_bound",
     "check_finite_weights",
+    "check_note",
     "check_opset",
     "fp32_error",
 ]

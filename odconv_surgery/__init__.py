@@ -2,7 +2,7 @@
 
 from .checkpoint import CheckpointMismatchError, load, save
 from .fuse import fuse_batchnorm
-from .nn import BatchOneBatchNormError, ODAttention, ODConv2d, TemperatureSchedule, get_temperature, set_temperature
+from .nn import BatchOneBatchNormError, ODAttention, ODConv2d, TemperatureSchedule, get_temperature, param_groups, set_temperature
 from .nn.odconv import KernelBankError
 from .policies import EmptySelectionError, available_policies, register_policy
 from .passes.fx import UntraceableModelError
@@ -69,5 +69,6 @@ __all__ = [
     "plan_conversion",
     "register_policy",
     "save",
+    "param_groups",
     "set_temperature",
 ]

@@ -201,8 +201,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config = SweepConfig(
         model=args.model, policies=args.policies or DEFAULT_POLICIES, kernel_nums=args.kernel_num,
         seeds=list(range(args.seeds)) if args.seed_list is None else args.seed_list, data=args.data,
-        image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        reduction=args.reduction, init=args.init, latency=not args.no_latency, quiet=args.quiet,
+        image_size=args.image_size, pretrain_epochs=args.pretrain_epochs, pretrain_lr=args.pretrain_lr,
+        from_checkpoint=args.from_checkpoint, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        attention_lr_scale=args.attention_lr_scale, reduction=args.reduction, init=args.init,
+        latency=not args.no_latency, quiet=args.quiet,
         limit=args.limit, max_steps_per_epoch=args.max_steps, allow_import=args.allow_import,
     )
     result = run_sweep(config, Path(args.output).expanduser())
@@ -301,13 +303,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--kernel-num", type=int, nargs="+", default=[1], help="kernel numbers n to sweep (default 1)")
     p.add_argument("--data", default=None, help="ImageFolder root (class folders, or train/ and val/); default: sklearn digits")
     p.add_argument("--image-size", type=int, default=None, help="input size (default 32 for digits, 64 for ImageFolder)")
-    p.add_argument("--epochs", type=int, default=5, help="training epochs per configuration (default 5)")
+    p.add_argument("--pretrain-epochs", type=int, default=5, help="train the static model this many epochs per seed, then convert and fine-tune it (default 5; 0 trains every configuration from scratch)")
+    p.add_argument("--pretrain-lr", type=float, default=0.05, help="learning rate of that pretraining (default 0.05)")
+    p.add_argument("--from", dest="from_checkpoint", default=None, metavar="CKPT", help="start from your trained static weights (torch.save(model.state_dict())) instead of pretraining")
+    p.add_argument("--epochs", type=int, default=None, help="fine-tuning (or from-scratch training) epochs per configuration (default 3 fine-tuning, 5 from scratch)")
     p.add_argument("--seeds", type=int, default=3, help="number of seeds 0..S-1 (default 3)")
     p.add_argument("--seed-list", type=int, nargs="+", default=None, help="explicit seeds (overrides --seeds)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size per process (default 64)")
-    p.add_argument("--lr", type=float, default=0.05, help="initial learning rate, cosine to 0 (default 0.05)")
+    p.add_argument("--lr", type=float, default=None, help="initial learning rate, cosine to 0 (default 0.01 fine-tuning, 0.05 from scratch)")
+    p.add_argument("--attention-lr-scale", type=float, default=None, help="ODConv attention learning rate relative to --lr (default 0.1 fine-tuning, 1 from scratch)")
     p.add_argument("--reduction", "-r", type=_float, default=1 / 16, help="attention reduction ratio (default 1/16)")
-    p.add_argument("--init", choices=INIT_MODES, default="neutral", help="ODConv init (default neutral: neutral attention, kernels at their static scale)")
+    p.add_argument("--init", choices=INIT_MODES, default=None, help="ODConv init (default: pretrained, i.e. function-preserving, when fine-tuning; neutral from scratch)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.add_argument("--nproc", type=int, default=1, help="train with DDP on this many processes (re-launches under torchrun)")
     p.add_argument("--limit", type=int, default=None, help="use only this many images per split (smoke tests)")

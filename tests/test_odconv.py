@@ -194,3 +194,61 @@ def test_neutral_init_is_gain_times_static_and_keeps_kernel_scale():
     x = torch.randn(2, 16, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(layer(x), layer.attention_gain() * conv(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 4])
+def test_pretrained_init_keeps_the_trained_kernels_and_their_gradient(n):
+    """The bank stays at the trained kernels' scale (a fixed kernel_scale carries 1/gain), so at conversion the
+    kernels receive the static conv's gradient: fine-tuning starts with the original layer's learning dynamics."""
+    conv = nn.Conv2d(16, 24, 3, padding=1, bias=False)
+    layer = ODConv2d.from_conv(conv, kernel_num=n).train()
+    torch.testing.assert_close(layer.weight.mean(dim=0), conv.weight.detach(), atol=1e-6, rtol=1e-6)
+    assert layer.kernel_scale.item() == pytest.approx(1 / layer.attention_gain())
+    x = torch.randn(4, 16, 10, 10)
+    target = torch.randn(4, 24, 10, 10)
+    (conv(x) - target).square().mean().backward()
+    (layer(x) - target).square().mean().backward()
+    torch.testing.assert_close(layer.weight.grad.sum(dim=0), conv.weight.grad, atol=1e-6, rtol=1e-4)
+    assert not layer.kernel_scale.requires_grad and "kernel_scale" not in dict(layer.named_parameters())
+
+
+def test_checkpoint_without_kernel_scale_loads_as_scale_one():
+    """State dicts written before kernel_scale existed hold the bank already divided by the gain."""
+    layer = ODConv2d.from_conv(nn.Conv2d(8, 8, 3, padding=1)).eval()
+    old_style = {k: v for k, v in layer.state_dict().items() if k != "kernel_scale"}
+    old_style["weight"] = layer.weight.detach() * layer.kernel_scale
+    fresh = ODConv2d(8, 8, 3, padding=1, bias=True).eval()
+    fresh.load_state_dict(old_style)
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        assert fresh.kernel_scale.item() == 1.0
+        torch.testing.assert_close(fresh(x), layer(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_conversion_is_deterministic_across_dtypes(dtype):
+    conv = nn.Conv2d(16, 16, 3, padding=1)
+    ref = ODConv2d.from_conv(conv, kernel_num=2, generator=torch.Generator().manual_seed(3))
+    low = ODConv2d.from_conv(conv.to(dtype), kernel_num=2, generator=torch.Generator().manual_seed(3))
+    assert low.weight.dtype == dtype and low.kernel_scale.dtype == dtype
+    for (name, a), (_, b) in zip(ref.state_dict().items(), low.state_dict().items()):
+        torch.testing.assert_close(b, a.to(b.dtype), msg=name)  # equal up to the low dtype's rounding
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_conversion_matches_cpu_conversion():
+    conv = nn.Conv2d(16, 16, 3, padding=1)
+    cpu = ODConv2d.from_conv(conv, kernel_num=4, generator=torch.Generator().manual_seed(0))
+    gpu = ODConv2d.from_conv(conv.cuda(), kernel_num=4, generator=torch.Generator().manual_seed(0))
+    assert gpu.weight.device.type == "cuda"
+    for (name, a), (_, b) in zip(cpu.state_dict().items(), gpu.state_dict().items()):
+        torch.testing.assert_close(b.cpu(), a, msg=name)
+
+
+def test_scratch_init_is_seeded_by_the_generator():
+    conv = nn.Conv2d(16, 16, 3, padding=1, bias=True)
+    a = ODConv2d.from_conv(conv, init="scratch", kernel_num=2, generator=torch.Generator().manual_seed(7))
+    b = ODConv2d.from_conv(conv, init="scratch", kernel_num=2, generator=torch.Generator().manual_seed(7))
+    c = ODConv2d.from_conv(conv, init="scratch", kernel_num=2, generator=torch.Generator().manual_seed(8))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a.weight, c.weight) and a.kernel_scale.item() == 1.0

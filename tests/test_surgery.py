@@ -1,5 +1,7 @@
 """apply_odconv on hand-written models: what is converted, what is kept, and the errors users get."""
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -246,3 +248,21 @@ def test_partly_frozen_model_freezes_only_the_frozen_convs():
     assert all(p.requires_grad for p in converted.parameters())
     _, static = apply_odconv(model, exclude=lambda name, m: not m.weight.requires_grad)  # the README's opt-out
     assert "blocks.0.conv1" in static.skipped and "blocks.1.conv1" in static.converted
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_conversion_on_cuda_is_the_cpu_conversion(dtype):
+    """Layers are created on their conv's device and dtype, with the same values as a CPU conversion (seeded)."""
+    torch.manual_seed(0)
+    cpu_model = TinyNet().eval()
+    gpu_model = copy.deepcopy(cpu_model).to("cuda", dtype)
+    cpu_model, _ = apply_odconv(cpu_model, "all_but_first", kernel_num=2, seed=3)
+    gpu_model, _ = apply_odconv(gpu_model, "all_but_first", kernel_num=2, seed=3)
+    for (name, a), (_, b) in zip(cpu_model.state_dict().items(), gpu_model.state_dict().items()):
+        assert b.device.type == "cuda" and (b.dtype == dtype or not b.is_floating_point()), name
+        torch.testing.assert_close(b.cpu(), a.to(b.dtype), msg=name)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(gpu_model(x.to("cuda", dtype)).float().cpu(), cpu_model(x), atol=5e-2 if dtype != torch.float32 else 1e-4, rtol=5e-2 if dtype != torch.float32 else 1e-4)

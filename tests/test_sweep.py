@@ -250,3 +250,80 @@ def test_image_folder(tmp_path):
     assert bundle.train[0][0].shape == (3, 16, 16)
     with pytest.raises(FileNotFoundError, match="ImageFolder"):
         load_image_folder(tmp_path / "missing")
+
+
+def test_from_trained_sweep_converts_the_cached_static_model(tmp_path, tiny_data):
+    cfg = _config(policies=["baseline", "all_but_first", "3x3"], pretrain_epochs=2, latency=False)
+    assert cfg.from_trained and cfg.init == "pretrained" and cfg.lr == 0.01 and cfg.attention_lr_scale == 0.1
+    result = run_sweep(cfg, tmp_path, model_factory=Tiny, data=tiny_data)
+    assert (tmp_path / "pretrained" / "static_seed0.pt").is_file()
+    by_policy = {r["policy"]: r for r in result.records}
+    assert all(r["status"] == "ok" for r in result.records)
+    static = {r["top1_static"] for r in result.records}
+    assert len(static) == 1  # every policy starts from the same trained weights
+    for policy in ("baseline", "all_but_first", "3x3"):  # function-preserving: same accuracy right after surgery
+        assert by_policy[policy]["top1_converted"] == by_policy[policy]["top1_static"]
+    assert "Top-1 at conversion" in (tmp_path / "table.md").read_text()
+    assert "trained 2 epochs, then converted and fine-tuned" in (tmp_path / "table.md").read_text()
+
+
+def test_pretrained_cache_is_reused_and_retrained_when_settings_change(tmp_path, tiny_data):
+    from odconv_surgery.experiments.distributed import DistContext
+    from odconv_surgery.experiments.pretrain import trained_static_model
+
+    recipe = TrainConfig(epochs=1, batch_size=16, max_steps_per_epoch=2, progress=False)
+    first, top1 = trained_static_model(Tiny, tiny_data, 0, recipe, tmp_path, DistContext())
+    again, top1_again = trained_static_model(Tiny, tiny_data, 0, recipe, tmp_path, DistContext())
+    assert top1 == top1_again
+    for a, b in zip(first.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    longer = TrainConfig(epochs=2, batch_size=16, max_steps_per_epoch=2, progress=False)
+    retrained, _ = trained_static_model(Tiny, tiny_data, 0, longer, tmp_path, DistContext())
+    assert not torch.equal(retrained.fc.weight, first.fc.weight)
+    assert torch.load(tmp_path / "static_seed0.pt", weights_only=True)["settings"]["epochs"] == 2
+
+
+def test_from_checkpoint_sweep_uses_the_users_weights(tmp_path, tiny_data):
+    from odconv_surgery.experiments.training import evaluate
+
+    torch.manual_seed(5)
+    trained = Tiny()
+    train_and_evaluate(trained, tiny_data, TrainConfig(epochs=1, batch_size=16, max_steps_per_epoch=3, progress=False))
+    ckpt = tmp_path / "static.pt"
+    torch.save(trained.state_dict(), ckpt)
+    expected, _ = evaluate(trained, tiny_data.test)
+    cfg = _config(policies=["baseline", "1x1"], from_checkpoint=str(ckpt), latency=False)
+    assert cfg.settings()["from_checkpoint_sha256"]
+    result = run_sweep(cfg, tmp_path / "out", model_factory=Tiny, data=tiny_data)
+    assert [r["top1_static"] for r in result.records] == [expected, expected]
+    assert result.records[1]["top1_converted"] == expected
+
+    torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "wrong.pt")
+    bad = run_sweep(_config(policies=["baseline"], from_checkpoint=str(tmp_path / "wrong.pt"), latency=False),
+                    tmp_path / "bad", model_factory=Tiny, data=tiny_data)
+    assert bad.records[0]["status"] == "error" and "does not fit the sweep's model" in bad.records[0]["error"]
+
+
+def test_scratch_mode_defaults():
+    cfg = _config(pretrain_epochs=0)
+    assert not cfg.from_trained and cfg.init == "neutral" and cfg.lr == 0.05 and cfg.attention_lr_scale == 1.0
+    assert cfg.epochs == 1  # explicit settings win over the mode's defaults
+    with pytest.raises(ValueError, match="pretrain_epochs"):
+        _config(pretrain_epochs=-1)
+
+
+def test_param_groups_scale_the_attention_lr_and_skip_frozen():
+    from odconv_surgery import ODConv2d, apply_odconv
+    from odconv_surgery import param_groups
+
+    model, _ = apply_odconv(Tiny(), "all_but_first")
+    model.fc.bias.requires_grad_(False)
+    groups = param_groups(model, lr=0.1, weight_decay=1e-4, attention_lr_scale=0.1)
+    attention = {id(p) for m in model.modules() if isinstance(m, ODConv2d) for p in m.attention.parameters()}
+    seen = [id(p) for g in groups for p in g["params"]]
+    assert sorted(seen) == sorted(id(p) for p in model.parameters() if p.requires_grad)
+    for group in groups:
+        is_attention = {id(p) in attention for p in group["params"]}
+        assert len(is_attention) == 1
+        assert group["lr"] == pytest.approx(0.01 if is_attention.pop() else 0.1)
+        assert group["weight_decay"] == (1e-4 if group["params"][0].ndim > 1 else 0.0)

@@ -166,7 +166,8 @@ def _marker_forward(layer: ODConv2d, name: str, original_forward):
         with warnings.catch_warnings():  # the spatial size is static in the exported graph
             warnings.filterwarnings("ignore", "Converting a tensor to a Python integer", torch.jit.TracerWarning)
             call_attrs = dict(attrs, input_hw=[int(x.shape[-2]), int(x.shape[-1])])
-        return _make_marker(call_attrs, original_forward).apply(x, *tensors)
+        # The fixed kernel_scale is folded into the bank (constant folding makes it one initializer).
+        return _make_marker(call_attrs, original_forward).apply(x, tensors[0] * layer.kernel_scale, *tensors[1:])
 
     return forward
 
@@ -174,7 +175,7 @@ def _marker_forward(layer: ODConv2d, name: str, original_forward):
 def generic_forward(layer: ODConv2d, x: Tensor) -> Tensor:
     """Batch-independent ODConv forward (any batch size, 0 included): per-sample kernels, im2col and a batched
     matmul."""
-    att = layer.attention(x)
+    att = layer.attentions(x)
     batch = x.shape[0]
     if layer.share_attention:
         x = x * att.channel

@@ -1,23 +1,23 @@
 """Placement-policy sweeps: the paper's Table 9 (params, MAdds, top-1/top-5, CPU latency) for your model and data.
 
-For every (policy, n, seed) the runner builds a fresh model, converts it, trains it with the scaled-down
-recipe (``training.py``), evaluates it, counts params/MAdds (``accounting.py``) and measures batch-1 CPU latency
-(ONNX Runtime, one thread, when the export modules are importable; eager PyTorch otherwise; the backend is
-recorded). Each finished configuration is appended to ``results.jsonl`` at once (flushed and fsynced): an
-interrupted sweep resumes and skips configurations already done; a failing configuration is recorded with
-its error and traceback and the sweep goes on (it is retried on the next resume).
+Two starting points (``SweepConfig``). From a trained model (the default, the lifecycle users live through): per
+seed the static model is trained once (cached in ``<output>/pretrained/``) or loaded from the user's checkpoint;
+every policy converts a copy with the function-preserving init (accuracy recorded right after conversion) and
+fine-tunes it; the baseline row is the static model fine-tuned the same way. From scratch (``pretrain_epochs=0``):
+every (policy, n, seed) builds a fresh model, converts it and trains it. Then each configuration is evaluated,
+its params/MAdds counted (``accounting.py``) and its batch-1 CPU latency measured (ONNX Runtime, one thread, when
+the export modules are importable; eager PyTorch otherwise; the backend is recorded). Each finished configuration
+is appended to ``results.jsonl`` at once (flushed and fsynced): an interrupted sweep resumes and skips
+configurations already done; a failing configuration is recorded with its error and traceback and the sweep goes
+on (it is retried on the next resume).
 
 Stability: with so few steps the temperature reaches 1 within a fraction of an epoch, and the attention's
 BatchNorm over pooled features (small batch variance) can amplify gradients until training diverges; the sweep
 therefore clips the gradient norm at 10 for every configuration, baseline included (``grad_clip``; the paper does
 not clip). A configuration that still diverges is recorded as failed.
 
-Initialisation: the paper trains every model from scratch. With a few epochs, ODConv's scratch-initialised
-attention heads saturate once the temperature reaches 1 (gradient norms jump ~200x on digits), so the sweep
-defaults to ``init="neutral"``: the freshly (randomly) initialised baseline is converted with neutral attention
-heads and its kernels kept at their scale (``"pretrained"`` would divide them by the attention gain, which cuts
-the kernels' effective learning rate under BatchNorm 64x: measured 24% vs 71% top-1 for all_but_first, seed 0,
-5 epochs). Pass ``init="scratch"`` for the paper's initialisation.
+Initialisation and learning rates per mode are ``FINETUNE_DEFAULTS`` and ``SCRATCH_DEFAULTS``; the measurements
+behind them are in ``benchmarks/sweep_digits_*`` and the README.
 
 Scale-out: launch the whole sweep under ``torchrun``; every rank runs the same configurations in lock-step,
 training uses DDP (gloo on CPU, nccl on GPU) with attention SyncBatchNorm, and rank 0 alone measures latency
@@ -38,15 +38,18 @@ from torch import nn
 
 from ..accounting import count_cost
 from ..nn.odconv import INIT_MODES
+from ..nn.optim import FINETUNE_ATTENTION_LR_SCALE
 from ..policies import PAPER_POLICIES
 from .data import DataBundle, load_dataset
 from .distributed import DistContext, init_distributed
 from .dir_lock import DirectoryLock, DirectoryLocked
 from .latency import measure_latency
 from .model_spec import ModelSpec, parse_model_spec
+from .pretrain import CACHE_DIR as PRETRAINED_DIR
+from .pretrain import file_digest, trained_static_model
 from .sweep_results import RESULTS_FILE, SweepResultsWarning, append_record, config_key, read_results
 from .sweep_report import BASELINE, markdown_table, summarise, write_outputs
-from .training import TrainConfig, train_and_evaluate
+from .training import TrainConfig, evaluate, train_and_evaluate
 
 __all__ = [
     "BASELINE",
@@ -65,6 +68,12 @@ __all__ = [
 
 DEFAULT_POLICIES = (BASELINE, *PAPER_POLICIES)
 
+# Fine-tuning a trained model: the function-preserving init, a smaller learning rate, and the attention branches at
+# a tenth of it (they start neutral and otherwise disturb the trained features faster than the kernels adapt).
+FINETUNE_DEFAULTS: dict[str, Any] = {"epochs": 3, "lr": 0.01, "attention_lr_scale": FINETUNE_ATTENTION_LR_SCALE, "init": "pretrained"}
+# From scratch: the recipe of the paper scaled down (the attention at the full learning rate); init see module docstring.
+SCRATCH_DEFAULTS: dict[str, Any] = {"epochs": 5, "lr": 0.05, "attention_lr_scale": 1.0, "init": "neutral"}
+
 
 class SweepSettingsMismatch(RuntimeError):
     """The results file was written by a sweep with different settings; resuming would mix results."""
@@ -76,7 +85,15 @@ class SweepOutputError(ValueError):
 
 @dataclass
 class SweepConfig:
-    """What to sweep. ``model`` is a spec string (see ``model_spec``); ``num_classes`` comes from the data."""
+    """What to sweep. ``model`` is a spec string (see ``model_spec``); ``num_classes`` comes from the data.
+
+    Two starting points. From a trained model (default, ``pretrain_epochs > 0`` or ``from_checkpoint``): per seed
+    the static model is trained for ``pretrain_epochs`` (cached in the output directory) or loaded from the user's
+    ``from_checkpoint``, then every policy converts it with the function-preserving init and fine-tunes it for
+    ``epochs``; the baseline is the static model fine-tuned the same way. From scratch (``pretrain_epochs=0``):
+    every configuration is built fresh and trained for ``epochs``. ``None`` settings take the mode's default
+    (``FINETUNE_DEFAULTS`` / ``SCRATCH_DEFAULTS``).
+    """
 
     model: str = "torchvision:mobilenet_v2?width_mult=0.5"
     policies: Sequence[str] = DEFAULT_POLICIES
@@ -84,13 +101,17 @@ class SweepConfig:
     seeds: Sequence[int] = (0, 1, 2)
     data: str | None = None  # None / "digits" or an ImageFolder root
     image_size: int | None = None  # digits: 32, ImageFolder: 64
-    epochs: int = 5
+    pretrain_epochs: int = 5
+    pretrain_lr: float = 0.05
+    from_checkpoint: str | None = None
+    epochs: int | None = None
     batch_size: int = 64
-    lr: float = 0.05
+    lr: float | None = None
+    attention_lr_scale: float | None = None
     weight_decay: float = 4e-5
     grad_clip: float | None = 10.0  # see module docstring
     reduction: float = 1 / 16
-    init: str = "neutral"
+    init: str | None = None
     attention_norm: str = "bn"
     latency: bool = True
     latency_runs: int = 30
@@ -106,18 +127,48 @@ class SweepConfig:
             raise ValueError("no seeds; pass at least one seed")
         if any(n < 1 for n in self.kernel_nums) or not self.kernel_nums:
             raise ValueError(f"kernel numbers must be >= 1, got {list(self.kernel_nums)}")
+        if self.pretrain_epochs < 0:
+            raise ValueError(f"pretrain_epochs must be >= 0 (0 trains every configuration from scratch), got {self.pretrain_epochs}")
+        if self.from_checkpoint is not None:
+            self.from_checkpoint = str(Path(self.from_checkpoint).expanduser().resolve())
+        for key, value in (FINETUNE_DEFAULTS if self.from_trained else SCRATCH_DEFAULTS).items():
+            if getattr(self, key) is None:
+                setattr(self, key, value)
         if self.init not in INIT_MODES:
             raise ValueError(f"init must be one of {INIT_MODES}, got {self.init!r}")
         self.policies = tuple(self.policies)
         self.kernel_nums = tuple(int(n) for n in self.kernel_nums)
         self.seeds = tuple(int(s) for s in self.seeds)
 
+    @property
+    def from_trained(self) -> bool:
+        """Whether configurations start from a trained static model (fine-tuning) rather than from scratch."""
+        return self.pretrain_epochs > 0 or self.from_checkpoint is not None
+
+    def train_config(self, seed: int) -> TrainConfig:
+        """The recipe every configuration (baseline included) trains or fine-tunes with."""
+        return TrainConfig(
+            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+            grad_clip=self.grad_clip, attention_lr_scale=self.attention_lr_scale, seed=seed,
+            max_steps_per_epoch=self.max_steps_per_epoch, progress=not self.quiet,
+        )
+
+    def pretrain_config(self, seed: int) -> TrainConfig:
+        """The recipe that trains each seed's static starting point."""
+        return TrainConfig(
+            epochs=self.pretrain_epochs, batch_size=self.batch_size, lr=self.pretrain_lr, weight_decay=self.weight_decay,
+            grad_clip=self.grad_clip, seed=seed, max_steps_per_epoch=self.max_steps_per_epoch, progress=not self.quiet,
+        )
+
     def settings(self) -> dict[str, Any]:
         """Everything that changes a configuration's result; stored with each record and checked on resume."""
-        keys = ("model", "data", "image_size", "epochs", "batch_size", "lr", "weight_decay", "grad_clip", "reduction", "init",
-                "attention_norm", "limit", "max_steps_per_epoch")
+        keys = ("model", "data", "image_size", "pretrain_epochs", "pretrain_lr", "from_checkpoint", "epochs", "batch_size",
+                "lr", "attention_lr_scale", "weight_decay", "grad_clip", "reduction", "init", "attention_norm", "limit",
+                "max_steps_per_epoch")
         out = {k: getattr(self, k) for k in keys}
         out["data"] = None if self.data in (None, "digits") else str(Path(self.data).resolve())
+        if self.from_checkpoint is not None:
+            out["from_checkpoint_sha256"] = file_digest(self.from_checkpoint)
         return out
 
     def configurations(self) -> list[tuple[str, int, int]]:
@@ -163,12 +214,26 @@ def _factory_from_spec(spec: ModelSpec) -> ModelFactory:
     return lambda num_classes: spec.build(num_classes=num_classes)
 
 
+def _starting_model(seed: int, config: SweepConfig, data: DataBundle, factory: ModelFactory, ctx: DistContext,
+                    cache_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A fresh model (from scratch) or a copy of the seed's trained static model, plus what to record about it."""
+    if not config.from_trained:
+        torch.manual_seed(seed)
+        return factory(data.num_classes), {}
+    model, top1 = trained_static_model(
+        factory, data, seed, config.pretrain_config(seed) if config.pretrain_epochs else None, cache_dir, ctx,
+        checkpoint=config.from_checkpoint,
+    )
+    return model, {"top1_static": top1}
+
+
 def run_configuration(
-    policy: str, n: int, seed: int, config: SweepConfig, data: DataBundle, factory: ModelFactory, ctx: DistContext
+    policy: str, n: int, seed: int, config: SweepConfig, data: DataBundle, factory: ModelFactory, ctx: DistContext,
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Build, convert, train, evaluate and measure one configuration; returns its record (raises on failure)."""
-    torch.manual_seed(seed)
-    model = factory(data.num_classes)
+    """Build (or load the trained static model), convert, train or fine-tune, evaluate and measure one
+    configuration; returns its record (raises on failure)."""
+    model, record = _starting_model(seed, config, data, factory, ctx, cache_dir or Path(PRETRAINED_DIR))
     example = data.test[0][0].unsqueeze(0)
     converted = 0
     if policy != BASELINE:
@@ -179,12 +244,10 @@ def run_configuration(
             attention_norm=config.attention_norm, seed=seed, inplace=True,
         )
         converted = len(report.converted)
+    if config.from_trained:  # what the user sees right after surgery, before any fine-tuning
+        record["top1_converted"], _ = evaluate(model, data.test, device=ctx.device, num_classes=data.num_classes)
     cost = count_cost(model, example_input=example)
-    train_cfg = TrainConfig(
-        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, weight_decay=config.weight_decay,
-        grad_clip=config.grad_clip, seed=seed, max_steps_per_epoch=config.max_steps_per_epoch, progress=not config.quiet,
-    )
-    result = train_and_evaluate(model, data, train_cfg, ctx)
+    result = train_and_evaluate(model, data, config.train_config(seed), ctx)
     latency, backend = (None, "skipped")
     if config.latency and ctx.is_main:
         latency, backend = measure_latency(model, example, config.latency_runs)
@@ -192,6 +255,7 @@ def run_configuration(
         "status": "ok",
         "top1": result.top1,
         "top5": result.top5,
+        **record,
         "final_loss": result.final_loss,
         "params": cost.params,
         "madds": cost.madds,
@@ -316,7 +380,7 @@ def _run_sweep(config: SweepConfig, out: Path, results_path: Path, ctx: DistCont
                                       "dataset": data.name}
             start = time.perf_counter()
             try:
-                record.update(run_configuration(policy, n, seed, config, data, factory, ctx))
+                record.update(run_configuration(policy, n, seed, config, data, factory, ctx, out / PRETRAINED_DIR))
             except KeyboardInterrupt:
                 raise
             except Exception as exc:  # record and go on

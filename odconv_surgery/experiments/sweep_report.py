@@ -41,7 +41,7 @@ def summarise(records: Sequence[dict[str, Any]], policies: Sequence[str] | None 
     for (policy, n), recs in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]) if kv[0][0] in order else len(order), kv[0][0], kv[0][1])):
         ok = [r for r in recs if r.get("status") == "ok"]
         row: dict[str, Any] = {"policy": policy, "kernel_num": n, "runs": len(ok), "failed": len(recs) - len(ok)}
-        for metric in ("top1", "top5", "latency_ms", "train_seconds"):
+        for metric in ("top1", "top5", "top1_static", "top1_converted", "latency_ms", "train_seconds"):
             row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std([r.get(metric) for r in ok])
         for metric in ("params", "madds", "extra_madds", "converted_layers"):
             row[metric] = ok[0].get(metric) if ok else None
@@ -76,21 +76,26 @@ def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
 
 
 def markdown_table(summary: Sequence[dict[str, Any]], title: str = "") -> str:
-    """Table 9's shape: params, MAdds, top-1, top-5, CPU latency and its ratio to the baseline."""
+    """Table 9's shape: params, MAdds, top-1, top-5, CPU latency and its ratio to the baseline; from-trained
+    sweeps add the top-1 right after conversion (before fine-tuning)."""
+    at_conversion = any(row.get("top1_converted_mean") is not None for row in summary)
     lines = [f"### {title}", ""] if title else []
+    extra_head, extra_rule = (" Top-1 at conversion (%) |", "---:|") if at_conversion else ("", "")
     lines += [
-        "| Model | Params | MAdds | Top-1 (%) | Top-5 (%) | CPU latency (ms, batch 1) | Latency ratio | runs |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| Model | Params | MAdds |{extra_head} Top-1 (%) | Top-5 (%) | CPU latency (ms, batch 1) | Latency ratio | runs |",
+        f"|---|---:|---:|{extra_rule}---:|---:|---:|---:|---:|",
     ]
     for row in summary:
         top1 = _pm(row["top1_mean"], row["top1_std"])
         if row.get("top1_gain") is not None and row["policy"] != BASELINE:
             top1 += f" ({row['top1_gain']:+.2f})"
+        extra = f" {_pm(row.get('top1_converted_mean'), row.get('top1_converted_std'))} |" if at_conversion else ""
         lines.append(
-            "| {label} | {params} | {madds} | {top1} | {top5} | {lat} | {ratio} | {runs}{failed} |".format(
+            "| {label} | {params} | {madds} |{extra} {top1} | {top5} | {lat} | {ratio} | {runs}{failed} |".format(
                 label=_label(row["policy"], row["kernel_num"]),
                 params=format_count(row["params"]) if row["params"] is not None else "-",
                 madds=format_count(row["madds"]) if row["madds"] is not None else "-",
+                extra=extra,
                 top1=top1,
                 top5=_pm(row["top5_mean"], row["top5_std"]),
                 lat=_pm(row["latency_ms_mean"], row["latency_ms_std"], 3),
@@ -113,7 +118,7 @@ def write_outputs(records: Sequence[dict[str, Any]], summary: Sequence[dict[str,
     import csv
 
     files: dict[str, Path] = {}
-    columns = ["key", "policy", "kernel_num", "seed", "status", "top1", "top5", "params", "madds", "extra_madds",
+    columns = ["key", "policy", "kernel_num", "seed", "status", "top1", "top5", "top1_static", "top1_converted", "params", "madds", "extra_madds",
                "latency_ms", "latency_backend", "train_seconds", "seconds", "error"]
     csv_path = out / "results.csv"
     with open(csv_path, "w", newline="", encoding="utf-8") as fh:
@@ -125,7 +130,14 @@ def write_outputs(records: Sequence[dict[str, Any]], summary: Sequence[dict[str,
     json_path = out / "summary.json"
     json_path.write_text(json.dumps({"settings": config.settings(), "summary": list(summary)}, indent=2, default=str))
     files["json"] = json_path
-    title = f"{config.model} on {records[0].get('dataset', config.data or 'digits') if records else config.data}, {config.epochs} epochs"
+    dataset = records[0].get("dataset", config.data or "digits") if records else config.data
+    if config.from_checkpoint:
+        start = f"fine-tuned {config.epochs} epochs from {Path(config.from_checkpoint).name}"
+    elif config.from_trained:
+        start = f"static model trained {config.pretrain_epochs} epochs, then converted and fine-tuned {config.epochs} epochs"
+    else:
+        start = f"trained from scratch {config.epochs} epochs (init={config.init})"
+    title = f"{config.model} on {dataset}: {start}"
     table_path = out / "table.md"
     table_path.write_text(markdown_table(summary, title) + "\n")
     files["table"] = table_path

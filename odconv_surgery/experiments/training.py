@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
+from ..nn.optim import param_groups
 from ..nn.temperature import TemperatureSchedule, set_temperature
 from .data import DataBundle
 from .distributed import DistContext, convert_attention_sync_batchnorm
@@ -42,6 +43,7 @@ class TrainConfig:
     seed: int = 0
     max_steps_per_epoch: int | None = None
     grad_clip: float | None = None
+    attention_lr_scale: float = 1.0
     eval_batch_size: int = 256
     progress: bool = True
 
@@ -131,13 +133,8 @@ def train_and_evaluate(model: nn.Module, data: DataBundle, config: TrainConfig, 
     total_steps = steps_per_epoch * config.epochs
     schedule = TemperatureSchedule(math.ceil(config.anneal_fraction * total_steps), config.temperature_start, config.temperature_end)
 
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
     optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, momentum=config.momentum,
+        param_groups(model, config.lr, config.weight_decay, config.attention_lr_scale), lr=config.lr, momentum=config.momentum
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / max(1, total_steps))))
 

@@ -93,11 +93,15 @@ class ODAttention(nn.Module):
         named = {"channel": self.channel_fc, "filter": self.filter_fc, "spatial": self.spatial_fc, "kernel": self.kernel_fc}
         return {name: head for name, head in named.items() if head is not None}
 
-    def reset_parameters_scratch(self) -> None:
-        """The reference code's initialisation: Kaiming normal (fan_out, relu), zero biases, unit norm scale."""
+    @torch.no_grad()
+    def reset_parameters_scratch(self, generator: torch.Generator | None = None) -> None:
+        """The reference code's initialisation: Kaiming normal (fan_out, relu), zero biases, unit norm scale.
+        Drawn on the CPU in float32 (the generator's device): the same seed gives the same layer anywhere."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+                weight = torch.empty(module.weight.shape)
+                nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu", generator=generator)
+                module.weight.copy_(weight)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
@@ -111,12 +115,13 @@ class ODAttention(nn.Module):
         head's weight columns for a group sum to zero; so ``head(h) == bias == 0`` for all inputs, while the
         gradient reaching each copy is non-zero and of opposite sign, so the copies diverge after one step.
         Zero logits give sigmoid 0.5 and softmax 1/n: constant attentions that ``ODConv2d`` compensates.
+        Drawn on the CPU in float32 (the generator's device): the same seed gives the same layer anywhere.
         """
         hidden = self.hidden_channels
         if hidden < 2:
             raise ValueError("the attention trunk needs at least 2 hidden channels for a neutral initialisation")
         with torch.no_grad():
-            base = torch.empty_like(self.fc.weight)
+            base = torch.empty(self.fc.weight.shape)
             nn.init.kaiming_normal_(base, mode="fan_out", nonlinearity="relu", generator=generator)
             base[1::2] = base[0 : hidden - hidden % 2 : 2].clone()  # unit 2i+1 copies unit 2i
             if hidden % 2:  # odd width: the last unit joins the last pair, making a triple
@@ -128,7 +133,7 @@ class ODAttention(nn.Module):
             if isinstance(self.norm, nn.BatchNorm2d):
                 self.norm.reset_running_stats()
             for head in self.heads().values():
-                weight = torch.empty_like(head.weight)
+                weight = torch.empty(head.weight.shape)
                 nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu", generator=generator)
                 # Columns of each group of copies sum to zero: pairs (a, -a), and a triple (a, b, -(a+b)).
                 pairs_end = hidden - 3 if hidden % 2 else hidden

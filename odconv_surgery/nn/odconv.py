@@ -93,6 +93,9 @@ class ODConv2d(nn.Module):
         kh, kw = self.kernel_size
         self.weight = nn.Parameter(torch.empty(kernel_num, out_channels, in_channels // groups, kh, kw, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
+        # Fixed (not trained) factor on the aggregated kernel: 1 / attention gain after the function-preserving
+        # init, so the bank keeps the trained kernels' scale (and their learning dynamics); 1 otherwise.
+        self.register_buffer("kernel_scale", torch.ones((), **factory))
         self.attention = ODAttention(
             in_channels,
             out_channels,
@@ -123,11 +126,10 @@ class ODConv2d(nn.Module):
     ) -> "ODConv2d":
         """Build an ODConv2d with ``conv``'s geometry.
 
-        ``init="pretrained"`` makes it function-preserving: at conversion its output equals ``conv``'s (see
-        ``load_static_weight``). ``init="neutral"`` is the same without the gain compensation: the bank keeps the
-        static kernel's scale, so the layer starts as a constant multiple of ``conv`` (absorbed by a following
-        BatchNorm) and its kernels train at the static model's effective learning rate; meant for training from
-        scratch. ``init="scratch"`` uses the paper's Kaiming initialisation.
+        ``init="pretrained"`` makes it function-preserving: at conversion its output equals ``conv``'s and its
+        kernels keep their trained scale (see ``load_static_weight``). ``init="neutral"`` is the same without the
+        fixed ``kernel_scale``: the layer starts as the constant multiple ``attention_gain()`` of ``conv`` (absorbed
+        by a following BatchNorm). ``init="scratch"`` uses the paper's Kaiming initialisation.
         """
         if not isinstance(conv, nn.Conv2d):
             raise TypeError(f"ODConv2d.from_conv expects an nn.Conv2d, got {type(conv).__name__}")
@@ -150,20 +152,28 @@ class ODConv2d(nn.Module):
             device=conv.weight.device,
             dtype=conv.weight.dtype,
         )
-        if init != "scratch":
-            layer.load_static_weight(conv.weight, conv.bias, generator=generator, compensate_gain=init == "pretrained")
+        if init == "scratch":
+            layer.reset_parameters(generator)
+        else:
+            layer.load_static_weight(conv.weight, conv.bias, generator=generator, preserve_function=init == "pretrained")
         layer.train(conv.training)
         return layer
 
-    def reset_parameters(self) -> None:
-        """Paper/reference initialisation: each kernel Kaiming normal (fan_out, relu); attention likewise."""
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Paper/reference initialisation: each kernel Kaiming normal (fan_out, relu); attention likewise.
+
+        Drawn on the CPU in float32, so a seeded ``generator`` gives the same layer on every device and dtype."""
+        bank = torch.empty(self.weight.shape)
         for i in range(self.kernel_num):
-            nn.init.kaiming_normal_(self.weight.data[i], mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(bank[i], mode="fan_out", nonlinearity="relu", generator=generator)
+        self.weight.copy_(bank)
+        self.kernel_scale.fill_(1.0)
         if self.bias is not None:
             fan_in = self.weight[0, 0].numel()
             bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0
-            nn.init.uniform_(self.bias, -bound, bound)
-        self.attention.reset_parameters_scratch()
+            self.bias.copy_(torch.empty(self.bias.shape).uniform_(-bound, bound, generator=generator))
+        self.attention.reset_parameters_scratch(generator)
 
     def attention_gain(self) -> float:
         """Product of the attentions when every head outputs zero logits (sigmoid 0.5 each, softmax 1/n)."""
@@ -178,35 +188,41 @@ class ODConv2d(nn.Module):
         *,
         divergence: float = 1e-2,
         generator: torch.Generator | None = None,
-        compensate_gain: bool = True,
+        preserve_function: bool = True,
     ) -> None:
-        """Function-preserving initialisation from a static kernel ``weight`` (C_out, C_in/g, kh, kw).
+        """Initialise from a static kernel ``weight`` (C_out, C_in/g, kh, kw), keeping its scale.
 
         Heads get zero logits for every input (``ODAttention.reset_parameters_neutral``), so the attentions are
-        the constants sigmoid(0)=0.5 and softmax(0)=1/n. Each kernel W_i = W / gain + d_i, where gain is the
-        product of those constants and the perturbations d_i sum to zero; the uniform kernel mixture is then
-        exactly W, while the d_i make the kernels (and the kernel attention) receive different gradients, so
-        the n kernels diverge in training. ``divergence`` is the size of d_i relative to W's std.
-        ``compensate_gain=False`` keeps W unscaled (output = gain x static output): dividing by the gain (1/8 with
-        three sigmoid heads) also divides the bank's effective learning rate under a following BatchNorm by
-        gain^-2 (64x), measured to slow training from scratch (digits, mobilenet_v2 0.5: 24% vs 71% top-1).
+        the constants sigmoid(0)=0.5 and softmax(0)=1/n, whose product is ``attention_gain()``. Each kernel is
+        W_i = W + d_i with zero-sum perturbations d_i, so the uniform mixture is exactly W while the kernels (and
+        the kernel attention) receive different gradients and diverge in training. ``divergence`` is the size of
+        d_i relative to W's std. ``preserve_function`` sets the fixed ``kernel_scale`` to 1/gain, so the output
+        equals the static conv's; the bank itself is never rescaled, because dividing it by the gain would divide
+        its effective learning rate under a following BatchNorm by gain^2 (64x with three sigmoid heads).
+        Random draws happen on the CPU in float32, so a seed gives the same layer on every device and dtype.
         """
         expected = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         if tuple(weight.shape) != expected:
             raise ValueError(f"static weight has shape {tuple(weight.shape)}, expected {expected}")
         self.attention.reset_parameters_neutral(generator)
-        base = weight.to(self.weight) / (self.attention_gain() if compensate_gain else 1.0)
+        base = weight.detach().to(device="cpu", dtype=torch.float32)
         bank = base.unsqueeze(0).repeat(self.kernel_num, 1, 1, 1, 1)
         if self.kernel_num > 1:
-            noise = torch.randn(bank.shape, generator=generator, dtype=bank.dtype).to(bank.device)
+            noise = torch.randn(bank.shape, generator=generator)
             noise = noise - noise.mean(dim=0, keepdim=True)
             bank += noise * (divergence * base.std().clamp_min(1e-12))
         self.weight.copy_(bank)
+        self.kernel_scale.fill_(1.0 / self.attention_gain() if preserve_function else 1.0)
         if self.bias is not None:
             if bias is None:
                 self.bias.zero_()
             else:
                 self.bias.copy_(bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        # Checkpoints from before ``kernel_scale`` existed stored the bank already divided by the gain: scale 1.
+        state_dict.setdefault(prefix + "kernel_scale", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     # ------------------------------------------------------------------ forward
     def _explicit_padding(self) -> tuple[int, int, int, int] | None:
@@ -325,13 +341,19 @@ class ODConv2d(nn.Module):
                 "the bank, and leaves no BatchNorm for the foreign fold to touch."
             )
 
+    def attentions(self, x: Tensor) -> Attentions:
+        """The layer's attentions for input ``x``, with the fixed ``kernel_scale`` carried by the channel attention
+        (every formulation is linear in it, and it is the smallest tensor to scale)."""
+        att = self.attention(x)
+        return att._replace(channel=att.channel * self.kernel_scale)
+
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
             raise ValueError(f"ODConv2d expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
         self._check_bank()
         if x.shape[0] == 0:
             return self._forward_empty(x)
-        att = self.attention(x)
+        att = self.attentions(x)
         if not self.share_attention:
             out = self._grouped_per_sample_conv(x, self._aggregate_unshared(att))
         elif self._scale_kernel_not_activations(x):

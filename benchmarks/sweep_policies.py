@@ -2,7 +2,7 @@
 
 Default: torchvision mobilenet_v2 width 0.5 adapted to 10 classes, trained on scikit-learn's digits (upsampled
 to 32x32, fixed split), baseline + the four Table 9 policies (all_but_first, 1x1, 3x3, last:6), n = 1, seeds
-0-2, 5 epochs each; latency is ONNX Runtime CPU batch 1 one thread. Resumable: re-run the same command after an
+0-2, from a static model trained 5 epochs then converted and fine-tuned 3 epochs (`--pretrain-epochs 0`: from scratch, 5 epochs); latency is ONNX Runtime CPU batch 1 one thread. Resumable: re-run the same command after an
 interruption. Options are those of ``odconv-surgery sweep`` (see ``--help``).
 
     python benchmarks/sweep_policies.py -o benchmarks/results/sweep            # default sweep

@@ -70,6 +70,10 @@ def test_tiny_sweep_resume_and_outputs(tmp_path, tiny_data):
     odc = lines[1]
     assert odc["converted_layers"] == 2 and odc["params"] > lines[0]["params"] and odc["extra_madds"] > 0
     assert odc["latency_ms"] > 0 and odc["latency_backend"]
+    from odconv_surgery.passes.onnx.common import detect_nchwc_block
+
+    fastest = "ort-cpu" if detect_nchwc_block() is not None else "portable"  # the form a CPU user runs fastest
+    assert odc["latency_backend"] == f"onnxruntime ({fastest})"
     assert 0 <= odc["top1"] <= 100 and odc["top5"] is not None
     # Outputs
     for name in ("results.csv", "summary.json", "table.md", "acc_vs_latency.png", "acc_vs_params.png"):

@@ -10,14 +10,17 @@ import torch
 from torch import nn
 
 
-def _ort_latency(model: nn.Module, example: torch.Tensor, runs: int) -> float:
-    """Export with the project's exporter and time it with its ORT wrapper: CPU, one thread, batch 1."""
+def _ort_latency(model: nn.Module, example: torch.Tensor, runs: int) -> tuple[float, str]:
+    """Export with the project's exporter in the fastest form for onnxruntime's CPU provider (``ort-cpu`` when its
+    NCHWc ops are usable, else portable) and time it with its ORT wrapper: CPU, one thread, batch 1."""
     from ..deploy.export import export_onnx
     from ..deploy.runtime import OrtRunner
+    from ..passes.onnx.common import detect_nchwc_block
 
-    proto = export_onnx(model, None, example, check=False)
+    target = "ort-cpu" if detect_nchwc_block() is not None else "portable"
+    proto = export_onnx(model, None, example, check=False, target=target)
     runner = OrtRunner(proto, device="cpu", threads=1)
-    return 1000 * statistics.median(runner.time(batch=1, repeats=runs, warmup=3))
+    return 1000 * statistics.median(runner.time(batch=1, repeats=runs, warmup=3)), f"onnxruntime ({target})"
 
 
 @torch.no_grad()
@@ -38,7 +41,7 @@ def _torch_latency(model: nn.Module, example: torch.Tensor, runs: int) -> float:
 
 
 def measure_latency(model: nn.Module, example: torch.Tensor, runs: int = 30) -> tuple[float, str]:
-    """Median batch-1 CPU latency in ms and the backend that measured it ("onnxruntime" or "torch-eager").
+    """Median batch-1 CPU latency in ms and the backend that measured it ("onnxruntime (<target>)" or "torch-eager").
 
     ONNX Runtime (one thread) when ``odconv_surgery.deploy.export`` and onnxruntime import; eager PyTorch with one
     thread otherwise, or when export fails (the reason is appended to the backend name).
@@ -47,7 +50,7 @@ def measure_latency(model: nn.Module, example: torch.Tensor, runs: int = 30) -> 
     example = example[:1].cpu()
     reason = ""
     try:
-        return _ort_latency(model, example, runs), "onnxruntime"
+        return _ort_latency(model, example, runs)
     except ImportError as exc:
         reason = f" (onnx unavailable: {exc.name or exc})"
     except Exception as exc:  # export or runtime failure: still give a number, and say why

@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-list", type=int, nargs="+", default=None, help="explicit seeds (overrides --seeds)")
     p.add_argument("--batch-size", type=int, default=64, help="batch size per process (default 64)")
     p.add_argument("--lr", type=float, default=None, help="initial learning rate, cosine to 0 (default 0.01 fine-tuning, 0.05 from scratch)")
-    p.add_argument("--attention-lr-scale", type=float, default=None, help="ODConv attention learning rate relative to --lr (default 0.1 fine-tuning, 1 from scratch)")
+    p.add_argument("--attention-lr-scale", type=float, default=None, help="ODConv attention learning rate relative to --lr (default 0.1)")
     p.add_argument("--reduction", "-r", type=_float, default=1 / 16, help="attention reduction ratio (default 1/16)")
     p.add_argument("--init", choices=INIT_MODES, default=None, help="ODConv init (default: pretrained, i.e. function-preserving, when fine-tuning; neutral from scratch)")
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")

@@ -310,7 +310,7 @@ def test_from_checkpoint_sweep_uses_the_users_weights(tmp_path, tiny_data):
 
 def test_scratch_mode_defaults():
     cfg = _config(pretrain_epochs=0)
-    assert not cfg.from_trained and cfg.init == "neutral" and cfg.lr == 0.05 and cfg.attention_lr_scale == 1.0
+    assert not cfg.from_trained and cfg.init == "neutral" and cfg.lr == 0.05 and cfg.attention_lr_scale == 0.1
     assert cfg.epochs == 1  # explicit settings win over the mode's defaults
     with pytest.raises(ValueError, match="pretrain_epochs"):
         _config(pretrain_epochs=-1)

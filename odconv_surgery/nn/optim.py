@@ -1,9 +1,9 @@
 """Optimizer parameter groups for training ODConv models.
 
-Fine-tuning a converted trained model: the attention branches start neutral (zero logits) and, at the kernels'
-learning rate, move the per-sample scaling of every converted layer faster than the trained kernels adapt, which
-costs accuracy (see the README's fine-tuning section for the measurements). Giving the attention a fraction of
-the learning rate keeps fine-tuning close to the static model's trajectory while the attention grows in.
+The attention branches start neutral (zero logits) and, at the kernels' learning rate, move the per-sample
+scaling of every converted layer faster than the kernels adapt, which costs accuracy when fine-tuning a trained
+model and from scratch alike (see the README's training section for the measurements). Giving the attention a
+fraction of the learning rate keeps training close to the static model's trajectory while the attention grows in.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from torch import nn
 
 from .attention import ODAttention
 
-FINETUNE_ATTENTION_LR_SCALE = 0.1
+ATTENTION_LR_SCALE = 0.1
 
 
 def param_groups(
-    model: nn.Module, lr: float, weight_decay: float = 0.0, attention_lr_scale: float = FINETUNE_ATTENTION_LR_SCALE
+    model: nn.Module, lr: float, weight_decay: float = 0.0, attention_lr_scale: float = ATTENTION_LR_SCALE
 ) -> list[dict[str, Any]]:
     """Groups for ``torch.optim``: weight decay on weights only (not biases or norm parameters), and every ODConv
     attention branch at ``lr * attention_lr_scale``. Frozen parameters are left out.

@@ -246,7 +246,7 @@ def run_configuration(
         converted = len(report.converted)
     if config.from_trained:  # what the user sees right after surgery, before any fine-tuning
         record["top1_converted"], _ = evaluate(model, data.test, device=ctx.device, num_classes=data.num_classes)
-    cost = count_cost(model, example_input=example)
+    cost = count_cost(model, example_input=example.to(next(model.parameters()).device))  # on ctx.device when trained first
     result = train_and_evaluate(model, data, config.train_config(seed), ctx)
     latency, backend = (None, "skipped")
     if config.latency and ctx.is_main:

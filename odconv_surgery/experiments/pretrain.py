@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 
+from ..atomic_file import atomic_write
 from .data import DataBundle
 from .distributed import DistContext
 from .training import TrainConfig, evaluate, train_and_evaluate
@@ -72,18 +72,6 @@ def load_static_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Modu
     return model
 
 
-def _atomic_save(payload: dict[str, Any], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def trained_static_model(
     factory: Callable[[int], nn.Module],
     data: DataBundle,
@@ -114,7 +102,8 @@ def trained_static_model(
         else:
             train_and_evaluate(model, data, train_config, ctx)
             if ctx.is_main:
-                _atomic_save({"settings": settings, "state_dict": model.state_dict()}, path)
+                payload = {"settings": settings, "state_dict": model.state_dict()}
+                atomic_write(path, lambda fh: torch.save(payload, fh))
             ctx.barrier()
     model.to(ctx.device).eval()
     top1, _ = evaluate(model, data.test, device=ctx.device, num_classes=data.num_classes)

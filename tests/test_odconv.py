@@ -252,3 +252,37 @@ def test_scratch_init_is_seeded_by_the_generator():
     c = ODConv2d.from_conv(conv, init="scratch", kernel_num=2, generator=torch.Generator().manual_seed(8))
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not torch.equal(a.weight, c.weight) and a.kernel_scale.item() == 1.0
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+def test_tap_sum_form_matches_paper_formula_and_gradients(case, monkeypatch):
+    """The tap-sum form (static 1x1 convs per kernel tap, outputs scaled by the spatial attention) computes the
+    same outputs and gradients as the per-sample-kernel form, wherever it applies (n = 1, dense, zero padding)."""
+    case = dict(case)
+    layer = ODConv2d(case.pop("cin"), case.pop("cout"), case.pop("k"), kernel_num=1, **case).eval()
+    eligible = layer.groups == 1 and layer.attention.spatial_fc is not None and layer.padding_mode == "zeros"
+    if not eligible:
+        pytest.skip("tap-sum form does not apply")
+    randomise_attention(layer)
+    x = torch.randn(3, layer.in_channels, 11, 10, requires_grad=True)
+    monkeypatch.setattr(ODConv2d, "_use_tap_sum", lambda self, x: False)
+    reference = layer(x)
+    reference.square().sum().backward()
+    grads = [p.grad.clone() for p in layer.parameters()] + [x.grad.clone()]
+    layer.zero_grad(); x.grad = None
+    monkeypatch.setattr(ODConv2d, "_use_tap_sum", lambda self, x: True)
+    out = layer(x)
+    with torch.no_grad():
+        torch.testing.assert_close(out, paper_formula(layer, x), atol=1e-5, rtol=1e-5)
+    out.square().sum().backward()
+    for got, want in zip([p.grad for p in layer.parameters()] + [x.grad], grads):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+
+def test_tap_sum_is_chosen_for_deep_layers_in_batch_training_only():
+    deep = ODConv2d(256, 256, 3, padding=1)
+    assert deep._use_tap_sum(torch.empty(32, 256, 7, 7))  # B x |W| = 18.9M vs 9 x 32 x 512 x 49 = 7.2M
+    assert not deep._use_tap_sum(torch.empty(1, 256, 7, 7))  # batch 1: the per-sample kernel is one plain conv
+    assert not deep._use_tap_sum(torch.empty(4, 256, 56, 56))  # early layers: the kernels are the smaller
+    assert not ODConv2d(256, 256, 3, padding=1, kernel_num=4)._use_tap_sum(torch.empty(32, 256, 7, 7))
+    assert not ODConv2d(256, 256, 3, padding=1, groups=256)._use_tap_sum(torch.empty(32, 256, 7, 7))

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from .geometry import conv_output_size, same_padding
 from .attention import Attentions, ODAttention
 from .validation import bank_bytes, check_choice, check_int, check_layer_settings, check_memory
 
@@ -225,20 +226,19 @@ class ODConv2d(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
 
     # ------------------------------------------------------------------ forward
-    def _explicit_padding(self) -> tuple[int, int, int, int] | None:
-        """(left, right, top, bottom) for ``F.pad`` when padding_mode is not 'zeros'."""
-        if self.padding_mode == "zeros":
-            return None
+    def _pads(self) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) padding of the input, for ``F.pad``."""
         if self.padding == "valid":
             return (0, 0, 0, 0)
         if self.padding == "same":
-            pads = []
-            for d, k in zip(reversed(self.dilation), reversed(self.kernel_size)):
-                total = d * (k - 1)
-                pads += [total // 2, total - total // 2]
-            return tuple(pads)
+            (top, bottom), (left, right) = same_padding(self.kernel_size, self.dilation)
+            return (left, right, top, bottom)
         ph, pw = self.padding
         return (pw, pw, ph, ph)
+
+    def _explicit_padding(self) -> tuple[int, int, int, int] | None:
+        """``_pads()`` when padding_mode is not 'zeros' (the input is padded before the conv), else None."""
+        return None if self.padding_mode == "zeros" else self._pads()
 
     def _conv(self, x: Tensor, weight: Tensor, groups: int) -> Tensor:
         if self._padding_for_pad is not None:
@@ -286,6 +286,39 @@ class ODConv2d(nn.Module):
             groups=self.groups * batch,
         )
         return out.view(batch, self.out_channels, out.shape[-2], out.shape[-1])
+
+    def _use_tap_sum(self, x: Tensor) -> bool:
+        """Whether the tap-sum form touches fewer elements than per-sample kernels: n = 1 dense layers with a
+        spatial head and a batch, when B x |W| (per-sample kernels, e.g. deep layers in batch training) exceeds the
+        taps' shifted inputs and scaled outputs (kh*kw x B x (C_in + C_out) x output pixels)."""
+        batch, _, height, width = x.shape
+        if not (batch > 1 and self.kernel_num == 1 and self.groups == 1 and self.attention.spatial_fc is not None
+                and self.padding_mode == "zeros"):
+            return False  # at batch 1 the per-sample kernel is one ordinary conv: fewer, larger ops
+        left, right, top, bottom = self._pads()
+        out_h = conv_output_size(height, self.kernel_size[0], self.stride[0], self.dilation[0], top, bottom)
+        out_w = conv_output_size(width, self.kernel_size[1], self.stride[1], self.dilation[1], left, right)
+        taps = self.kernel_size[0] * self.kernel_size[1]
+        per_sample_kernel = batch * self.out_channels * self.in_channels * taps
+        tap_sum = taps * batch * (self.in_channels + self.out_channels) * out_h * out_w
+        return tap_sum < per_sample_kernel
+
+    def _forward_tap_sum(self, x: Tensor, att: Attentions) -> Tensor:
+        """y = sum over kernel taps t of alpha_s[t] * (W[:, :, t] * shifted x): static-weight 1x1 convs whose outputs
+        the spatial attention scales per sample, so no per-sample kernel (or its B x |W| gradient) is built."""
+        batch = x.shape[0]
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        x = F.pad(x * att.channel, self._pads())
+        out_h = (x.shape[-2] - dh * (kh - 1) - 1) // sh + 1
+        out_w = (x.shape[-1] - dw * (kw - 1) - 1) // sw + 1
+        spatial = att.spatial.reshape(batch, kh * kw, 1, 1, 1)
+        out = None
+        for i in range(kh):
+            for j in range(kw):
+                shifted = x[:, :, i * dh : i * dh + sh * (out_h - 1) + 1 : sh, j * dw : j * dw + sw * (out_w - 1) + 1 : sw]
+                term = F.conv2d(shifted, self.weight[0, :, :, i : i + 1, j : j + 1]) * spatial[:, i * kw + j]
+                out = term if out is None else out + term
+        return out
 
     def _channel_as_weight(self, channel: Tensor) -> Tensor:
         """Channel attention (B, C_in, 1, 1) laid out as a per-sample kernel factor (B, C_out, C_in/g, 1, 1)."""
@@ -356,6 +389,10 @@ class ODConv2d(nn.Module):
         att = self.attentions(x)
         if not self.share_attention:
             out = self._grouped_per_sample_conv(x, self._aggregate_unshared(att))
+        elif self._use_tap_sum(x):
+            out = self._forward_tap_sum(x, att)
+            if att.filter is not None:
+                out = out * att.filter
         elif self._scale_kernel_not_activations(x):
             # Same maths, fewer elements touched: the attentions scale a per-sample kernel instead of activations.
             out = None if self.has_per_sample_kernel() else self._forward_pointwise(x, att)

@@ -71,6 +71,19 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     return Recipe.from_dict(payload["recipe"]), payload["state_dict"]
 
 
+def state_dict_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str], list[str]]:
+    """Keys of ``state`` that ``model`` lacks or expects, and mis-shaped keys ("key: checkpoint S vs model S")."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
+    )
+    return missing, unexpected, shapes
+
+
 def load(base_model: nn.Module, path: str | os.PathLike, *, map_location: str | torch.device = "cpu", inplace: bool = False) -> nn.Module:
     """Rebuild the converted architecture on ``base_model`` from the checkpoint's recipe and load its weights.
 
@@ -88,14 +101,7 @@ def load(base_model: nn.Module, path: str | os.PathLike, *, map_location: str | 
         apply_recipe(model, recipe)
     except (KeyError, TypeError) as err:
         raise CheckpointMismatchError(f"checkpoint {path} does not match {type(model).__name__}: {err}") from err
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in set(own) & set(state)
-        if hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
-    )
+    missing, unexpected, shapes = state_dict_mismatch(model, state)
     if missing or unexpected or shapes:
         def show(items: list[str]) -> str:
             return ", ".join(items[:20]) + (f" ... (+{len(items) - 20})" if len(items) > 20 else "") if items else "none"

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..atomic_file import atomic_write
+from ..checkpoint import state_dict_mismatch
 from .data import DataBundle
 from .distributed import DistContext
 from .training import TrainConfig, evaluate, train_and_evaluate
@@ -58,10 +59,7 @@ def _state_dict_from_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 def load_static_checkpoint(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load the user's trained static weights into ``model``; a mismatch lists the offending keys."""
     state = _state_dict_from_file(path)
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    missing, unexpected, shapes = state_dict_mismatch(model, state)
     if missing or unexpected or shapes:
         raise PretrainedCheckpointError(
             f"{path} does not fit the sweep's model: missing {missing[:5]}, unexpected {unexpected[:5]}, "

@@ -38,6 +38,14 @@ def attention_channels(in_channels: int, reduction: float, min_channels: int = 1
     return max(int(in_channels * reduction), min_channels)
 
 
+def kaiming_fan_out(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None = None) -> Tensor:
+    """Kaiming normal (fan_out, relu) weights drawn on the CPU in float32, so a seeded ``generator`` gives the same
+    values whatever device and dtype they are copied into."""
+    weight = torch.empty(shape)
+    nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu", generator=generator)
+    return weight
+
+
 def _make_norm(kind: str, channels: int) -> nn.Module:
     if kind == "bn":
         return nn.BatchNorm2d(channels)
@@ -95,13 +103,11 @@ class ODAttention(nn.Module):
 
     @torch.no_grad()
     def reset_parameters_scratch(self, generator: torch.Generator | None = None) -> None:
-        """The reference code's initialisation: Kaiming normal (fan_out, relu), zero biases, unit norm scale.
-        Drawn on the CPU in float32 (the generator's device): the same seed gives the same layer anywhere."""
+        """The reference code's initialisation: Kaiming normal (fan_out, relu), zero biases, unit norm scale
+        (``kaiming_fan_out``: the same seed gives the same layer on any device)."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
-                weight = torch.empty(module.weight.shape)
-                nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu", generator=generator)
-                module.weight.copy_(weight)
+                module.weight.copy_(kaiming_fan_out(module.weight.shape, generator))
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
             elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm)):
@@ -115,14 +121,13 @@ class ODAttention(nn.Module):
         head's weight columns for a group sum to zero; so ``head(h) == bias == 0`` for all inputs, while the
         gradient reaching each copy is non-zero and of opposite sign, so the copies diverge after one step.
         Zero logits give sigmoid 0.5 and softmax 1/n: constant attentions that ``ODConv2d`` compensates.
-        Drawn on the CPU in float32 (the generator's device): the same seed gives the same layer anywhere.
+        Weights from ``kaiming_fan_out``: the same seed gives the same layer on any device.
         """
         hidden = self.hidden_channels
         if hidden < 2:
             raise ValueError("the attention trunk needs at least 2 hidden channels for a neutral initialisation")
         with torch.no_grad():
-            base = torch.empty(self.fc.weight.shape)
-            nn.init.kaiming_normal_(base, mode="fan_out", nonlinearity="relu", generator=generator)
+            base = kaiming_fan_out(self.fc.weight.shape, generator)
             base[1::2] = base[0 : hidden - hidden % 2 : 2].clone()  # unit 2i+1 copies unit 2i
             if hidden % 2:  # odd width: the last unit joins the last pair, making a triple
                 base[-1] = base[-3]
@@ -133,8 +138,7 @@ class ODAttention(nn.Module):
             if isinstance(self.norm, nn.BatchNorm2d):
                 self.norm.reset_running_stats()
             for head in self.heads().values():
-                weight = torch.empty(head.weight.shape)
-                nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu", generator=generator)
+                weight = kaiming_fan_out(head.weight.shape, generator)
                 # Columns of each group of copies sum to zero: pairs (a, -a), and a triple (a, b, -(a+b)).
                 pairs_end = hidden - 3 if hidden % 2 else hidden
                 weight[:, 1:pairs_end:2] = -weight[:, 0:pairs_end:2]

@@ -4,7 +4,8 @@ y = (sum_i alpha_wi * alpha_fi * alpha_ci * alpha_si * W_i) * x + b
 
 Channel attention scales the input and filter attention scales the output (equivalent to scaling the kernel,
 and cheaper); spatial and kernel attentions build one aggregated kernel per sample, run as a single grouped
-convolution over the batch. A 1x1 layer with one kernel has no per-sample kernel and runs as a plain conv.
+convolution over the batch, or, for batched n = 1 dense layers where that is cheaper, a sum of static 1x1 convs
+over the kernel taps. A 1x1 layer with one kernel has no per-sample kernel and runs as a plain conv.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from .geometry import conv_output_size, same_padding
-from .attention import Attentions, ODAttention
+from .attention import Attentions, ODAttention, kaiming_fan_out
 from .validation import bank_bytes, check_choice, check_int, check_layer_settings, check_memory
 
 InitMode = Literal["pretrained", "neutral", "scratch"]
@@ -165,10 +166,7 @@ class ODConv2d(nn.Module):
         """Paper/reference initialisation: each kernel Kaiming normal (fan_out, relu); attention likewise.
 
         Drawn on the CPU in float32, so a seeded ``generator`` gives the same layer on every device and dtype."""
-        bank = torch.empty(self.weight.shape)
-        for i in range(self.kernel_num):
-            nn.init.kaiming_normal_(bank[i], mode="fan_out", nonlinearity="relu", generator=generator)
-        self.weight.copy_(bank)
+        self.weight.copy_(torch.stack([kaiming_fan_out(self.weight.shape[1:], generator) for _ in range(self.kernel_num)]))
         self.kernel_scale.fill_(1.0)
         if self.bias is not None:
             fan_in = self.weight[0, 0].numel()
@@ -287,6 +285,12 @@ class ODConv2d(nn.Module):
         )
         return out.view(batch, self.out_channels, out.shape[-2], out.shape[-1])
 
+    def _output_size(self, height: int, width: int) -> tuple[int, int]:
+        """Output (H, W) for an input of (height, width)."""
+        left, right, top, bottom = self._pads()
+        return (conv_output_size(height, self.kernel_size[0], self.stride[0], self.dilation[0], top, bottom),
+                conv_output_size(width, self.kernel_size[1], self.stride[1], self.dilation[1], left, right))
+
     def _use_tap_sum(self, x: Tensor) -> bool:
         """Whether the tap-sum form touches fewer elements than per-sample kernels: n = 1 dense layers with a
         spatial head and a batch, when B x |W| (per-sample kernels, e.g. deep layers in batch training) exceeds the
@@ -295,9 +299,7 @@ class ODConv2d(nn.Module):
         if not (batch > 1 and self.kernel_num == 1 and self.groups == 1 and self.attention.spatial_fc is not None
                 and self.padding_mode == "zeros"):
             return False  # at batch 1 the per-sample kernel is one ordinary conv: fewer, larger ops
-        left, right, top, bottom = self._pads()
-        out_h = conv_output_size(height, self.kernel_size[0], self.stride[0], self.dilation[0], top, bottom)
-        out_w = conv_output_size(width, self.kernel_size[1], self.stride[1], self.dilation[1], left, right)
+        out_h, out_w = self._output_size(height, width)
         taps = self.kernel_size[0] * self.kernel_size[1]
         per_sample_kernel = batch * self.out_channels * self.in_channels * taps
         tap_sum = taps * batch * (self.in_channels + self.out_channels) * out_h * out_w
@@ -308,9 +310,8 @@ class ODConv2d(nn.Module):
         the spatial attention scales per sample, so no per-sample kernel (or its B x |W| gradient) is built."""
         batch = x.shape[0]
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        out_h, out_w = self._output_size(x.shape[-2], x.shape[-1])
         x = F.pad(x * att.channel, self._pads())
-        out_h = (x.shape[-2] - dh * (kh - 1) - 1) // sh + 1
-        out_w = (x.shape[-1] - dw * (kw - 1) - 1) // sw + 1
         spatial = att.spatial.reshape(batch, kh * kw, 1, 1, 1)
         out = None
         for i in range(kh):

@@ -5,6 +5,7 @@ import onnx
 import pytest
 import torch
 import torchvision
+from onnx import helper
 
 from odconv_surgery import ODConv2d
 from odconv_surgery.deploy.export import export_marked, export_onnx
@@ -188,3 +189,29 @@ def test_ort_cpu_nchwc_chain_parity(name, kernel_num):
     ]
     assert not unfused, unfused
     assert ops.count("ReorderInput") <= 1 + ops.count("Conv") - len(convs) + ops.count("MaxPool")
+    # Late, low-resolution layers scale activations (depthwise 1x1 NCHWc Convs with the attention as weight);
+    # early ones fold the attentions into the kernel (a MatMul builds the scale tensor).
+    attrs = {n.name: {a.name: helper.get_attribute_value(a) for a in n.attribute} for n in convs}
+    on_activations = [n for n in convs if attrs[n.name]["kernel_shape"] == [1, 1] and attrs[n.name]["group"] > 1]
+    assert on_activations
+    if name.startswith("mobilenet") and kernel_num == 1:
+        assert "MatMul" in ops
+
+
+def test_scale_on_activations_follows_the_element_counts():
+    import onnx_graphsurgeon as gs
+
+    from odconv_surgery.passes.onnx.common import OdLayer
+    from odconv_surgery.passes.onnx.lowering.batch1_nchwc import scale_on_activations
+    from odconv_surgery.passes.onnx.lowering.builder import Geometry
+
+    def layer(cin, cout, k, hw, heads=("channel", "filter", "spatial")):
+        attrs = dict(in_channels=cin, out_channels=cout, kernel_shape=[k, k], input_hw=[hw, hw], strides=[1, 1],
+                     dilations=[1, 1], pads=[k // 2] * 4, group=1, heads=list(heads))
+        od = OdLayer(gs.Node("ODConv2d", "l", attrs))
+        return scale_on_activations(od, Geometry.of(od))
+
+    assert layer(160, 960, 1, 7)  # kernel 154k elements, activations 55k
+    assert not layer(16, 96, 1, 56)  # kernel 1.5k, activations 351k
+    assert layer(512, 512, 3, 7) and not layer(64, 64, 3, 56)
+    assert not layer(512, 512, 3, 7, heads=("spatial",))  # nothing to move to the activations

@@ -5,7 +5,12 @@ The attention runs on the blocked input (nchwc GlobalAveragePool + Gemms: no Con
 around the tiny attention layers). The constant kernel bank is stored already in ORT's blocked filter layout
 (depthwise ``OIHWBo``: (C/B, kh, kw, B); dense/1x1 ``OIHWBiBo``: (Co/B, Ci/B, kh, kw, Bi, Bo)), so the
 per-sample kernel is made by Muls with the attention vectors reshaped to that layout (no in-graph Transpose).
-Bias stays a constant conv bias. The ``chain_nchwc`` pass then removes the reorders between consecutive NCHWc
+Bias stays a constant conv bias.
+
+Dense / 1x1 layers whose kernel is larger than the activations they would scale (late, low-resolution stages)
+instead apply the channel and filter attentions to the activations, as NCHWc depthwise 1x1 Convs whose weight is
+the attention vector (``scale_on_activations``): the main conv then keeps the constant kernel (n = 1, no spatial
+head) or only the taps' scaling, and no full-size scale tensor is built per run. The ``chain_nchwc`` pass then removes the reorders between consecutive NCHWc
 layers and fuses activations and residual Adds into the convs. Measurements: ``benchmarks/onnx_lowering_forms.md``.
 """
 
@@ -65,15 +70,62 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
         wk = b.reshape(kernel_mix(b, att, wb.reshape(n, -1)), list(wb.shape[1:]))
     else:
         wk = b.const("weight_nchwc", wb[0])
+    bias = [b.const("bias", layer.param("bias"))] if layer.has("bias") else []
+    on_activations = layer.kind != "depthwise" and scale_on_activations(layer, geo)
     if layer.kind == "depthwise":
         wk = _scale_depthwise_kernel(b, wk, att, geo, cout, blk)
+    elif on_activations:
+        if "spatial" in att and geo.k2 > 1:
+            wk = _scale_taps(b, wk, att["spatial"], geo, cin, cout, blk)
+        if "channel" in att:
+            xb = _scale_channels(b, xb, att["channel"], cin)
     elif any(h in att for h in ("channel", "spatial", "filter")):
         wk = _scale_blocked_kernel(b, wk, att, geo, cin, cout, blk)
     wk = b.reshape(wk, [cout, cin // g, geo.kh, geo.kw])
-    inputs = [xb, wk] + ([b.const("bias", layer.param("bias"))] if layer.has("bias") else [])
+    filter_on_output = on_activations and "filter" in att
     attrs = {"group": g, "kernel_shape": [geo.kh, geo.kw], "pads": list(geo.pads), "strides": [geo.sh, geo.sw], "dilations": [geo.dh, geo.dw]}
-    yb = b.op("Conv", inputs, attrs, domain=NCHWC_DOMAIN)
+    yb = b.op("Conv", [xb, wk] + ([] if filter_on_output else bias), attrs, domain=NCHWC_DOMAIN)
+    if filter_on_output:
+        yb = _scale_channels(b, yb, att["filter"], cout, bias)
     return b.op("ReorderOutput", [yb], {"channels": cout, "channels_last": 0}, domain=NCHWC_DOMAIN)
+
+
+# Cost per element, relative, of the two ways to apply the channel / filter attentions of a dense or 1x1 layer
+# (calibrated by benchmarks/bench_nchwc_scaling.py; the ratios matter, not the units).
+KERNEL_SCALE_COST = 1.0  # outer-product scale tensor + Mul, per kernel element
+TAP_SCALE_COST = 0.6  # spatial-only broadcast Mul, per kernel element
+ACTIVATION_SCALE_COST = 0.4  # NCHWc depthwise 1x1 Conv, per activation element
+
+
+def scale_on_activations(layer: OdLayer, geo: Geometry) -> bool:
+    """Whether a dense / 1x1 layer's channel and filter attentions are cheaper on the activations (input and output,
+    as depthwise 1x1 NCHWc Convs) than folded into its kernel: true when the kernel outweighs the activations,
+    as in the late, low-resolution stages of a network."""
+    a = layer.attrs
+    heads = set(layer.heads)
+    if not heads & {"channel", "filter"}:
+        return False
+    kh, kw = a["kernel_shape"]
+    hin, win = a["input_hw"]
+    kernel = a["out_channels"] * a["in_channels"] * kh * kw
+    activations = ("channel" in heads) * a["in_channels"] * hin * win + ("filter" in heads) * a["out_channels"] * geo.ho * geo.wo
+    taps = TAP_SCALE_COST * kernel if "spatial" in heads and kh * kw > 1 else 0.0
+    return ACTIVATION_SCALE_COST * activations + taps < KERNEL_SCALE_COST * kernel
+
+
+def _scale_channels(b: Builder, tb, vec, channels: int, bias=()):
+    """``tb`` (NCHWc) times ``vec`` (1, channels) per channel, plus ``bias``: a depthwise 1x1 NCHWc Conv whose
+    weight is the attention vector (its blocked layout is the channel order)."""
+    w = b.reshape(vec, [channels, 1, 1, 1])
+    attrs = {"group": channels, "kernel_shape": [1, 1], "pads": [0, 0, 0, 0], "strides": [1, 1], "dilations": [1, 1]}
+    return b.op("Conv", [tb, w, *bias], attrs, domain=NCHWC_DOMAIN)
+
+
+def _scale_taps(b: Builder, wk, spatial, geo: Geometry, cin: int, cout: int, blk: int):
+    """Dense ``OIHWBiBo`` kernel times the spatial attention per tap: one broadcast Mul over (Bi, Bo) spans."""
+    blocks = (cout // blk) * (cin // blk)
+    kernel = b.reshape(wk, [blocks, geo.k2, blk * blk])
+    return b.op("Mul", [kernel, b.reshape(spatial, [1, geo.k2, 1])])
 
 
 def _scale_depthwise_kernel(b: Builder, wk, att, geo: Geometry, cout: int, blk: int):

@@ -18,6 +18,7 @@ import torchvision
 from torch import nn
 
 from odconv_surgery import apply_odconv
+from odconv_surgery.experiments.machine_load import BusyMachineError, describe_load, load_average, require_quiet
 
 
 def median_time(fn, repeats: int, warmup: int = 1) -> float:
@@ -61,7 +62,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", default=None, help="write the rows here")
+    parser.add_argument("--allow-busy", action="store_true", help="time even when the load average says the machine is busy")
     args = parser.parse_args()
+    try:
+        load_start = require_quiet(args.allow_busy)
+    except BusyMachineError as err:
+        raise SystemExit(f"error: {err}") from None
     torch.set_num_threads(args.threads)
     rows = []
     for name in args.models:
@@ -75,13 +81,15 @@ def main() -> None:
             train = train_step_time(model, args.size, args.train_batch, args.repeats)
             rows.append(dict(model=name, variant=f"ODConv {n}x", fwd_ms=fwd * 1e3, train_ms=train * 1e3,
                              fwd_ratio=fwd / base_fwd, train_ratio=train / base_train))
-    print(f"threads={args.threads} size={args.size} train batch={args.train_batch} repeats={args.repeats} (medians)\n")
+    load_end = load_average()
+    print(f"threads={args.threads} size={args.size} train batch={args.train_batch} repeats={args.repeats} (medians)")
+    print(f"machine: {describe_load(load_start)} at start, {describe_load(load_end)} at the end\n")
     print("| model | variant | fwd b=1 (ms) | ratio | train step (ms) | ratio |\n|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['variant']} | {r['fwd_ms']:.1f} | {r['fwd_ratio']:.2f} | {r['train_ms']:.0f} | {r['train_ratio']:.2f} |")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"threads": args.threads, "size": args.size, "rows": rows}, fh, indent=2)
+            json.dump({"threads": args.threads, "size": args.size, "load_start": load_start, "load_end": load_end, "rows": rows}, fh, indent=2)
 
 
 if __name__ == "__main__":

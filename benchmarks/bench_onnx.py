@@ -8,8 +8,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from odconv_surgery.deploy.benchmark import MODELS, Case, default_cases, render_markdown, run_benchmark, write_json
+from odconv_surgery.deploy.benchmark import (
+    MODELS, Case, default_cases, render_markdown, render_summary, run_benchmark, write_json,
+)
+from odconv_surgery.experiments.machine_load import BusyMachineError, describe_load, load_average, require_quiet
 from odconv_surgery.policies import PAPER_POLICIES
 
 
@@ -25,7 +29,15 @@ def main(argv=None) -> int:
     p.add_argument("--no-cuda", action="store_true", help="skip CUDA batch 200 even when available")
     p.add_argument("--quick", action="store_true", help="mobilenet_v2 0.5, n=1, Table 9 policies, CPU batch 1 only")
     p.add_argument("--json", default="bench_onnx.json")
+    p.add_argument("--md", default=None, help="also write the summary table and the machine's load to this markdown file")
+    p.add_argument("--allow-busy", action="store_true", help="time even when the load average says the machine is busy")
     args = p.parse_args(argv)
+    try:
+        load_start = require_quiet(args.allow_busy)
+    except BusyMachineError as err:
+        print(f"error: {err}")
+        return 2
+    print(f"machine at start: {describe_load(load_start)}")
     if args.quick:
         cases = [Case("mobilenet_v2_0.5", pol, 1) for pol in PAPER_POLICIES]
         args.no_b8 = True
@@ -35,10 +47,20 @@ def main(argv=None) -> int:
         cases, input_size=args.input_size, repeats=args.repeats, rounds=args.rounds,
         include_b8=not args.no_b8, include_cuda=not args.no_cuda,
     )
+    load_end = load_average()
+    loads = f"machine: {describe_load(load_start)} at start, {describe_load(load_end)} at the end"
     print("\n## All results\n")
     print(render_markdown(rows))
-    write_json(rows, args.json, {"args": vars(args)})
+    summary = render_summary(rows)
+    print(f"\n## Summary (ratios to the static model in the same run)\n\n{loads}\n\n{summary}")
+    write_json(rows, args.json, {"args": vars(args), "load_start": load_start, "load_end": load_end})
     print(f"\nJSON written to {args.json}")
+    if args.md:
+        with open(args.md, "w") as fh:
+            fh.write(f"# ONNX Runtime latency: static vs ODConv\n\nCommand: `python benchmarks/bench_onnx.py "
+                     f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n{loads}\n\n{summary}\n\n"
+                     f"## All rows\n\n{render_markdown(rows)}\n")
+        print(f"markdown written to {args.md}")
     return 0
 
 

@@ -156,14 +156,16 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     try:
         from .deploy.export import export_onnx
+        from .deploy.schema import META_TARGET, metadata
     except ImportError as exc:
         raise CliError(f"ONNX export is not available ({exc}); install the extras: pip install 'odconv-surgery[onnx]'") from exc
     model = _load_model_or_checkpoint(args).eval()
     out = Path(args.output).expanduser()
     out.parent.mkdir(parents=True, exist_ok=True)
-    export_onnx(model, out, _example(args), dynamic_batch=not args.static_batch, fuse=not args.no_fuse)
+    proto = export_onnx(model, out, _example(args), dynamic_batch=not args.static_batch, fuse=not args.no_fuse, target=args.target)
     if not args.quiet:
-        print(f"wrote {out} ({'static' if args.static_batch else 'dynamic'} batch, {'unfused' if args.no_fuse else 'fused'})")
+        target = metadata(proto).get(META_TARGET, args.target)
+        print(f"wrote {out} ({'static' if args.static_batch else 'dynamic'} batch, {'unfused' if args.no_fuse else 'fused'}, target {target})")
     return 0
 
 
@@ -281,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", default=None, help="model spec the checkpoint was made from (default: read from CKPT.model.json)")
     p.add_argument("--no-fuse", action="store_true", help="skip the ONNX fusion passes")
     p.add_argument("--static-batch", action="store_true", help="fix the batch dimension to 1")
+    p.add_argument("--target", choices=["auto", "portable", "ort-cpu"], default="auto",
+                   help="auto (default): the fastest form for the onnxruntime installed here; portable: standard ONNX "
+                        "ops for any runtime; ort-cpu: onnxruntime's CPU NCHWc ops (tied to this CPU's NCHWc block)")
     common(p)
     p.set_defaults(func=cmd_export)
 

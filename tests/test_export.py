@@ -143,14 +143,73 @@ def test_parity_matrix(name, policy, kernel_num):
 
 
 def test_ort_cpu_target_parity():
-    from odconv_surgery.passes.onnx.common import detect_nchwc_block
-
-    if detect_nchwc_block() is None:
-        pytest.skip("onnxruntime NCHWc contrib ops not usable here")
+    _nchwc_block_or_skip()
     model = tiny(1)
     x = torch.randn(1, 8, 16, 16)
     proto = export_onnx(model, None, x, target="ort-cpu")
     check_parity(model, proto, x, batches=(1, 3))
+
+
+def _nchwc_block_or_skip() -> int:
+    from odconv_surgery.passes.onnx.common import detect_nchwc_block
+
+    blk = detect_nchwc_block()
+    if blk is None:
+        pytest.skip("onnxruntime NCHWc contrib ops not usable here")
+    return blk
+
+
+def test_default_target_is_the_fastest_form_for_this_onnxruntime():
+    from odconv_surgery.deploy.export import resolve_target
+    from odconv_surgery.deploy.runtime import cuda_available
+    from odconv_surgery.deploy.schema import META_NCHWC_BLOCK, META_TARGET, metadata
+
+    blk = _nchwc_block_or_skip()
+    if cuda_available():
+        pytest.skip("with a CUDA EP and a GPU, 'auto' picks the portable form")
+    x = torch.randn(1, 8, 16, 16)
+    proto = export_onnx(tiny(1), None, x)
+    meta = metadata(proto)
+    assert meta[META_TARGET] == "ort-cpu" and meta[META_NCHWC_BLOCK] == str(blk)
+    portable = export_onnx(tiny(1), None, x, target="portable")
+    assert META_NCHWC_BLOCK not in metadata(portable)
+    assert all(o.domain != "com.microsoft.nchwc" for o in portable.opset_import)
+    with pytest.raises(ValueError, match="'auto', 'portable' or 'ort-cpu'"):
+        resolve_target("ort-gpu")
+
+
+def _with_foreign_block(proto: onnx.ModelProto, blk: int) -> onnx.ModelProto:
+    """``proto`` as if exported on a CPU whose NCHWc block is not ``blk``: the guard's expected layout and the
+    metadata say the other block."""
+    from odconv_surgery.deploy.schema import META_NCHWC_BLOCK, set_metadata
+    from odconv_surgery.passes.onnx.lowering.nchwc_guard import blocked_probe
+
+    other = 16 if blk == 8 else 8
+    tampered = onnx.ModelProto()
+    tampered.CopyFrom(proto)
+    then = next(a.g for n in tampered.graph.node if n.op_type == "If" for a in n.attribute if a.name == "then_branch")
+    hits = [t for g in (tampered.graph, then) for t in g.initializer if "nchwc_guard/expected" in t.name]
+    assert len(hits) == 1
+    hits[0].CopyFrom(onnx.numpy_helper.from_array(blocked_probe(other)[1], hits[0].name))
+    set_metadata(tampered, {META_NCHWC_BLOCK: str(other)})
+    return tampered
+
+
+def test_ort_cpu_file_from_another_cpu_is_refused_or_nan_never_wrong():
+    import onnxruntime as ort
+
+    from odconv_surgery.passes.onnx.common import OnnxModelError
+
+    blk = _nchwc_block_or_skip()
+    model = tiny(1)
+    x = torch.randn(1, 8, 16, 16)
+    foreign = _with_foreign_block(export_onnx(model, None, x, target="ort-cpu"), blk)
+    with pytest.raises(OnnxModelError, match="target='portable'"):
+        OrtRunner(foreign, device="cpu")
+    # a bare InferenceSession runs it: the guard turns the batch-1 outputs into NaN; other batches are unaffected
+    session = ort.InferenceSession(foreign.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.isnan(session.run(None, {"input": x.numpy()})[0]).all()
+    assert np.isfinite(session.run(None, {"input": torch.randn(3, 8, 16, 16).numpy()})[0]).all()
 
 
 def test_onnx_demo_report():

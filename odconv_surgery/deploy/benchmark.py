@@ -26,6 +26,23 @@ from .export import export_onnx
 from .runtime import OrtRunner, ParityResult, check_parity, cuda_available
 
 MODELS = ("mobilenet_v2_1.0", "mobilenet_v2_0.5", "resnet18", "resnet50")
+
+#: The paper's CPU speeds (frames per second, one core of an E5-2683 v3, batch 1, 224 px): Table 8 (resnet50 and
+#: mobilenet_v2 1.0, all_but_first) and Table 9 (mobilenet_v2 0.5 per policy, n = 1), keyed (model, policy, n);
+#: policy None is the static model.
+PAPER_CPU_FPS: dict[tuple[str, str | None, int], float] = {
+    ("resnet50", None, 1): 6.4, ("resnet50", "all_but_first", 1): 3.9, ("resnet50", "all_but_first", 4): 2.5,
+    ("mobilenet_v2_1.0", None, 1): 17.3, ("mobilenet_v2_1.0", "all_but_first", 1): 12.8,
+    ("mobilenet_v2_1.0", "all_but_first", 4): 11.2,
+    ("mobilenet_v2_0.5", None, 1): 30.1, ("mobilenet_v2_0.5", "all_but_first", 1): 18.3,
+    ("mobilenet_v2_0.5", "1x1", 1): 27.1, ("mobilenet_v2_0.5", "3x3", 1): 27.4, ("mobilenet_v2_0.5", "last:6", 1): 19.6,
+}
+
+
+def paper_cpu_ratio(model: str, policy: str, kernel_num: int) -> float | None:
+    """The paper's CPU latency ratio (static FPS / ODConv FPS) for this case, where the paper has one."""
+    fps = PAPER_CPU_FPS.get((model, policy, kernel_num))
+    return PAPER_CPU_FPS[(model, None, 1)] / fps if fps else None
 VARIANTS = ("static", "naive", "fused", "fused_ortcpu")
 
 
@@ -66,7 +83,7 @@ def build_variants(static: nn.Module, odconv_model: nn.Module, example_input: to
     return {
         "static": export_onnx(static, None, example_input, check=False),
         "naive": export_onnx(odconv_model, None, example_input, fuse=False, check=False),
-        "fused": export_onnx(odconv_model, None, example_input, check=False),
+        "fused": export_onnx(odconv_model, None, example_input, check=False, target="portable"),
         "fused_ortcpu": export_onnx(odconv_model, None, example_input, check=False, target="ort-cpu"),
     }
 
@@ -153,6 +170,23 @@ def render_markdown(rows: Sequence[Row]) -> str:
     for r in rows:
         nf = f"{r.ratio_naive_to_fused:.2f}x" if r.ratio_naive_to_fused is not None else ""
         lines.append(f"| {r.model} | {r.policy} | {r.kernel_num} | {r.regime} | {r.variant} | {r.ms:.2f} | {r.fps:.1f} | {r.ratio_to_static:.2f} | {nf} |")
+    return "\n".join(lines)
+
+
+def render_summary(rows: Sequence[Row]) -> str:
+    """One line per case and regime: the static model's ms beside every variant's ratio to it (same run) and the
+    paper's CPU ratio (batch-1 regimes only, where the paper has one)."""
+    head = ("| model | policy | n | regime | static ms | fused ort-cpu | fused portable | naive | paper CPU |\n"
+            "|---|---|---|---|---:|---:|---:|---:|---:|")
+    lines = [head]
+    groups: dict[tuple, dict[str, Row]] = {}
+    for r in rows:
+        groups.setdefault((r.model, r.policy, r.kernel_num, r.regime), {})[r.variant] = r
+    for (model, policy, n, regime), by_variant in groups.items():
+        paper = paper_cpu_ratio(model, policy, n) if regime.startswith("cpu-b1") else None
+        cells = [f"{by_variant[v].ratio_to_static:.2f}x" if v in by_variant else "" for v in ("fused_ortcpu", "fused", "naive")]
+        lines.append(f"| {model} | {policy} | {n} | {regime} | {by_variant['static'].ms:.2f} | {' | '.join(cells)} | "
+                     f"{f'{paper:.2f}' if paper else '-'} |")
     return "\n".join(lines)
 
 

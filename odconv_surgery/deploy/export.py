@@ -351,6 +351,35 @@ def export_marked(
     return proto
 
 
+def fastest_cpu_target() -> str:
+    """The fastest export target for onnxruntime's CPU EP on this machine: "ort-cpu" where its NCHWc ops work."""
+    from ..passes.onnx.common import detect_nchwc_block
+
+    return "ort-cpu" if detect_nchwc_block() is not None else "portable"
+
+
+def resolve_target(target: str) -> str:
+    """The export target for ``target``: "auto" becomes "ort-cpu" where onnxruntime's NCHWc CPU ops work and no
+    CUDA EP with a GPU is available (the file will most likely run in this onnxruntime, on this CPU), else
+    "portable"; the choice is logged. Other values are returned as they are once checked."""
+    from ..passes.onnx.base import TARGETS
+    from ..passes.onnx.common import detect_nchwc_block
+    from .runtime import cuda_available
+
+    if target != "auto":
+        if target not in TARGETS:
+            raise ValueError(f"target must be 'auto', 'portable' or 'ort-cpu', got {target!r}")
+        return target
+    if cuda_available():
+        chosen, why = "portable", "onnxruntime's CUDA EP and a GPU are available here"
+    else:
+        chosen = fastest_cpu_target()
+        blk = detect_nchwc_block()
+        why = f"onnxruntime CPU with NCHWc block {blk} here" if blk else "onnxruntime's NCHWc CPU ops are not usable here"
+    LOGGER.info("export target 'auto' -> %r (%s); pass target='portable' for a file that runs in any runtime", chosen, why)
+    return chosen
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike | None,
@@ -362,7 +391,7 @@ def export_onnx(
     check: bool = True,
     tolerance: float = DEFAULT_TOLERANCE,
     batch1_branch: bool = True,
-    target: str = "portable",
+    target: str = "auto",
 ) -> onnx.ModelProto:
     """Export ``model`` (eval mode, temperature 1) to ONNX; returns the ModelProto and writes ``path`` if given.
 
@@ -374,14 +403,16 @@ def export_onnx(
     bound is ``tolerance`` or a multiple of the model's own float32 error, whichever is larger
     (``deploy/export_checks.py``), so a model whose fp32 arithmetic is itself noisy is not refused.
     ``batch1_branch`` adds the batch-1 fast path (an ``If`` on the batch size, see
-    ``passes/onnx/lower_by_batch_regime.py``). ``target="ort-cpu"`` additionally runs every depthwise / 1x1 /
-    dense layer of the batch-1 branch (and its static convs) as onnxruntime's CPU NCHWc contrib ops (fast, but
-    the file then needs onnxruntime's CPU EP). Recipe, project version and temperature go into ``metadata_props``.
+    ``passes/onnx/lower_by_batch_regime.py``). ``target``: "portable" (standard ONNX ops, any runtime), "ort-cpu"
+    (the batch-1 branch and its static convs run as onnxruntime's CPU NCHWc contrib ops: the fast form for
+    onnxruntime on a CPU, tied to the CPU's NCHWc block) or "auto" (``resolve_target``: the fastest form for the
+    onnxruntime installed here). Recipe, project version, target and temperature go into ``metadata_props``.
     """
     from ..passes.onnx import PassNumericsError, run_pipeline
     from ..passes.onnx.check import CHECK_BATCH, random_batch
 
     example_input = as_example_input(example_input)
+    target = resolve_target(target)
     check_opset(opset)
     check_finite_weights(model)
     bound, note = tolerance, ""
@@ -408,4 +439,4 @@ def export_onnx(
     return proto
 
 
-__all__: Sequence[str] = ["export_onnx", "export_marked", "export_mode", "generic_forward", "DEFAULT_OPSET"]
+__all__: Sequence[str] = ["export_onnx", "resolve_target", "export_marked", "export_mode", "generic_forward", "DEFAULT_OPSET"]

@@ -8,6 +8,7 @@ thread counts and the graph optimisation level, warms up, and is callable on num
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -19,7 +20,10 @@ import onnx
 import onnxruntime as ort
 
 from ..numerics import DEFAULT_TOLERANCE, relative_error
-from ..passes.onnx.common import OnnxModelError, has_odconv_nodes, load_model
+from ..passes.onnx.common import OnnxModelError, detect_nchwc_block, has_odconv_nodes, load_model
+from .schema import META_NCHWC_BLOCK, metadata
+
+LOGGER = logging.getLogger("odconv_surgery.runtime")
 
 _OPT_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -64,6 +68,28 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
+def check_nchwc_block(proto: onnx.ModelProto, providers: Sequence[str]) -> None:
+    """Refuse an ``ort-cpu`` file lowered for another NCHWc block than this machine's onnxruntime uses (its kernels
+    would be read in the wrong layout); warn when it is run with the CUDA EP (its batch-1 branch runs on the CPU)."""
+    blk = metadata(proto).get(META_NCHWC_BLOCK)
+    if blk is None:
+        return
+    here = detect_nchwc_block()
+    if here != int(blk):
+        raise OnnxModelError(
+            f"this file was exported with target='ort-cpu' for onnxruntime's NCHWc block {blk}, but onnxruntime "
+            f"here {'has no usable NCHWc ops' if here is None else f'uses block {here}'} (the block depends on the "
+            "CPU: 8 with AVX2, 16 with AVX-512), so its batch-1 outputs would be wrong (the file's guard makes them "
+            "NaN). Re-export on this machine (export_onnx's default target 'auto' picks the right form), or export "
+            "with target='portable' for a file that runs anywhere."
+        )
+    if providers and providers[0] == "CUDAExecutionProvider":
+        LOGGER.warning(
+            "this file was exported with target='ort-cpu': with the CUDA EP its batch-1 branch runs on the CPU; "
+            "export with target='portable' for GPU inference"
+        )
+
+
 class OrtRunner:
     """A small wrapper over ``onnxruntime.InferenceSession``.
 
@@ -89,6 +115,8 @@ class OrtRunner:
                 "this ONNX model still holds odconv.surgery::ODConv2d marker nodes; lower it first "
                 "(odconv_surgery.passes.onnx.run_pipeline) or export with export_onnx"
             )
+        self.providers = default_providers(device)
+        check_nchwc_block(proto, self.providers)
         if optimization not in _OPT_LEVELS:
             raise ValueError(f"optimization must be one of {sorted(_OPT_LEVELS)}, got {optimization!r}")
         opts = ort.SessionOptions()
@@ -101,7 +129,6 @@ class OrtRunner:
         if profile_prefix:
             opts.enable_profiling = True
             opts.profile_file_prefix = profile_prefix
-        self.providers = default_providers(device)
         try:
             self.session = ort.InferenceSession(proto.SerializeToString(), opts, providers=self.providers)
         except Exception as exc:  # noqa: BLE001

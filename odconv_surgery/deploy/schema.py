@@ -23,6 +23,8 @@ NCHWC_DOMAIN = "com.microsoft.nchwc"
 META_LAYERS = "odconv.layers"
 META_PASSES = "odconv.passes"
 META_TARGET = "odconv.target"
+#: The NCHWc block an ort-cpu file was lowered for (``run_pipeline`` -> ``OrtRunner``, which refuses a mismatch).
+META_NCHWC_BLOCK = "odconv.nchwc_block"
 
 DEFAULT_OPSET = 18
 #: The opsets export supports: the passes emit opset-18 operator forms (ReduceMean with axes as an input), and 20

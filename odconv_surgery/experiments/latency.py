@@ -13,11 +13,10 @@ from torch import nn
 def _ort_latency(model: nn.Module, example: torch.Tensor, runs: int) -> tuple[float, str]:
     """Export with the project's exporter in the fastest form for onnxruntime's CPU provider (``ort-cpu`` when its
     NCHWc ops are usable, else portable) and time it with its ORT wrapper: CPU, one thread, batch 1."""
-    from ..deploy.export import export_onnx
+    from ..deploy.export import export_onnx, fastest_cpu_target
     from ..deploy.runtime import OrtRunner
-    from ..passes.onnx.common import detect_nchwc_block
 
-    target = "ort-cpu" if detect_nchwc_block() is not None else "portable"
+    target = fastest_cpu_target()
     proto = export_onnx(model, None, example, check=False, target=target)
     runner = OrtRunner(proto, device="cpu", threads=1)
     return 1000 * statistics.median(runner.time(batch=1, repeats=runs, warmup=3)), f"onnxruntime ({target})"

@@ -41,7 +41,10 @@ class PassContext:
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
-            raise ValueError(f"target must be 'portable' or 'ort-cpu', got {self.target!r}")
+            raise ValueError(
+                f"target must be 'portable' or 'ort-cpu', got {self.target!r} ('auto' is resolved by export_onnx: "
+                "odconv_surgery.deploy.export.resolve_target)"
+            )
 
     @classmethod
     def for_target(cls, target: str = "portable") -> "PassContext":

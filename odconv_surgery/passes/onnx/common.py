@@ -12,6 +12,7 @@ final lowering pass replaces each marker by standard ONNX ops, so a fully lowere
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -198,8 +199,10 @@ def has_odconv_nodes(model: onnx.ModelProto) -> bool:
     return odconv_node_count(model) > 0
 
 
+@functools.lru_cache(maxsize=1)
 def detect_nchwc_block() -> int | None:
-    """onnxruntime's CPU NCHWc block size (8 or 16), found by probing a depthwise nchwc Conv; None if unusable."""
+    """onnxruntime's CPU NCHWc block size (8 or 16), found by probing a depthwise nchwc Conv; None if unusable.
+    Probed once per process."""
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 import onnx
 
-from ...deploy.schema import META_PASSES, META_TARGET, set_metadata
+from ...deploy.schema import META_NCHWC_BLOCK, META_PASSES, META_TARGET, NCHWC_DOMAIN, set_metadata
 from ...numerics import DEFAULT_TOLERANCE
 from .base import FunctionPass, OnnxPass, PassContext
 from .check import CHECK_BATCH, check_pass, ort_run, random_batch
@@ -96,5 +96,8 @@ def run_pipeline(
         applied.append(name)
         if feed is not None:
             reference = check_pass(name, reference, proto, feed, tolerance)
-    set_metadata(proto, {META_PASSES: ",".join(applied), META_TARGET: target})
+    meta = {META_PASSES: ",".join(applied), META_TARGET: target}
+    if ctx.nchwc_block and any(o.domain == NCHWC_DOMAIN for o in proto.opset_import):
+        meta[META_NCHWC_BLOCK] = str(ctx.nchwc_block)
+    set_metadata(proto, meta)
     return proto

@@ -21,6 +21,7 @@ from .batch1 import lower_batch1
 from .batch1_nchwc import block_static_conv, lower_batch1_nchwc, nchwc_ok
 from .builder import Builder
 from .naive import lower_naive
+from .nchwc_guard import guard_block_size
 
 logger = logging.getLogger("odconv_surgery.passes.onnx")
 
@@ -38,8 +39,9 @@ def lower(model: onnx.ModelProto, form: str = "any", prefix: str = "", nchwc_blo
 def lower_graph(graph: gs.Graph, form: str, prefix: str = "", nchwc_block: int | None = None) -> int:
     """Lower ``graph``'s markers in place (node names under ``prefix``); the number of layers lowered.
 
-    With an NCHWc block and the 'batch1' form, the graph's constant-weight static convs become NCHWc too and
-    ``chain_nchwc`` then keeps the whole network blocked between them."""
+    With an NCHWc block and the 'batch1' form, the graph's constant-weight static convs become NCHWc too,
+    ``chain_nchwc`` then keeps the whole network blocked between them, and ``nchwc_guard`` makes the outputs NaN
+    on a machine whose onnxruntime uses another block."""
     if form not in FORMS:
         raise ValueError(f"unknown lowering form {form!r}; expected one of {sorted(FORMS)}")
     nchwc_block = nchwc_block if form == "batch1" else None
@@ -62,6 +64,7 @@ def lower_graph(graph: gs.Graph, form: str, prefix: str = "", nchwc_block: int |
         logger.info("%sbatch1 (NCHWc block %d): %d static convs blocked", prefix, nchwc_block, blocked)
         graph.cleanup()
         ChainNchwc().apply(graph)
+        guard_block_size(graph, nchwc_block, prefix)
     return len(layers)
 
 

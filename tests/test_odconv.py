@@ -165,6 +165,7 @@ def test_torch_compile():
         torch.testing.assert_close(compiled(x), layer(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_matches_cpu():
     layer = ODConv2d(8, 8, 3, padding=1, kernel_num=4).eval()
@@ -235,6 +236,7 @@ def test_conversion_is_deterministic_across_dtypes(dtype):
         torch.testing.assert_close(b, a.to(b.dtype), msg=name)  # equal up to the low dtype's rounding
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_conversion_matches_cpu_conversion():
     conv = nn.Conv2d(16, 16, 3, padding=1)

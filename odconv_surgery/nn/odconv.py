@@ -356,9 +356,14 @@ class ODConv2d(nn.Module):
         for attention in self.attention(x):
             if attention is not None:
                 out = out + attention.sum()  # a zero that ties the head into the graph
-        if self.bias is not None:
-            out = out + self.bias.view(1, -1, 1, 1)
-        return out
+        return self._add_bias(out)
+
+    def _add_bias(self, out: Tensor) -> Tensor:
+        """``out`` plus the bias, in ``out``'s dtype: under autocast the output stays in the low dtype, as
+        ``nn.Conv2d``'s does (an fp32 bias would promote it to fp32 and double the activation memory)."""
+        if self.bias is None:
+            return out
+        return out + self.bias.to(out.dtype).view(1, -1, 1, 1)
 
     def _check_bank(self) -> None:
         """Refuse a bank that foreign code reshaped, e.g. a BatchNorm fold written for 4-D kernels (ultralytics'
@@ -410,9 +415,7 @@ class ODConv2d(nn.Module):
                 out = self._conv(x, self.weight[0], self.groups)
             if att.filter is not None:
                 out = out * att.filter
-        if self.bias is not None:
-            out = out + self.bias.view(1, -1, 1, 1)
-        return out
+        return self._add_bias(out)
 
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"

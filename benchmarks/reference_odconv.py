@@ -38,12 +38,10 @@ class ReferenceODConv2d(nn.Module):
         if layer.kernel_size == (1, 1) and layer.kernel_num == 1:  # _forward_impl_pw1x
             out = layer._conv(x, layer.weight[0], layer.groups)
         else:  # _forward_impl_common
-            weight = layer.weight.unsqueeze(0)
-            if att.spatial is not None:
-                weight = weight * att.spatial
-            if att.kernel is not None:
-                weight = weight * att.kernel
-            out = layer._grouped_per_sample_conv(x, weight.sum(dim=1))
+            # spatial * kernel attention first (small), then one product with the bank, summed over the kernels
+            scales = [a for a in (att.spatial, att.kernel) if a is not None]
+            scale = scales[0] * scales[1] if len(scales) == 2 else scales[0]
+            out = layer._grouped_per_sample_conv(x, (scale * layer.weight.unsqueeze(0)).sum(dim=1))
         if att.filter is not None:
             out = out * att.filter
         return layer._add_bias(out)

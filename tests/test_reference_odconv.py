@@ -45,8 +45,12 @@ def _check_reference_equals_ours(device, kernel_num):
     torch.testing.assert_close(reference(x), ours(x), **_tolerance(device))
     ours(x).square().sum().backward()
     reference(x).square().sum().backward()
+    # fp32 reassociation (the attention products in another order), amplified by train-mode BatchNorm on 3 samples:
+    # compare at 1e-3 of the largest gradient (a wrong formulation differs at order 1; a conv bias before a
+    # BatchNorm has a gradient that is zero up to rounding)
+    scale = max(p.grad.abs().max().item() for p in ours.parameters())
     for (name, got), want in zip(reference.named_parameters(), ours.parameters()):
-        torch.testing.assert_close(got.grad, want.grad, **_tolerance(device), msg=name)
+        torch.testing.assert_close(got.grad, want.grad, atol=1e-3 * scale, rtol=1e-3, msg=name)
 
 
 def test_reference_shares_the_layer_parameters():

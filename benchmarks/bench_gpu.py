@@ -12,7 +12,8 @@ the static model's absolute time from the same run and the ratio to it. Writes N
     PYTHONPATH=. python benchmarks/bench_gpu.py --compile --models resnet50 mobilenet_v2_1.0 --kernel-nums 1
     PYTHONPATH=. python benchmarks/bench_gpu.py --device cpu --smoke --out /tmp/x   # CI's check that it runs
 
-Exit status: 0 when every row ran, 1 when some row failed (its error is in the table), 2 without CUDA.
+Exit status: 0 when every row ran, 1 when some row failed (its error is in the table), 2 without CUDA or on a busy
+machine (``experiments/machine_load.py``; --allow-busy times anyway).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from torch import nn  # noqa: E402
 from benchmarks.reference_odconv import use_reference_formulation  # noqa: E402
 from benchmarks.timing import Timing, measure, release  # noqa: E402
 from odconv_surgery import apply_odconv  # noqa: E402
+from odconv_surgery.experiments.machine_load import BusyMachineError, load_average, require_quiet  # noqa: E402
 from odconv_surgery.experiments.model_spec import build_model  # noqa: E402
 from odconv_surgery.policies import PAPER_POLICIES  # noqa: E402
 
@@ -267,6 +269,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument("--smoke", action="store_true",
                    help="tiny configuration (resnet18 n=1, 32 px, batch 2, 1 run) that checks the script runs; the only CPU use")
+    p.add_argument("--allow-busy", action="store_true", help="time even when the load average says the machine is busy")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "gpu_results"), help="folder for NAME.md and NAME.json")
     args = p.parse_args(argv)
     if args.quick:
@@ -288,9 +291,15 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_gpu.py: no CUDA device (torch.cuda.is_available() is False). Run it on a GPU machine "
               "(see README, 'GPU checks'), or check that it runs with --device cpu --smoke", file=sys.stderr)
         return 2
+    try:  # --smoke only checks that the script runs: its timings mean nothing anyway
+        load_start = None if args.smoke else require_quiet(args.allow_busy)
+    except BusyMachineError as err:
+        print(f"bench_gpu.py: {err}", file=sys.stderr)
+        return 2
     device = torch.device(args.device)
     torch.manual_seed(0)
     env = environment(device)
+    env["load_start"] = load_start
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = "compile" if args.compile else "eager"
@@ -302,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         (out / f"{name}.md").write_text(render_markdown(rows, args, env))
 
     rows = run(args, device, write)
+    env["load_end"] = load_average()
     write(rows)
     print((out / f"{name}.md").read_text())
     failed = [r for r in rows if r.inference.error or r.train.error]

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Issue #11's GPU checks in one command of about 8 minutes, for a GPU machine with torch but without this project
-# installed (README, "GPU checks"): the CUDA tests and the layer's quick tests, then bench_gpu.py's eager table and
-# its compiled rows. Results go to $OUT (default benchmarks/gpu_results): environment.txt, pytest.log, bench.log,
-# eager.md/.json, compile.md/.json. Each step has a time limit; bench_gpu.py rewrites its table after every row, so
-# a step cut off at its limit keeps what it measured. Exit status 1 when any step failed or ran out of time.
+# installed (README, "GPU checks"): bench_gpu.py's eager table and its compiled rows while the machine is quiet,
+# then the CUDA tests and the layer's quick tests. Results go to $OUT (default benchmarks/gpu_results):
+# environment.txt, bench.log, eager.md/.json, compile.md/.json, pytest.log. Each step has a time limit;
+# bench_gpu.py rewrites its table after every row, so a step cut off at its limit keeps what it measured.
+# Exit status 1 when any step failed or ran out of time.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/gpu_results}
@@ -35,16 +36,16 @@ step() {  # LIMIT_S LOG NAME COMMAND...: run COMMAND under a time limit, its out
     [ "$rc" -eq 0 ] || failed+=("$name (exit status $rc)")
 }
 
+# Benchmarks: the eager table (every model, fp32 and bf16), then torch.compile on the issue's compile row.
+step 240 "$OUT/bench.log" "bench eager" python3 benchmarks/bench_gpu.py --quick --out "$OUT"
+step 120 "$OUT/bench.log" "bench compile" python3 benchmarks/bench_gpu.py --quick --compile --models resnet50 mobilenet_v2_1.0 \
+    --kernel-nums 1 --modes inference --dtypes fp32 --out "$OUT"
+
 # Tests: every file with CUDA tests (those and its quick tests) and the layer's quick tests, 8 workers.
 cuda_files=$(grep -l "mark.cuda" tests/test_*.py)
 layer_files="tests/test_odconv.py tests/test_compile.py tests/test_autocast_training.py tests/test_reference_odconv.py tests/test_bench_gpu.py"
 # shellcheck disable=SC2086
 step 150 "$OUT/pytest.log" tests python3 -m pytest -p no:cacheprovider -n 8 -rfEs -m "cuda or not slow" $(echo $cuda_files $layer_files | tr ' ' '\n' | sort -u)
-
-# Benchmarks: the eager table (every model, fp32 and bf16), then torch.compile on the issue's compile row.
-step 240 "$OUT/bench.log" "bench eager" python3 benchmarks/bench_gpu.py --quick --out "$OUT"
-step 120 "$OUT/bench.log" "bench compile" python3 benchmarks/bench_gpu.py --quick --compile --models resnet50 mobilenet_v2_1.0 \
-    --kernel-nums 1 --modes inference --dtypes fp32 --out "$OUT"
 
 echo
 echo "==================== summary ($(( $(date +%s) - started )) s) ===================="

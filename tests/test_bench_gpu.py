@@ -8,6 +8,7 @@ import torch
 from benchmarks.bench_gpu import PAPER_RATIOS, SPECS, main
 from benchmarks.timing import Timing, measure
 from layer_forms import converted_forms_net
+from odconv_surgery.experiments import machine_load
 
 
 def test_smoke_configuration_writes_the_table(tmp_path, capsys):
@@ -37,6 +38,10 @@ def test_without_cuda_it_exits_with_the_fix(tmp_path, monkeypatch, capsys):
     assert "no CUDA device" in capsys.readouterr().err
     assert main(["--device", "cpu", "--out", str(tmp_path)]) == 2  # CPU timings are bench_eager.py's job
     assert "--smoke" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine, but busy: refused before timing
+    monkeypatch.setattr(machine_load, "load_average", lambda: 10.0 * machine_load.busy_threshold())
+    assert main(["--quick", "--out", str(tmp_path)]) == 2
+    assert "--allow-busy" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
 

@@ -13,8 +13,21 @@ import sys
 from odconv_surgery.deploy.benchmark import (
     MODELS, Case, default_cases, render_markdown, render_summary, run_benchmark, write_json,
 )
+from odconv_surgery.deploy.export import export_onnx
 from odconv_surgery.experiments.machine_load import BusyMachineError, describe_load, load_average, require_quiet
 from odconv_surgery.policies import PAPER_POLICIES
+
+
+def official_export(static, converted, example):
+    """The converted model computed the official code's way (per-sample kernels, batch folded into the groups of one
+    conv), exported as it is: no marker, no pass, a fixed batch of 1 (its grouped conv bakes the batch in)."""
+    import copy
+
+    from reference_odconv import use_reference_formulation
+
+    reference = copy.deepcopy(converted).eval()
+    use_reference_formulation(reference)
+    return export_onnx(reference, None, example, dynamic_batch=False, check=False, target="portable")
 
 
 def main(argv=None) -> int:
@@ -31,6 +44,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", default="bench_onnx.json")
     p.add_argument("--md", default=None, help="also write the summary table and the machine's load to this markdown file")
     p.add_argument("--allow-busy", action="store_true", help="time even when the load average says the machine is busy")
+    p.add_argument("--official", action="store_true",
+                   help="also time the official ODConv code's formulation (benchmarks/reference_odconv.py) exported "
+                        "as it is, batch 1 only")
     args = p.parse_args(argv)
     try:
         load_start = require_quiet(args.allow_busy)
@@ -46,6 +62,7 @@ def main(argv=None) -> int:
     rows = run_benchmark(
         cases, input_size=args.input_size, repeats=args.repeats, rounds=args.rounds,
         include_b8=not args.no_b8, include_cuda=not args.no_cuda,
+        extra_variants={"official": official_export} if args.official else None,
     )
     load_end = load_average()
     loads = f"machine: {describe_load(load_start)} at start, {describe_load(load_end)} at the end"

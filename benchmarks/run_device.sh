@@ -41,11 +41,13 @@ step 240 "$OUT/bench.log" "bench eager" python3 benchmarks/bench_gpu.py --quick 
 step 120 "$OUT/bench.log" "bench compile" python3 benchmarks/bench_gpu.py --quick --compile --models resnet50 mobilenet_v2_1.0 \
     --kernel-nums 1 --modes inference --dtypes fp32 --out "$OUT"
 
-# Tests: every file with CUDA tests (those and its quick tests) and the layer's quick tests, 8 workers.
+# Tests: every file with CUDA tests (those and its quick tests) and the layer's quick tests (8 workers with xdist).
 cuda_files=$(grep -l "mark.cuda" tests/test_*.py)
 layer_files="tests/test_odconv.py tests/test_compile.py tests/test_autocast_training.py tests/test_reference_odconv.py tests/test_bench_gpu.py"
+workers=""
+python3 -c "import xdist" 2>/dev/null && workers="-n 8"  # pytest-xdist where the image has it
 # shellcheck disable=SC2086
-step 150 "$OUT/pytest.log" tests python3 -m pytest -p no:cacheprovider -n 8 -rfEs -m "cuda or not slow" $(echo $cuda_files $layer_files | tr ' ' '\n' | sort -u)
+step 150 "$OUT/pytest.log" tests python3 -m pytest -p no:cacheprovider $workers -rfEs -m "cuda or not slow" $(echo $cuda_files $layer_files | tr ' ' '\n' | sort -u)
 
 echo
 echo "==================== summary ($(( $(date +%s) - started )) s) ===================="

@@ -189,7 +189,7 @@ def _with_foreign_block(proto: onnx.ModelProto, blk: int) -> onnx.ModelProto:
     tampered.CopyFrom(proto)
     then = next(a.g for n in tampered.graph.node if n.op_type == "If" for a in n.attribute if a.name == "then_branch")
     hits = [t for g in (tampered.graph, then) for t in g.initializer if "nchwc_guard/expected" in t.name]
-    assert len(hits) == 1
+    assert len(hits) == 1  # one guard per branch, their probes shared (share_initializers)
     hits[0].CopyFrom(onnx.numpy_helper.from_array(blocked_probe(other)[1], hits[0].name))
     set_metadata(tampered, {META_NCHWC_BLOCK: str(other)})
     return tampered
@@ -206,10 +206,11 @@ def test_ort_cpu_file_from_another_cpu_is_refused_or_nan_never_wrong():
     foreign = _with_foreign_block(export_onnx(model, None, x, target="ort-cpu"), blk)
     with pytest.raises(OnnxModelError, match="target='portable'"):
         OrtRunner(foreign, device="cpu")
-    # a bare InferenceSession runs it: the guard turns the batch-1 outputs into NaN; other batches are unaffected
+    # a bare InferenceSession runs it: the guard turns the outputs of both branches (the batch-1 one and the
+    # per-sample NCHWc layers of the other) into NaN
     session = ort.InferenceSession(foreign.SerializeToString(), providers=["CPUExecutionProvider"])
-    assert np.isnan(session.run(None, {"input": x.numpy()})[0]).all()
-    assert np.isfinite(session.run(None, {"input": torch.randn(3, 8, 16, 16).numpy()})[0]).all()
+    for batch in (1, 3):
+        assert np.isnan(session.run(None, {"input": torch.randn(batch, 8, 16, 16).numpy()})[0]).all()
 
 
 def test_onnx_demo_report():
@@ -232,7 +233,7 @@ def test_ort_cpu_nchwc_chain_parity(name, kernel_num):
     model, _ = build(name, kernel_num=kernel_num)
     x = torch.randn(1, 3, 64, 64)
     proto = export_onnx(model, None, x, target="ort-cpu", check=False)
-    check_parity(model, proto, x, batches=(1,))  # the any-batch branch is unchanged by the target (tested above)
+    check_parity(model, proto, x, batches=(1, 2))
     then = next(a.g for n in proto.graph.node if n.op_type == "If" for a in n.attribute if a.name == "then_branch")
     ops = [n.op_type for n in then.node]
     convs = [n for n in then.node if n.op_type == "Conv" and n.domain == "com.microsoft.nchwc"]
@@ -255,6 +256,53 @@ def test_ort_cpu_nchwc_chain_parity(name, kernel_num):
     assert on_activations
     if name.startswith("mobilenet") and kernel_num == 1:
         assert "MatMul" in ops
+
+
+def _scan_bodies(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """Every Scan body under ``graph``, at any depth."""
+    found = []
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                if node.op_type == "Scan":
+                    found.append(attr.g)
+                found += _scan_bodies(attr.g)
+    return found
+
+
+@pytest.mark.parametrize("target", ["portable", "ort-cpu"])
+def test_any_batch_branch_runs_depthwise_and_nchwc_layers_per_sample(target):
+    """Batch > 1: a depthwise layer (and, for ort-cpu, every dense layer whose channels fit the NCHWc block) runs its
+    batch-1 form in a Scan over the batch; exact at batches 0, 2 and 3; no constant is stored twice."""
+    if target == "ort-cpu":
+        _nchwc_block_or_skip()
+    model, _ = build("mobilenet_v2_0.5", kernel_num=1)
+    x = torch.randn(1, 3, 64, 64)
+    proto = export_onnx(model, None, x, target=target, check=False)
+    check_parity(model, proto, x, batches=(2, 3))
+    runner = OrtRunner(proto, device="cpu")
+    assert runner(np.zeros((0, 3, 64, 64), np.float32)).shape == (0, 1000)
+    bodies = _scan_bodies(proto.graph)
+    depthwise = [m for m in model.modules() if isinstance(m, ODConv2d) and m.groups > 1]
+    assert len(bodies) >= len(depthwise) > 0
+    graphs = [proto.graph, *(a.g for n in proto.graph.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH), *bodies]
+    holders = {}
+    for i, g in enumerate(graphs):
+        for t in g.initializer:
+            holders.setdefault((t.data_type, tuple(t.dims), onnx.numpy_helper.to_array(t).tobytes()), set()).add(i)
+    assert all(len(h) == 1 for h in holders.values())  # share_initializers: no constant held by two graphs
+    nchwc = [b for b in bodies if any(n.domain == "com.microsoft.nchwc" for n in b.node)]
+    assert bool(nchwc) == (target == "ort-cpu")
+
+
+def test_ort_cpu_file_stores_each_blocked_kernel_once():
+    """The batch-1 branch and the per-sample Scan bodies use the same blocked kernels: stored once."""
+    _nchwc_block_or_skip()
+    model, _ = build("resnet18", kernel_num=1)
+    x = torch.randn(1, 3, 64, 64)
+    sizes = {t: export_onnx(model, None, x, target=t, check=False).ByteSize() for t in ("portable", "ort-cpu")}
+    # portable: the kernels once (shared by both branches); ort-cpu adds one blocked copy, not one per branch
+    assert sizes["ort-cpu"] < 2.2 * sizes["portable"], sizes
 
 
 def test_scale_on_activations_follows_the_element_counts():

@@ -16,7 +16,7 @@ import json
 import os
 import statistics
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -98,13 +98,18 @@ def _regimes(include_b8: bool, include_cuda: bool) -> list[tuple[str, str, int, 
 
 
 def time_variants(protos: dict, regime: tuple[str, str, int, int], repeats: int = 10, rounds: int = 5) -> dict[str, float]:
-    """Median latency (s) per variant, interleaved rounds."""
+    """Median latency (s) per variant over interleaved rounds; the order rotates every round, since the variant
+    timed right after another one measured up to 10 % slower in a fixed order."""
     _, device, batch, threads = regime
-    runners = {k: OrtRunner(v, device=device, threads=threads, warmup=2, warmup_batch=batch) for k, v in protos.items()}
+    runners = {k: OrtRunner(v, device=device, threads=threads, warmup=0) for k, v in protos.items()}
+    runners = {k: r for k, r in runners.items() if r.input_shape[0] in (None, batch)}  # fixed-batch files: their batch only
+    for runner in runners.values():
+        runner.warmup(2, batch)
     per_round: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(rounds):
-        for key, runner in runners.items():
-            per_round[key].append(statistics.median(runner.time(batch, repeats=repeats, warmup=1, iobinding=device == "cuda")))
+    order = list(runners)
+    for r in range(rounds):
+        for key in order[r % len(order):] + order[: r % len(order)]:  # each round starts one variant later
+            per_round[key].append(statistics.median(runners[key].time(batch, repeats=repeats, warmup=1, iobinding=device == "cuda")))
     return {k: statistics.median(v) for k, v in per_round.items()}
 
 
@@ -119,9 +124,12 @@ def run_case(
     check: bool = False,
     static: nn.Module | None = None,
     example_input: torch.Tensor | None = None,
+    extra_variants: dict[str, Callable[[nn.Module, nn.Module, torch.Tensor], "onnx.ModelProto"]] | None = None,
 ) -> list[Row]:
     """Rows for every regime and variant of one case. ``static`` (default: the torchvision model ``case.model``)
-    and ``example_input`` (default: 1x3 x ``input_size``^2 noise) let callers bench any model under its label."""
+    and ``example_input`` (default: 1x3 x ``input_size``^2 noise) let callers bench any model under its label.
+    ``extra_variants``: more ONNX models timed in the same rounds, ``name -> build(static, converted, x)`` (a file
+    with a fixed batch is timed only at that batch)."""
     from ..surgery import apply_odconv
 
     static = static_model(case.model) if static is None else static
@@ -129,14 +137,15 @@ def run_case(
     model.eval()
     x = torch.randn(1, 3, input_size, input_size) if example_input is None else example_input
     protos = build_variants(static, model, x)
+    for name, build in (extra_variants or {}).items():
+        protos[name] = build(static, model, x)
     if check:
         check_parity(model, protos["fused"], x, batches=(1, 3))
     rows = []
     for regime in _regimes(include_b8, include_cuda):
         times = time_variants(protos, regime, repeats, rounds)
         base = times["static"]
-        for variant in VARIANTS:
-            t = times[variant]
+        for variant, t in times.items():
             rows.append(
                 Row(
                     case.model, case.policy, case.kernel_num, regime[0], variant, regime[2], regime[3],
@@ -176,15 +185,18 @@ def render_markdown(rows: Sequence[Row]) -> str:
 def render_summary(rows: Sequence[Row]) -> str:
     """One line per case and regime: the static model's ms beside every variant's ratio to it (same run) and the
     paper's CPU ratio (batch-1 regimes only, where the paper has one)."""
-    head = ("| model | policy | n | regime | static ms | fused ort-cpu | fused portable | naive | paper CPU |\n"
-            "|---|---|---|---|---:|---:|---:|---:|---:|")
+    extra = sorted({r.variant for r in rows} - set(VARIANTS))
+    columns = ["fused_ortcpu", "fused", "naive", *extra]
+    titles = ["fused ort-cpu", "fused portable", "naive", *extra]
+    head = (f"| model | policy | n | regime | static ms | {' | '.join(titles)} | paper CPU |\n"
+            f"|---|---|---|---|---:|{'---:|' * len(columns)}---:|")
     lines = [head]
     groups: dict[tuple, dict[str, Row]] = {}
     for r in rows:
         groups.setdefault((r.model, r.policy, r.kernel_num, r.regime), {})[r.variant] = r
     for (model, policy, n, regime), by_variant in groups.items():
         paper = paper_cpu_ratio(model, policy, n) if regime.startswith("cpu-b1") else None
-        cells = [f"{by_variant[v].ratio_to_static:.2f}x" if v in by_variant else "" for v in ("fused_ortcpu", "fused", "naive")]
+        cells = [f"{by_variant[v].ratio_to_static:.2f}x" if v in by_variant else "" for v in columns]
         lines.append(f"| {model} | {policy} | {n} | {regime} | {by_variant['static'].ms:.2f} | {' | '.join(cells)} | "
                      f"{f'{paper:.2f}' if paper else '-'} |")
     return "\n".join(lines)

@@ -4,8 +4,8 @@ Invariant: function unchanged at every batch size; no marker left. The graph bec
 ``If(Shape(input)[0] == 1, then=<batch-1 graph>, else=<any-batch graph>)``: the batch-1 branch folds every
 attention into a computed kernel and runs one Conv per layer (``lowering/batch1.py``; far closer to the static
 conv than the any-batch forms, see ``benchmarks/onnx_lowering_forms.md``), the other branch uses the
-batch-independent forms (``lowering/any_batch.py``). Initializers live in the outer graph and are shared by
-both branches (ORT still prepacks outer-scope constant weights).
+batch-independent forms (``lowering/any_batch.py``). The pipeline's last pass, ``share_initializers``, stores
+every constant once in the main graph, where both branches and the per-sample ``Scan`` bodies read it.
 """
 
 from __future__ import annotations
@@ -30,12 +30,24 @@ def _rename(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> None:
         for i, name in enumerate(node.output):
             if name in mapping:
                 node.output[i] = mapping[name]
+        _rename_references(node, mapping)
     for out in graph.output:
         if out.name in mapping:
             out.name = mapping[out.name]
     for vi in graph.value_info:
         if vi.name in mapping:
             vi.name = mapping[vi.name]
+
+
+def _rename_references(node: onnx.NodeProto, mapping: dict[str, str]) -> None:
+    """Rename, inside ``node``'s subgraphs, the values they read from the enclosing graph."""
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            for inner in attr.g.node:
+                for i, name in enumerate(inner.input):
+                    if name in mapping:
+                        inner.input[i] = mapping[name]
+                _rename_references(inner, mapping)
 
 
 class LowerByBatchRegime(OnnxPass):
@@ -50,7 +62,7 @@ def _lower_by_batch_regime(model: onnx.ModelProto, nchwc_block: int | None) -> o
         return model
     if len(model.graph.input) != 1:
         return lower(model, "any")
-    any_model = lower(model, "any", prefix="any/")
+    any_model = lower(model, "any", prefix="any/", nchwc_block=nchwc_block)
     b1_model = lower(model, "batch1", prefix="b1/", nchwc_block=nchwc_block)
     inp = model.graph.input[0].name
     inits: dict[str, onnx.TensorProto] = {}

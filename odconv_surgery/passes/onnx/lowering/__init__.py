@@ -39,18 +39,22 @@ def lower(model: onnx.ModelProto, form: str = "any", prefix: str = "", nchwc_blo
 def lower_graph(graph: gs.Graph, form: str, prefix: str = "", nchwc_block: int | None = None) -> int:
     """Lower ``graph``'s markers in place (node names under ``prefix``); the number of layers lowered.
 
-    With an NCHWc block and the 'batch1' form, the graph's constant-weight static convs become NCHWc too,
+    With an NCHWc block, the 'any' form runs its per-sample layers as NCHWc Convs. With an NCHWc block and the
+    'batch1' form, the graph's constant-weight static convs become NCHWc too,
     ``chain_nchwc`` then keeps the whole network blocked between them, and ``nchwc_guard`` makes the outputs NaN
     on a machine whose onnxruntime uses another block."""
     if form not in FORMS:
         raise ValueError(f"unknown lowering form {form!r}; expected one of {sorted(FORMS)}")
-    nchwc_block = nchwc_block if form == "batch1" else None
-    static_convs = [n for n in graph.nodes if n.op == "Conv" and not n.domain] if nchwc_block else []
+    nchwc_block = nchwc_block if form in ("batch1", "any") else None
+    blocked_network = nchwc_block if form == "batch1" else None
+    static_convs = [n for n in graph.nodes if n.op == "Conv" and not n.domain] if blocked_network else []
     layers = odconv_layers(graph)
     for layer in layers:
         b = Builder(graph, f"{prefix}{layer.name}/od_{form}")
-        if nchwc_ok(layer, nchwc_block):
+        if form == "batch1" and nchwc_ok(layer, nchwc_block):
             y_new = lower_batch1_nchwc(b, layer, nchwc_block)
+        elif form == "any":
+            y_new = lower_any(b, layer, build_attention(b, layer), nchwc_block)
         else:
             y_new = FORMS[form](b, layer, build_attention(b, layer))
         y_old = layer.y
@@ -59,11 +63,12 @@ def lower_graph(graph: gs.Graph, form: str, prefix: str = "", nchwc_block: int |
         idx = producer.outputs.index(y_new)
         layer.node.outputs.clear()
         producer.outputs[idx] = y_old
-    if nchwc_block:
-        blocked = sum(block_static_conv(graph, node, nchwc_block) for node in static_convs)
-        logger.info("%sbatch1 (NCHWc block %d): %d static convs blocked", prefix, nchwc_block, blocked)
+    if blocked_network:
+        blocked = sum(block_static_conv(graph, node, blocked_network) for node in static_convs)
+        logger.info("%sbatch1 (NCHWc block %d): %d static convs blocked", prefix, blocked_network, blocked)
         graph.cleanup()
         ChainNchwc().apply(graph)
+    if nchwc_block:
         guard_block_size(graph, nchwc_block, prefix)
     return len(layers)
 

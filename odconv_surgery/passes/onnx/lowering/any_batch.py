@@ -1,11 +1,11 @@
 """Form ``any`` (the fused lowering for every batch size; measurements: ``benchmarks/onnx_lowering_forms.md``).
 
 * 1x1, n = 1: constant Conv on ``x * a_c``, then ``* a_f + b`` (static weight, ORT's NCHWc path).
-* 1x1, n > 1, and dense k x k: im2col (tap-major) scaled by ``a_s (x) a_c``; n = 1: a constant 1x1 Conv
-  (C_out, k^2 C_in); n > 1: per-sample aggregated kernel ``a_w @ W`` and a batched MatMul, scaling whichever
-  of kernel and columns is smaller.
-* depthwise k x k: ``sum_t slice_t(x) * K_t`` with per-sample per-tap weights K_t = W_t a_s[t] a_c (k^2 Slices,
-  Muls and one Sum).
+* depthwise k x k: the batch-1 form once per sample, in a ``Scan`` over the batch (``per_sample``); with an NCHWc
+  block (``target="ort-cpu"``) dense layers and 1x1 layers with n > 1 run that way too, as NCHWc Convs.
+* otherwise, 1x1 n > 1 and dense k x k: im2col (tap-major) scaled by ``a_s (x) a_c``; n = 1: a constant 1x1
+  Conv (C_out, k^2 C_in); n > 1: per-sample aggregated kernel ``a_w @ W`` and a batched MatMul, scaling
+  whichever of kernel and columns is smaller.
 * other grouped convs: the naive form.
 """
 
@@ -18,13 +18,18 @@ from .builder import Builder, Geometry, finish, kernel_mix, tap_slices
 from .naive import lower_naive
 
 
-def lower_any(b: Builder, layer: OdLayer, att) -> gs.Variable:
+def lower_any(b: Builder, layer: OdLayer, att, nchwc_block: int | None = None) -> gs.Variable:
+    """``layer`` for any batch size; with ``nchwc_block`` (``target="ort-cpu"``) dense layers and 1x1 layers with
+    n > 1 whose channels allow it also run per sample, as onnxruntime NCHWc Convs."""
+    from .batch1_nchwc import nchwc_ok
+    from .per_sample import lower_per_sample  # its body is the batch1 form, which reuses this module
+
     a = layer.attrs
     k2 = Geometry.of(layer).k2
     if k2 == 1 and a["kernel_num"] == 1:
         return _pointwise_static(b, layer, att)
-    if layer.kind == "depthwise":
-        return _depthwise_taps(b, layer, att)
+    if layer.kind == "depthwise" or (layer.kind in ("dense", "pointwise") and nchwc_ok(layer, nchwc_block)):
+        return lower_per_sample(b, layer, nchwc_block)
     if layer.kind in ("dense", "pointwise"):
         return _im2col(b, layer, att)
     return lower_naive(b, layer, att)
@@ -41,24 +46,6 @@ def _pointwise_static(b: Builder, layer: OdLayer, att) -> gs.Variable:
         conv_in.append(b.const("bias", p["bias"]))
     y = b.op("Conv", conv_in, geo.conv_attrs(layer.attrs["group"]))
     return finish(b, y, att, p, bias_done=bias_in_conv)
-
-
-def _depthwise_taps(b: Builder, layer: OdLayer, att) -> gs.Variable:
-    """Depthwise: a weighted sum of the k^2 shifted input views with per-sample per-tap channel weights."""
-    p = layer.params()
-    a = layer.attrs
-    n, c, k2 = a["kernel_num"], a["in_channels"], Geometry.of(layer).k2
-    taps = p["weight"].reshape(n, c, k2).transpose(0, 2, 1)  # (n, k2, C)
-    if n > 1:
-        kt = b.reshape(kernel_mix(b, att, taps.reshape(n, -1)), [-1, k2, c])
-    else:
-        kt = b.const("taps", taps)
-    kt = b.op("Mul", [kt, b.reshape(att["spatial"], [-1, k2, 1])])
-    kt = b.op("Mul", [kt, b.reshape(att["channel"], [-1, 1, c])])
-    kts = b.split(b.reshape(kt, [-1, k2 * c, 1, 1]), [c] * k2)
-    slices = tap_slices(b, layer.x, layer)
-    y = b.op("Sum", [b.op("Mul", [s, kt_]) for s, kt_ in zip(slices, kts)])
-    return finish(b, y, att, p)
 
 
 def _im2col(b: Builder, layer: OdLayer, att) -> gs.Variable:

@@ -28,16 +28,27 @@ def blocked_probe(blk: int) -> tuple[np.ndarray, np.ndarray]:
     return probe, np.ascontiguousarray(blocked)
 
 
+def uses_nchwc(graph: gs.Graph) -> bool:
+    """Whether ``graph`` or a subgraph of one of its nodes (a ``Scan`` body, an ``If`` branch) has an NCHWc node."""
+    for node in graph.nodes:
+        if node.domain == NCHWC_DOMAIN:
+            return True
+        if any(isinstance(v, gs.Graph) and uses_nchwc(v) for v in node.attrs.values()):
+            return True
+    return False
+
+
 def guard_block_size(graph: gs.Graph, blk: int, prefix: str = "") -> int:
     """Multiply every float32 output of ``graph`` by the guard for block ``blk``; the number of outputs guarded."""
     outputs = [o for o in graph.outputs if o.dtype == np.float32 and len(o.inputs) == 1]
-    if not outputs or not any(node.domain == NCHWC_DOMAIN for node in graph.nodes):
+    if not outputs or not uses_nchwc(graph):
         return 0
     b = Builder(graph, f"{prefix}nchwc_guard")
     probe, expected = blocked_probe(blk)
     reordered = b.op("ReorderInput", [b.const("probe", probe)], {"channels_last": 0}, domain=NCHWC_DOMAIN)
     diff = b.op("ReduceMax", [b.op("Abs", [b.op("Sub", [reordered, b.const("expected", expected)])])], {"keepdims": 0})
     same = b.op("Equal", [diff, b.const("zero", np.float32(0))])
+    same.dtype = np.bool_
     guard = b.op("Where", [same, b.const("one", np.float32(1)), b.const("nan", np.float32(np.nan))])
     for out in outputs:
         producer = out.inputs[0]

@@ -4,8 +4,9 @@ Invariant: function unchanged at every batch size; no marker left. The graph bec
 ``If(Shape(input)[0] == 1, then=<batch-1 graph>, else=<any-batch graph>)``: the batch-1 branch folds every
 attention into a computed kernel and runs one Conv per layer (``lowering/batch1.py``; far closer to the static
 conv than the any-batch forms, see ``benchmarks/onnx_lowering_forms.md``), the other branch uses the
-batch-independent forms (``lowering/any_batch.py``). The pipeline's last pass, ``share_initializers``, stores
-every constant once in the main graph, where both branches and the per-sample ``Scan`` bodies read it.
+batch-independent forms (``lowering/any_batch.py``). Each branch (and each per-sample ``Scan`` body) keeps the
+constants it reads as its own initializers: onnxruntime prepacks and blocks only a subgraph's own constant
+weights, and sharing them through the main graph measured slower (``benchmarks/onnx_lowering_forms.md``).
 """
 
 from __future__ import annotations

@@ -3,8 +3,7 @@
 Order of the fused pipeline (each pass's module docstring states the invariant it keeps):
 ``find_odconv`` (validate, no change) -> ``fold_output_bn`` -> ``fold_attention_norm`` -> ``merge_attention_heads``
 -> ``lower_by_batch_regime`` (lower twice, ``If`` on the batch size) or ``lower_odconv`` (any-batch form only)
--> ``check_and_infer_shapes`` (cleanup, toposort, checker, shape inference) -> ``share_initializers`` (every
-constant once, in the main graph). ``NAIVE_PIPELINE`` lowers without
+-> ``check_and_infer_shapes`` (cleanup, toposort, checker, shape inference). ``NAIVE_PIPELINE`` lowers without
 fusing. Pass names are verbs; they are recorded in the exported file's ``odconv.passes`` metadata.
 """
 
@@ -28,7 +27,6 @@ from .gs_logging import graphsurgeon_to_logging
 from .lower_by_batch_regime import LowerByBatchRegime
 from .lower_odconv import LowerODConv
 from .merge_attention_heads import MergeAttentionHeads
-from .share_initializers import ShareInitializers
 
 REGISTRY: dict[str, OnnxPass] = {
     p.NAME: p
@@ -41,13 +39,12 @@ REGISTRY: dict[str, OnnxPass] = {
         LowerODConv("lower_naive", "naive"),
         LowerByBatchRegime(),
         CheckAndInferShapes(),
-        ShareInitializers(),
     )
 }
 
 _FOLDS = ["find_odconv", "fold_output_bn", "fold_attention_norm", "merge_attention_heads"]
-PIPELINE: list[str] = [*_FOLDS, "lower_by_batch_regime", "check_and_infer_shapes", "share_initializers"]
-PIPELINE_NO_BATCH1: list[str] = [*_FOLDS, "lower_odconv", "check_and_infer_shapes", "share_initializers"]
+PIPELINE: list[str] = [*_FOLDS, "lower_by_batch_regime", "check_and_infer_shapes"]
+PIPELINE_NO_BATCH1: list[str] = [*_FOLDS, "lower_odconv", "check_and_infer_shapes"]
 NAIVE_PIPELINE: list[str] = ["find_odconv", "lower_naive", "check_and_infer_shapes"]
 
 

@@ -6,8 +6,7 @@ k^2 times over (k^2 shifted views, each scaled per sample and tap, then summed);
 into its groups would need a batch-dependent ``group`` attribute. The Scan instead builds each sample's small
 kernel and runs one depthwise Conv on that sample, so the batch costs about batch x the batch-1 form. The body
 is the ``batch1`` form of the layer (its NCHWc form for ``target="ort-cpu"``, where it also serves dense layers)
-on an (1, C, H, W) view of the sample; its constants are hoisted to the outer graph and shared with the batch-1
-branch by ``lower_by_batch_regime``. A batch of 0 skips the Scan (which refuses it) for an empty output.
+on an (1, C, H, W) view of the sample, with its own constants. A batch of 0 skips the Scan (which refuses it) for an empty output.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     p.add_argument("--kernel-nums", nargs="+", type=int, default=[1, 4])
     p.add_argument("--policy-model", default="mobilenet_v2_0.5", help="model on which every Table 9 policy runs")
+    p.add_argument("--policies", nargs="*", default=list(PAPER_POLICIES), help="policies run on --policy-model (none: skip)")
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--repeats", type=int, default=10, help="timed runs per round")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median of medians)")
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
         cases = [Case("mobilenet_v2_0.5", pol, 1) for pol in PAPER_POLICIES]
         args.no_b8 = True
     else:
-        cases = default_cases(args.models, args.kernel_nums, args.policy_model)
+        cases = default_cases(args.models, args.kernel_nums, args.policy_model, args.policies)
     rows = run_benchmark(
         cases, input_size=args.input_size, repeats=args.repeats, rounds=args.rounds,
         include_b8=not args.no_b8, include_cuda=not args.no_cuda,

@@ -156,9 +156,13 @@ def run_case(
     return rows
 
 
-def default_cases(models: Sequence[str] = MODELS, kernel_nums: Sequence[int] = (1, 4), policy_model: str = "mobilenet_v2_0.5") -> list[Case]:
+def default_cases(
+    models: Sequence[str] = MODELS, kernel_nums: Sequence[int] = (1, 4), policy_model: str = "mobilenet_v2_0.5",
+    policies: Sequence[str] = PAPER_POLICIES,
+) -> list[Case]:
+    """all_but_first for every model and kernel number, then ``policies`` (n = 1) on ``policy_model``."""
     cases = [Case(m, "all_but_first", n) for m in models for n in kernel_nums]
-    cases += [Case(policy_model, p, 1) for p in PAPER_POLICIES if p != "all_but_first"]
+    cases += [Case(policy_model, p, 1) for p in policies if p != "all_but_first"]
     return cases
 
 
@@ -242,11 +246,11 @@ class OnnxComparison:
 
 
 def compare_onnx(model: nn.Module, static_model: nn.Module, example_input: torch.Tensor, *, repeats: int = 10, rounds: int = 3) -> OnnxComparison:
-    """Export ``model`` (dynamic batch, fused), check ORT vs PyTorch at batch 1, 3 and 8 (ort-cpu: batch 1), and
+    """Export ``model`` (dynamic batch, fused), check ORT vs PyTorch at batch 1, 3 and 8 (ort-cpu: 1 and 3), and
     time the static / naive / fused variants (ORT CPU, batch 1, one thread)."""
     protos = build_variants(static_model, model, example_input)
     parity = check_parity(model, protos["fused"], example_input, batches=(1, 3, 8), raise_on_fail=False)
-    parity += check_parity(model, protos["fused_ortcpu"], example_input, batches=(1,), raise_on_fail=False)
+    parity += check_parity(model, protos["fused_ortcpu"], example_input, batches=(1, 3), raise_on_fail=False)
     times = time_variants(protos, ("cpu-b1-t1", "cpu", 1, 1), repeats=repeats, rounds=rounds)
     return OnnxComparison(parity, times)
 

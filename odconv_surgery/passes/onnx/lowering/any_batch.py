@@ -2,7 +2,7 @@
 
 * 1x1, n = 1: constant Conv on ``x * a_c``, then ``* a_f + b`` (static weight, ORT's NCHWc path).
 * depthwise k x k: the batch-1 form once per sample, in a ``Scan`` over the batch (``per_sample``); with an NCHWc
-  block (``target="ort-cpu"``) dense layers and 1x1 layers with n > 1 run that way too, as NCHWc Convs.
+  block (``target="ort-cpu"``) dense k x k layers run that way too, as NCHWc Convs.
 * otherwise, 1x1 n > 1 and dense k x k: im2col (tap-major) scaled by ``a_s (x) a_c``; n = 1: a constant 1x1
   Conv (C_out, k^2 C_in); n > 1: per-sample aggregated kernel ``a_w @ W`` and a batched MatMul, scaling
   whichever of kernel and columns is smaller.
@@ -19,8 +19,9 @@ from .naive import lower_naive
 
 
 def lower_any(b: Builder, layer: OdLayer, att, nchwc_block: int | None = None) -> gs.Variable:
-    """``layer`` for any batch size; with ``nchwc_block`` (``target="ort-cpu"``) dense layers and 1x1 layers with
-    n > 1 whose channels allow it also run per sample, as onnxruntime NCHWc Convs."""
+    """``layer`` for any batch size; with ``nchwc_block`` (``target="ort-cpu"``) dense k x k layers whose channels
+    allow it also run per sample, as onnxruntime NCHWc Convs (1x1 layers stay batched: per sample they measured
+    slower)."""
     from .batch1_nchwc import nchwc_ok
     from .per_sample import lower_per_sample  # its body is the batch1 form, which reuses this module
 
@@ -28,7 +29,7 @@ def lower_any(b: Builder, layer: OdLayer, att, nchwc_block: int | None = None) -
     k2 = Geometry.of(layer).k2
     if k2 == 1 and a["kernel_num"] == 1:
         return _pointwise_static(b, layer, att)
-    if layer.kind == "depthwise" or (layer.kind in ("dense", "pointwise") and nchwc_ok(layer, nchwc_block)):
+    if layer.kind == "depthwise" or (layer.kind == "dense" and nchwc_ok(layer, nchwc_block)):
         return lower_per_sample(b, layer, nchwc_block)
     if layer.kind in ("dense", "pointwise"):
         return _im2col(b, layer, att)

@@ -54,7 +54,7 @@ def lower_graph(graph: gs.Graph, form: str, prefix: str = "", nchwc_block: int |
         if form == "batch1" and nchwc_ok(layer, nchwc_block):
             y_new = lower_batch1_nchwc(b, layer, nchwc_block)
         elif form == "any":
-            y_new = lower_any(b, layer, build_attention(b, layer), nchwc_block)
+            y_new = lower_any(b, layer, nchwc_block=nchwc_block)
         else:
             y_new = FORMS[form](b, layer, build_attention(b, layer))
         y_old = layer.y

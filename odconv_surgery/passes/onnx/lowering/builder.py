@@ -30,9 +30,11 @@ class Builder:
     def ints(self, hint: str, value) -> gs.Constant:
         return self.const(hint, value, np.int64)
 
-    def op(self, op: str, inputs, attrs=None, n_out: int = 1, hint: str | None = None, domain: str | None = None):
+    def op(self, op: str, inputs, attrs=None, n_out: int = 1, hint: str | None = None, domain: str | None = None,
+           dtype=np.float32):
+        """Append one node; its outputs (``dtype``, float32 unless said) are returned (one, or a list)."""
         name = self._name(hint or op)
-        outputs = [gs.Variable(f"{name}_out{i}", dtype=np.float32) for i in range(n_out)]
+        outputs = [gs.Variable(f"{name}_out{i}", dtype=dtype) for i in range(n_out)]
         node = gs.Node(op=op, name=name, attrs=attrs or {}, inputs=list(inputs), outputs=outputs)
         if domain is not None:
             node.domain = domain

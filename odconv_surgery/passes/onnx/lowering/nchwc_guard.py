@@ -47,8 +47,7 @@ def guard_block_size(graph: gs.Graph, blk: int, prefix: str = "") -> int:
     probe, expected = blocked_probe(blk)
     reordered = b.op("ReorderInput", [b.const("probe", probe)], {"channels_last": 0}, domain=NCHWC_DOMAIN)
     diff = b.op("ReduceMax", [b.op("Abs", [b.op("Sub", [reordered, b.const("expected", expected)])])], {"keepdims": 0})
-    same = b.op("Equal", [diff, b.const("zero", np.float32(0))])
-    same.dtype = np.bool_
+    same = b.op("Equal", [diff, b.const("zero", np.float32(0))], dtype=np.bool_)
     guard = b.op("Where", [same, b.const("one", np.float32(1)), b.const("nan", np.float32(np.nan))])
     for out in outputs:
         producer = out.inputs[0]

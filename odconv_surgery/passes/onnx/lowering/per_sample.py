@@ -6,7 +6,8 @@ k^2 times over (k^2 shifted views, each scaled per sample and tap, then summed);
 into its groups would need a batch-dependent ``group`` attribute. The Scan instead builds each sample's small
 kernel and runs one depthwise Conv on that sample, so the batch costs about batch x the batch-1 form. The body
 is the ``batch1`` form of the layer (its NCHWc form for ``target="ort-cpu"``, where it also serves dense layers)
-on an (1, C, H, W) view of the sample, with its own constants. A batch of 0 skips the Scan (which refuses it) for an empty output.
+on an (1, C, H, W) view of the sample, with its own constants. A batch of 0 skips the Scan (which refuses it)
+for an empty output.
 """
 
 from __future__ import annotations
@@ -53,12 +54,8 @@ def lower_per_sample(b: Builder, layer: OdLayer, nchwc_block: int | None = None)
 def _unless_empty(b: Builder, x: gs.Variable, sample_shape: list[int], build) -> gs.Variable:
     """``If(batch == 0)``: an empty (0, *sample_shape) tensor, else what ``build(branch_graph)`` makes
     (onnxruntime's Scan refuses a sequence of length 0)."""
-    batch = b.op("Shape", [x], {"start": 0, "end": 1})
-    batch.dtype = np.int64
-    is_empty = b.op("Equal", [batch, b.ints("zero", [0])])
-    is_empty.dtype = np.bool_
-    cond = b.op("Squeeze", [is_empty])
-    cond.dtype = np.bool_
+    batch = b.op("Shape", [x], {"start": 0, "end": 1}, dtype=np.int64)
+    cond = b.op("Squeeze", [b.op("Equal", [batch, b.ints("zero", [0])], dtype=np.bool_)], dtype=np.bool_)
     empty_graph = gs.Graph(name=f"{b.prefix}/empty", opset=b.graph.opset)
     empty = Builder(empty_graph, f"{b.prefix}/empty").op(
         "ConstantOfShape", [gs.Constant(f"{b.prefix}/empty_shape", np.array([0, *sample_shape], np.int64))],

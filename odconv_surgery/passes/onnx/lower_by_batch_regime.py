@@ -25,13 +25,10 @@ def _rename(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> None:
     mapping = {name: prefix + name for name in produced if name not in keep}
     for node in graph.node:
         node.name = prefix + node.name
-        for i, name in enumerate(node.input):
-            if name in mapping:
-                node.input[i] = mapping[name]
         for i, name in enumerate(node.output):
             if name in mapping:
                 node.output[i] = mapping[name]
-        _rename_references(node, mapping)
+    _rename_inputs(graph.node, mapping)
     for out in graph.output:
         if out.name in mapping:
             out.name = mapping[out.name]
@@ -40,15 +37,15 @@ def _rename(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> None:
             vi.name = mapping[vi.name]
 
 
-def _rename_references(node: onnx.NodeProto, mapping: dict[str, str]) -> None:
-    """Rename, inside ``node``'s subgraphs, the values they read from the enclosing graph."""
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
-            for inner in attr.g.node:
-                for i, name in enumerate(inner.input):
-                    if name in mapping:
-                        inner.input[i] = mapping[name]
-                _rename_references(inner, mapping)
+def _rename_inputs(nodes, mapping: dict[str, str]) -> None:
+    """Rename the inputs of ``nodes`` and of every node in their subgraphs (which read the enclosing graph)."""
+    for node in nodes:
+        for i, name in enumerate(node.input):
+            if name in mapping:
+                node.input[i] = mapping[name]
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _rename_inputs(attr.g.node, mapping)
 
 
 class LowerByBatchRegime(OnnxPass):

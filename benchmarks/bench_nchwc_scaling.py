@@ -1,12 +1,14 @@
-"""Calibrate the cost model of ``passes/onnx/lowering/batch1_nchwc.scale_on_activations``.
+"""Calibrate the cost model of ``passes/onnx/lowering/batch1_nchwc`` (``scale_on_activations``, ``taps_on_columns``).
 
-Times, in onnxruntime on the CPU with one thread, the three ways the ort-cpu batch-1 form can apply attentions to
+Times, in onnxruntime on the CPU with one thread, the four ways the ort-cpu batch-1 form can apply attentions to
 a dense / 1x1 layer, per element touched:
 
 * kernel: the outer-product scale tensor (batched K=1 MatMul) and the Mul with the blocked kernel (channel and
   filter attentions folded into the kernel; ``KERNEL_SCALE_COST``),
 * taps: the spatial-only broadcast Mul over (Bi, Bo) spans of the blocked kernel (``TAP_SCALE_COST``),
-* activations: an NCHWc depthwise 1x1 Conv whose weight is the attention vector (``ACTIVATION_SCALE_COST``).
+* activations: an NCHWc depthwise 1x1 Conv whose weight is the attention vector (``ACTIVATION_SCALE_COST``),
+* columns (dense k x k): the tap-major columns (Pad, k^2 Slices, Concat, Mul, ReorderInput) into the constant
+  kernel as a 1x1 NCHWc Conv, minus the static k x k NCHWc Conv, per column element (``COLUMNS_COST``).
 
     python benchmarks/bench_nchwc_scaling.py [--repeats 200]
 
@@ -87,6 +89,35 @@ def activation_scale_us(channels: int, hw: int, repeats: int, convs: int = 5) ->
     return (_median_us(sess(convs), feed, repeats) - _median_us(sess(0), feed, repeats)) / convs
 
 
+def columns_extra_us(cin: int, cout: int, hw: int, stride: int, blk: int, repeats: int) -> float:
+    """The columns form of a 3x3 conv minus the static NCHWc conv (both with constant, prepacked kernels)."""
+    ho = (hw - 1) // stride + 1
+    x = _vi("x", (1, cin, hw, hw))
+    out = [helper.make_node("ReorderOutput", ["yb"], ["y"], domain=NCHWC_DOMAIN, channels=cout, channels_last=0)]
+    conv = dict(domain=NCHWC_DOMAIN, dilations=[1, 1], group=1)
+    static = _session(
+        [helper.make_node("ReorderInput", ["x"], ["xb"], domain=NCHWC_DOMAIN, channels_last=0),
+         helper.make_node("Conv", ["xb", "w"], ["yb"], kernel_shape=[3, 3], pads=[1] * 4, strides=[stride] * 2, **conv), *out],
+        [x], [numpy_helper.from_array(_rand(cout, cin, 3, 3), "w")])
+    consts = [numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "pads"),
+              numpy_helper.from_array(np.array([2, 3], np.int64), "axes"),
+              numpy_helper.from_array(np.array([stride, stride], np.int64), "steps"),
+              numpy_helper.from_array(_rand(cout, 9 * cin, 1, 1), "w")]
+    nodes = [helper.make_node("Pad", ["x", "pads"], ["xp"])]
+    for t in range(9):
+        i, j = divmod(t, 3)
+        consts += [numpy_helper.from_array(np.array([i, j], np.int64), f"b{t}"),
+                   numpy_helper.from_array(np.array([i + stride * (ho - 1) + 1, j + stride * (ho - 1) + 1], np.int64), f"e{t}")]
+        nodes.append(helper.make_node("Slice", ["xp", f"b{t}", f"e{t}", "axes", "steps"], [f"s{t}"]))
+    nodes += [helper.make_node("Concat", [f"s{t}" for t in range(9)], ["cols"], axis=1),
+              helper.make_node("Mul", ["cols", "a"], ["scaled"]),
+              helper.make_node("ReorderInput", ["scaled"], ["xb"], domain=NCHWC_DOMAIN, channels_last=0),
+              helper.make_node("Conv", ["xb", "w"], ["yb"], kernel_shape=[1, 1], pads=[0] * 4, strides=[1, 1], **conv), *out]
+    columns = _session(nodes, [x, _vi("a", (1, 9 * cin, 1, 1))], consts)
+    feed = {"x": _rand(1, cin, hw, hw)}
+    return _median_us(columns, {**feed, "a": _rand(1, 9 * cin, 1, 1)}, repeats) - _median_us(static, feed, repeats)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=200)
@@ -105,6 +136,13 @@ def main(argv=None) -> int:
     for channels, hw in [(96, 56), (576, 14), (960, 7), (1280, 7)]:
         n = channels * hw * hw
         print(f"| {channels}x{hw}x{hw} | {n} | {activation_scale_us(channels, hw, args.repeats) * 1e3 / n:.2f} |")
+    print("\n| 3x3 conv | column elements | columns form - static conv | kernel elements | tap scale |\n|---|---:|---:|---:|---:|")
+    for cin, cout, hw, stride in [(512, 512, 7, 1), (256, 512, 14, 2), (256, 256, 14, 1), (128, 128, 28, 1)]:
+        ho = (hw - 1) // stride + 1
+        n, kernel = 9 * cin * ho * ho, 9 * cin * cout
+        extra = columns_extra_us(cin, cout, hw, stride, blk, max(args.repeats // 10, 5)) * 1e3 / n
+        taps = tap_scale_us(cin, cout, 9, blk, args.repeats) * 1e3 / kernel
+        print(f"| {cin}->{cout} @{hw} s{stride} | {n} | {extra:.2f} | {kernel} | {taps:.2f} |")
     return 0
 
 

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from odconv_surgery.deploy.benchmark import (
-    MODELS, Case, default_cases, render_markdown, render_summary, run_benchmark, write_json,
+    MODELS, Case, default_cases, render_markdown, render_summary, run_benchmark, write_json, write_markdown,
 )
 from odconv_surgery.deploy.export import export_onnx
 from odconv_surgery.experiments.machine_load import BusyMachineError, describe_load, load_average, require_quiet
@@ -74,10 +74,9 @@ def main(argv=None) -> int:
     write_json(rows, args.json, {"args": vars(args), "load_start": load_start, "load_end": load_end})
     print(f"\nJSON written to {args.json}")
     if args.md:
-        with open(args.md, "w") as fh:
-            fh.write(f"# ONNX Runtime latency: static vs ODConv\n\nCommand: `python benchmarks/bench_onnx.py "
-                     f"{' '.join(argv if argv is not None else sys.argv[1:])}`\n\n{loads}\n\n{summary}\n\n"
-                     f"## All rows\n\n{render_markdown(rows)}\n")
+        command = f"python benchmarks/bench_onnx.py {' '.join(argv if argv is not None else sys.argv[1:])}"
+        write_markdown(args.md, "ONNX Runtime latency: static vs ODConv", command, loads, summary,
+                       f"## All rows\n\n{render_markdown(rows)}")
         print(f"markdown written to {args.md}")
     return 0
 

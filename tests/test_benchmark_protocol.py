@@ -34,3 +34,11 @@ def test_summary_puts_the_static_time_beside_every_ratio():
     assert len(lines) == 4
     assert lines[2] == "| mobilenet_v2_0.5 | 3x3 | 1 | cpu-b1-t1 | 4.00 | 1.25x | 2.50x | 5.00x | 1.10 |"
     assert lines[3].startswith("| mobilenet_v2_0.5 | 3x3 | 1 | cpu-b8-tall | 8.00 | 3.00x |") and lines[3].endswith("| - |")
+
+
+def test_ratios_are_taken_within_each_round():
+    from odconv_surgery.deploy.benchmark import ratios_to
+
+    # the machine slowed down while "odconv" was timed in round 2: the per-round ratio ignores that round
+    per_round = {"static": [1.0, 1.0, 2.0], "odconv": [1.2, 2.4, 2.4]}
+    assert ratios_to(per_round) == {"static": 1.0, "odconv": pytest.approx(1.2)}

@@ -249,10 +249,14 @@ def test_ort_cpu_nchwc_chain_parity(name, kernel_num):
         and any(i in prod and prod[i].op_type == "ReorderOutput" for i in prod[n.input[0]].input)
     ]
     assert not unfused, unfused
-    assert ops.count("ReorderInput") <= 1 + ops.count("Conv") - len(convs) + ops.count("MaxPool")
+    attrs = {n.name: {a.name: helper.get_attribute_value(a) for a in n.attribute} for n in convs}
+    # ResNet's late 3x3 layers (n = 1) run as scaled tap-major columns into a constant 1x1 NCHWc Conv
+    columns = [n for n in convs if attrs[n.name]["kernel_shape"] == [1, 1] and prod[n.input[0]].op_type == "ReorderInput"
+               and prod[prod[n.input[0]].input[0]].op_type == "Mul"]
+    assert bool(columns) == (name == "resnet18" and kernel_num == 1)
+    assert ops.count("ReorderInput") <= 1 + ops.count("Conv") - len(convs) + ops.count("MaxPool") + len(columns)
     # Late, low-resolution layers scale activations (depthwise 1x1 NCHWc Convs with the attention as weight);
     # early ones fold the attentions into the kernel (a MatMul builds the scale tensor).
-    attrs = {n.name: {a.name: helper.get_attribute_value(a) for a in n.attribute} for n in convs}
     on_activations = [n for n in convs if attrs[n.name]["kernel_shape"] == [1, 1] and attrs[n.name]["group"] > 1]
     assert on_activations
     if name.startswith("mobilenet") and kernel_num == 1:
@@ -307,3 +311,22 @@ def test_scale_on_activations_follows_the_element_counts():
     assert not layer(16, 96, 1, 56)  # kernel 1.5k, activations 351k
     assert layer(512, 512, 3, 7) and not layer(64, 64, 3, 56)
     assert not layer(512, 512, 3, 7, heads=("spatial",))  # nothing to move to the activations
+
+
+def test_taps_on_columns_only_where_the_kernel_dwarfs_the_output_positions():
+    import onnx_graphsurgeon as gs
+
+    from odconv_surgery.passes.onnx.common import OdLayer
+    from odconv_surgery.passes.onnx.lowering.batch1_nchwc import taps_on_columns
+    from odconv_surgery.passes.onnx.lowering.builder import Geometry
+
+    def layer(cin, cout, k, hw, stride=1, heads=("channel", "filter", "spatial")):
+        attrs = dict(in_channels=cin, out_channels=cout, kernel_shape=[k, k], input_hw=[hw, hw], strides=[stride] * 2,
+                     dilations=[1, 1], pads=[k // 2] * 4, group=1, heads=list(heads))
+        od = OdLayer(gs.Node("ODConv2d", "l", attrs))
+        return taps_on_columns(od, Geometry.of(od))
+
+    assert layer(512, 512, 3, 7) and layer(256, 512, 3, 14, stride=2)  # ResNet-18 layer4: 2.4M-element kernels, 49 positions
+    assert not layer(256, 256, 3, 14) and not layer(64, 64, 3, 56)  # columns would outweigh the kernel
+    assert not layer(160, 960, 1, 7)  # 1x1: no taps
+    assert not layer(512, 512, 3, 7, heads=("channel", "filter"))  # no spatial head: the kernel stays constant anyway

@@ -97,9 +97,9 @@ def _regimes(include_b8: bool, include_cuda: bool) -> list[tuple[str, str, int, 
     return regimes
 
 
-def time_variants(protos: dict, regime: tuple[str, str, int, int], repeats: int = 10, rounds: int = 5) -> dict[str, float]:
-    """Median latency (s) per variant over interleaved rounds; the order rotates every round, since the variant
-    timed right after another one measured up to 10 % slower in a fixed order."""
+def time_variant_rounds(protos: dict, regime: tuple[str, str, int, int], repeats: int = 10, rounds: int = 5) -> dict[str, list[float]]:
+    """Per variant, the median latency (s) of each of ``rounds`` interleaved rounds; the order rotates every round,
+    since the variant timed right after another one measured up to 10 % slower in a fixed order."""
     _, device, batch, threads = regime
     runners = {k: OrtRunner(v, device=device, threads=threads, warmup=0) for k, v in protos.items()}
     runners = {k: r for k, r in runners.items() if r.input_shape[0] in (None, batch)}  # fixed-batch files: their batch only
@@ -110,7 +110,18 @@ def time_variants(protos: dict, regime: tuple[str, str, int, int], repeats: int 
     for r in range(rounds):
         for key in order[r % len(order):] + order[: r % len(order)]:  # each round starts one variant later
             per_round[key].append(statistics.median(runners[key].time(batch, repeats=repeats, warmup=1, iobinding=device == "cuda")))
-    return {k: statistics.median(v) for k, v in per_round.items()}
+    return per_round
+
+
+def time_variants(protos: dict, regime: tuple[str, str, int, int], repeats: int = 10, rounds: int = 5) -> dict[str, float]:
+    """Median latency (s) per variant over interleaved rounds (``time_variant_rounds``)."""
+    return {k: statistics.median(v) for k, v in time_variant_rounds(protos, regime, repeats, rounds).items()}
+
+
+def ratios_to(per_round: dict[str, list[float]], base: str = "static") -> dict[str, float]:
+    """Per variant, the median over rounds of its time divided by ``base``'s time in the same round: the machine's
+    speed drifts between rounds (up to 1.5x on a shared VM), and a ratio within one round cancels that drift."""
+    return {k: statistics.median(t / b for t, b in zip(v, per_round[base])) for k, v in per_round.items()}
 
 
 def run_case(
@@ -143,13 +154,14 @@ def run_case(
         check_parity(model, protos["fused"], x, batches=(1, 3))
     rows = []
     for regime in _regimes(include_b8, include_cuda):
-        times = time_variants(protos, regime, repeats, rounds)
-        base = times["static"]
+        per_round = time_variant_rounds(protos, regime, repeats, rounds)
+        times = {k: statistics.median(v) for k, v in per_round.items()}
+        ratios = ratios_to(per_round)
         for variant, t in times.items():
             rows.append(
                 Row(
                     case.model, case.policy, case.kernel_num, regime[0], variant, regime[2], regime[3],
-                    ms=t * 1e3, fps=regime[2] / t, ratio_to_static=t / base,
+                    ms=t * 1e3, fps=regime[2] / t, ratio_to_static=ratios[variant],
                     ratio_naive_to_fused=(times["naive"] / t) if variant.startswith("fused") else None,
                 )
             )
@@ -218,6 +230,13 @@ def write_json(rows: Sequence[Row], path: str | os.PathLike, extra: dict | None 
     }
     with open(path, "w") as fh:
         json.dump(payload, fh, indent=2)
+
+
+def write_markdown(path: str | os.PathLike, title: str, command: str, *sections: str) -> None:
+    """A benchmark's markdown file: the title, the command that made it, then ``sections`` (load, tables)."""
+    body = "\n\n".join([f"# {title}", f"Command: `{command}`", *sections])
+    with open(path, "w") as fh:
+        fh.write(body + "\n")
 
 
 @dataclass

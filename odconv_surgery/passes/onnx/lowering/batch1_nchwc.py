@@ -10,8 +10,11 @@ Bias stays a constant conv bias.
 Dense / 1x1 layers whose kernel is larger than the activations they would scale (late, low-resolution stages)
 instead apply the channel and filter attentions to the activations, as NCHWc depthwise 1x1 Convs whose weight is
 the attention vector (``scale_on_activations``): the main conv then keeps the constant kernel (n = 1, no spatial
-head) or only the taps' scaling, and no full-size scale tensor is built per run. The ``chain_nchwc`` pass then removes the reorders between consecutive NCHWc
-layers and fuses activations and residual Adds into the convs. Measurements: ``benchmarks/onnx_lowering_forms.md``.
+head) or only the taps' scaling, and no full-size scale tensor is built per run. Dense k x k layers (n = 1) whose
+kernel dwarfs their output positions (ResNet's last stage) go further (``taps_on_columns``): their tap-major input
+columns are scaled by the spatial and channel attentions and feed the constant kernel as a 1x1 Conv, so no kernel
+is rewritten at all. The ``chain_nchwc`` pass then removes the reorders between consecutive NCHWc layers and fuses
+activations and residual Adds into the convs. Measurements: ``benchmarks/onnx_lowering_forms.md``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import onnx_graphsurgeon as gs
 from ....deploy.schema import NCHWC_DOMAIN
 from ..common import OdLayer, constant_value
 from .attention import attention_heads, attention_norm_relu
-from .builder import Builder, Geometry, kernel_mix
+from .builder import Builder, Geometry, kernel_mix, tap_slices
 
 
 def nchwc_ok(layer: OdLayer, blk: int | None) -> bool:
@@ -71,6 +74,8 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
     else:
         wk = b.const("weight_nchwc", wb[0])
     bias = [b.const("bias", layer.param("bias"))] if layer.has("bias") else []
+    if layer.kind == "dense" and n == 1 and taps_on_columns(layer, geo):
+        return _columns_form(b, layer, att, geo, bias, blk)
     on_activations = layer.kind != "depthwise" and scale_on_activations(layer, geo)
     if layer.kind == "depthwise":
         wk = _scale_depthwise_kernel(b, wk, att, geo, cout, blk)
@@ -95,22 +100,66 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
 KERNEL_SCALE_COST = 1.0  # outer-product scale tensor + Mul, per kernel element
 TAP_SCALE_COST = 0.6  # spatial-only broadcast Mul, per kernel element
 ACTIVATION_SCALE_COST = 0.4  # NCHWc depthwise 1x1 Conv, per activation element
+COLUMNS_COST = 2.5  # tap-major columns (Pad, k^2 Slices, Concat, Mul, ReorderInput) and the longer 1x1 Conv, per column element
 
 
 def scale_on_activations(layer: OdLayer, geo: Geometry) -> bool:
     """Whether a dense / 1x1 layer's channel and filter attentions are cheaper on the activations (input and output,
     as depthwise 1x1 NCHWc Convs) than folded into its kernel: true when the kernel outweighs the activations,
     as in the late, low-resolution stages of a network."""
+    if not set(layer.heads) & {"channel", "filter"}:
+        return False
+    kernel, activations = _attention_costs(layer, geo)
+    return activations < kernel
+
+
+def _attention_costs(layer: OdLayer, geo: Geometry) -> tuple[float, float]:
+    """(kernel, activations): the cost of applying a dense / 1x1 layer's attentions by scaling its kernel, and by
+    scaling its activations (channel / filter) plus its kernel's taps (spatial)."""
     a = layer.attrs
     heads = set(layer.heads)
-    if not heads & {"channel", "filter"}:
-        return False
     kh, kw = a["kernel_shape"]
     hin, win = a["input_hw"]
     kernel = a["out_channels"] * a["in_channels"] * kh * kw
     activations = ("channel" in heads) * a["in_channels"] * hin * win + ("filter" in heads) * a["out_channels"] * geo.ho * geo.wo
     taps = TAP_SCALE_COST * kernel if "spatial" in heads and kh * kw > 1 else 0.0
-    return ACTIVATION_SCALE_COST * activations + taps < KERNEL_SCALE_COST * kernel
+    return KERNEL_SCALE_COST * kernel, ACTIVATION_SCALE_COST * activations + taps
+
+
+def taps_on_columns(layer: OdLayer, geo: Geometry) -> bool:
+    """Whether a dense k x k layer with n = 1 and a spatial head is cheapest as tap-major columns scaled by
+    ``a_s (x) a_c`` feeding its constant kernel as a 1x1 Conv: true when the kernel dwarfs its output's positions
+    (the late, low-resolution stages of a ResNet), where even scaling only the kernel's taps rewrites megabytes."""
+    if "spatial" not in layer.heads or geo.k2 == 1:
+        return False
+    a = layer.attrs
+    columns = geo.k2 * a["in_channels"] * geo.ho * geo.wo
+    outputs = ("filter" in layer.heads) * a["out_channels"] * geo.ho * geo.wo
+    return COLUMNS_COST * columns + ACTIVATION_SCALE_COST * outputs < min(_attention_costs(layer, geo))
+
+
+def _columns_form(b: Builder, layer: OdLayer, att, geo: Geometry, bias: list, blk: int) -> gs.Variable:
+    """Dense k x k, n = 1: ``Concat`` of the k^2 shifted input views (tap-major, NCHW) times ``a_s (x) a_c``, then
+    the constant kernel as an NCHWc 1x1 Conv over k^2 C_in channels (prepacked by ORT like a static one); the
+    filter attention and bias as a depthwise 1x1 Conv on the output."""
+    a = layer.attrs
+    cout, cin, k2 = a["out_channels"], a["in_channels"], geo.k2
+    kdim = k2 * cin
+    scale = b.reshape(att["spatial"], [k2, 1])
+    if "channel" in att:
+        scale = b.op("Mul", [scale, b.reshape(att["channel"], [1, cin])])
+    cols = b.op("Concat", tap_slices(b, layer.x, layer), {"axis": 1})  # (1, k2 * C_in, Ho, Wo), t * C_in + c
+    cols = b.op("Mul", [cols, b.reshape(scale, [1, kdim, 1, 1])])
+    colsb = b.op("ReorderInput", [cols], {"channels_last": 0}, domain=NCHWC_DOMAIN)
+    wt = layer.param("weight")[0].transpose(0, 2, 3, 1).reshape(cout, kdim)  # tap-major, like the columns
+    wb = wt.reshape(cout // blk, blk, kdim // blk, blk).transpose(0, 2, 3, 1)  # OIHWBiBo with H = W = 1
+    w = b.const("weight_columns_nchwc", wb.reshape(cout, kdim, 1, 1))
+    attrs = {"group": 1, "kernel_shape": [1, 1], "pads": [0, 0, 0, 0], "strides": [1, 1], "dilations": [1, 1]}
+    filter_on_output = "filter" in att
+    yb = b.op("Conv", [colsb, w] + ([] if filter_on_output else bias), attrs, domain=NCHWC_DOMAIN)
+    if filter_on_output:
+        yb = _scale_channels(b, yb, att["filter"], cout, bias)
+    return b.op("ReorderOutput", [yb], {"channels": cout, "channels_last": 0}, domain=NCHWC_DOMAIN)
 
 
 def _scale_channels(b: Builder, tb, vec, channels: int, bias=()):

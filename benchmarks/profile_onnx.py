@@ -15,6 +15,7 @@ import collections
 import json
 import os
 import sys
+import tempfile
 
 import torch
 
@@ -27,7 +28,8 @@ from odconv_surgery.experiments.machine_load import describe_load, load_average
 
 def op_profile(proto, runs: int) -> tuple[dict[str, tuple[float, float]], float]:
     """{op type: (nodes per run, ms per run)} and the median ``model_run`` ms."""
-    runner = OrtRunner(proto, device="cpu", threads=1, warmup=5, profile_prefix="odconv_profile")
+    prefix = os.path.join(tempfile.gettempdir(), "odconv_profile")  # an interrupted run leaves no file in the tree
+    runner = OrtRunner(proto, device="cpu", threads=1, warmup=5, profile_prefix=prefix)
     x = runner.example(1)
     for _ in range(runs):
         runner(x)

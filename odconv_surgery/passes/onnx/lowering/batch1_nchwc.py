@@ -65,6 +65,9 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
     w = layer.param("weight")  # (n, C_out, C_in/g, kh, kw)
     xb = b.op("ReorderInput", [layer.x], {"channels_last": 0}, domain=NCHWC_DOMAIN)
     att = _attention_vec(b, layer, xb)
+    bias = [b.const("bias", layer.param("bias"))] if layer.has("bias") else []
+    if layer.kind == "dense" and n == 1 and taps_on_columns(layer, geo):
+        return _columns_form(b, layer, att, geo, bias, blk)
     if layer.kind == "depthwise":
         wb = w.reshape(n, cout // blk, blk, geo.kh, geo.kw).transpose(0, 1, 3, 4, 2)
     else:
@@ -73,9 +76,6 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
         wk = b.reshape(kernel_mix(b, att, wb.reshape(n, -1)), list(wb.shape[1:]))
     else:
         wk = b.const("weight_nchwc", wb[0])
-    bias = [b.const("bias", layer.param("bias"))] if layer.has("bias") else []
-    if layer.kind == "dense" and n == 1 and taps_on_columns(layer, geo):
-        return _columns_form(b, layer, att, geo, bias, blk)
     on_activations = layer.kind != "depthwise" and scale_on_activations(layer, geo)
     if layer.kind == "depthwise":
         wk = _scale_depthwise_kernel(b, wk, att, geo, cout, blk)

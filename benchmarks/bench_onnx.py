@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--policies", nargs="*", default=list(PAPER_POLICIES), help="policies run on --policy-model (none: skip)")
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--repeats", type=int, default=10, help="timed runs per round")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median of medians)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (ms: the median of per-round medians; ratios: the median of the per-round ratios)")
     p.add_argument("--no-b8", action="store_true", help="skip CPU batch 8 / all threads")
     p.add_argument("--no-cuda", action="store_true", help="skip CUDA batch 200 even when available")
     p.add_argument("--quick", action="store_true", help="mobilenet_v2 0.5, n=1, Table 9 policies, CPU batch 1 only")

@@ -5,14 +5,16 @@ in the same interleaved rounds (CPU, one thread, batch 1):
 
 * ``static``: the static model (the denominator of every ratio),
 * ``+pool``: the static model plus one GlobalAveragePool of each converted layer's input (collected into an
-  extra output so nothing is pruned): the floor of any graph that pools each layer's input with its own node,
+  extra output so nothing is pruned): about the floor of any graph that pools each layer's input with its own node,
 * ``+attention``: the static model plus each layer's whole attention branch (pool, fc + ReLU, all heads in one
-  Gemm + Sigmoid), computed but not applied: the floor of any graph that computes the attentions with standard
-  nodes (the attention BatchNorm folded, as our export does),
+  Gemm + Sigmoid), computed but not applied: about the floor of any graph that computes the attentions with
+  standard nodes (the attention BatchNorm folded, as our export does),
 * ``odconv``: our default export of the converted model (``target="auto"``).
 
-``odconv - +attention`` is what applying the attentions costs; ``+attention`` against the paper's ratio says
-whether a standard-op graph can reach it at all on this runtime.
+The floors are approximate: onnxruntime lays the floor models out with its own NCHWc transformer (a reorder
+behind every pooled tensor), while our export chains its NCHWc layers itself, so ``odconv`` can read slightly
+below ``+attention``. ``odconv - +attention`` is about what applying the attentions costs; ``+pool`` against the
+paper's ratio says whether a standard-op graph can reach it at all on this runtime.
 
     python benchmarks/bench_onnx_floor.py                          # Table 9 rows on mobilenet_v2 0.5, + 1.0, resnets
     python benchmarks/bench_onnx_floor.py --cases mobilenet_v2_0.5:1x1 --md out.md
@@ -121,7 +123,7 @@ def main(argv=None) -> int:
     p.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="model:policy pairs (n = 1)")
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--repeats", type=int, default=20, help="timed runs per round")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median of medians)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (ratios: the median of the per-round ratios)")
     p.add_argument("--md", default=None, help="also write the table and the machine's load to this markdown file")
     p.add_argument("--allow-busy", action="store_true", help="time even when the load average says the machine is busy")
     args = p.parse_args(argv)

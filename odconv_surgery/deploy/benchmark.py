@@ -113,11 +113,6 @@ def time_variant_rounds(protos: dict, regime: tuple[str, str, int, int], repeats
     return per_round
 
 
-def time_variants(protos: dict, regime: tuple[str, str, int, int], repeats: int = 10, rounds: int = 5) -> dict[str, float]:
-    """Median latency (s) per variant over interleaved rounds (``time_variant_rounds``)."""
-    return {k: statistics.median(v) for k, v in time_variant_rounds(protos, regime, repeats, rounds).items()}
-
-
 def ratios_to(per_round: dict[str, list[float]], base: str = "static") -> dict[str, float]:
     """Per variant, the median over rounds of its time divided by ``base``'s time in the same round: the machine's
     speed drifts between rounds (up to 1.5x on a shared VM), and a ratio within one round cancels that drift."""
@@ -241,26 +236,26 @@ def write_markdown(path: str | os.PathLike, title: str, command: str, *sections:
 
 @dataclass
 class OnnxComparison:
-    """ORT vs PyTorch parity of the fused exports and the batch-1 latency (s) of every variant."""
+    """ORT vs PyTorch parity of the fused exports and the batch-1 latency (s) of every variant, per round."""
 
     parity: list[ParityResult]
-    times: dict[str, float]
+    per_round: dict[str, list[float]]
 
     @property
     def ok(self) -> bool:
         return all(r.ok for r in self.parity)
 
     def render(self) -> str:
-        """The printable markdown report."""
-        times = self.times
+        """The printable markdown report: median ms, and ratios taken within each round (``ratios_to``)."""
+        ratios = ratios_to(self.per_round)
         lines = ["ONNX export (dynamic batch, fused) -- ORT vs PyTorch parity (max abs err / output scale):"]
         lines += [f"  batch {r.batch}: {r.relative_err:.2e} {'ok' if r.ok else 'FAIL'}" for r in self.parity]
         lines.append("")
         lines.append("| variant | ms (ORT CPU, batch 1, 1 thread) | ratio to static |")
         lines.append("|---|---|---|")
         for k in VARIANTS:
-            lines.append(f"| {k} | {times[k] * 1e3:.2f} | {times[k] / times['static']:.2f} |")
-        lines.append(f"fused is {times['naive'] / times['fused']:.2f}x (portable) / {times['naive'] / times['fused_ortcpu']:.2f}x (ort-cpu) faster than the naive export")
+            lines.append(f"| {k} | {statistics.median(self.per_round[k]) * 1e3:.2f} | {ratios[k]:.2f} |")
+        lines.append(f"fused is {ratios['naive'] / ratios['fused']:.2f}x (portable) / {ratios['naive'] / ratios['fused_ortcpu']:.2f}x (ort-cpu) faster than the naive export")
         return "\n".join(lines)
 
 
@@ -270,8 +265,7 @@ def compare_onnx(model: nn.Module, static_model: nn.Module, example_input: torch
     protos = build_variants(static_model, model, example_input)
     parity = check_parity(model, protos["fused"], example_input, batches=(1, 3, 8), raise_on_fail=False)
     parity += check_parity(model, protos["fused_ortcpu"], example_input, batches=(1, 3), raise_on_fail=False)
-    times = time_variants(protos, ("cpu-b1-t1", "cpu", 1, 1), repeats=repeats, rounds=rounds)
-    return OnnxComparison(parity, times)
+    return OnnxComparison(parity, time_variant_rounds(protos, ("cpu-b1-t1", "cpu", 1, 1), repeats=repeats, rounds=rounds))
 
 
 def onnx_demo(model: nn.Module, static_model: nn.Module, example_input: torch.Tensor, *, repeats: int = 10, rounds: int = 3) -> str:

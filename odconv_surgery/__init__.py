@@ -1,5 +1,7 @@
 """odconv-surgery: rewrite CNNs into Omni-Dimensional Dynamic Convolution (ODConv, ICLR 2022) models."""
 
+from . import errors
+from .errors import *  # noqa: F403 - every error is public
 from .checkpoint import CheckpointMismatchError, load, save
 from .fuse import fuse_batchnorm
 from .nn import BatchOneBatchNormError, ODAttention, ODConv2d, TemperatureSchedule, get_temperature, param_groups, set_temperature
@@ -48,6 +50,7 @@ def __getattr__(name: str):
 
 __all__ = [
     *_LAZY,
+    *errors.PUBLIC_ERRORS,
     "BatchOneBatchNormError",
     "CheckpointMismatchError",
     "ConversionReport",

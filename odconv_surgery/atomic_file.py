@@ -21,12 +21,9 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+from .errors import ReadOnlyTargetError  # noqa: F401 - raised here, defined with every error
 
 __all__ = ["ReadOnlyTargetError", "atomic_write", "remove_stale_partials"]
-
-
-class ReadOnlyTargetError(PermissionError):
-    """The target file is read-only; it was not replaced."""
 
 
 def _host() -> str:

@@ -11,12 +11,9 @@ from torch import nn
 from .atomic_file import atomic_write
 from .nn.odconv import ODConv2d
 from .recipe import Recipe, apply_recipe, get_recipe
+from .errors import CheckpointMismatchError  # noqa: F401 - raised here, defined with every error
 
 FORMAT = "odconv-surgery/checkpoint-v1"
-
-
-class CheckpointMismatchError(ValueError):
-    """The checkpoint's weights do not fit the model rebuilt from its recipe."""
 
 
 def save(model: nn.Module, path: str | os.PathLike) -> Path:

@@ -20,6 +20,7 @@ from .atomic_file import atomic_write
 from .nn.attention import ATTENTION_NORMS
 from .nn.odconv import INIT_MODES
 from .policies import PAPER_POLICIES
+from .errors import CliError, ODConvError
 
 __all__ = ["main", "build_parser"]
 
@@ -31,10 +32,6 @@ ALLOW_IMPORT_HELP = (
     "allow a MODEL of the form 'package.module:callable', which imports and calls that Python code (also when the "
     "spec is read from CKPT.model.json); only for specs you trust"
 )
-
-
-class CliError(Exception):
-    """An error to print as 'odconv-surgery: error: ...' with exit code 1."""
 
 
 def _spec(text: str, args: argparse.Namespace):
@@ -344,10 +341,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("odconv-surgery: interrupted (a sweep resumes where it stopped when re-run)", file=sys.stderr)
         return 130
-    except CliError as exc:
-        print(f"odconv-surgery: error: {exc}", file=sys.stderr)
+    except ODConvError as exc:  # the user's mistake, named with its fix
+        if os.environ.get("ODCONV_DEBUG"):
+            raise
+        print(f"odconv-surgery: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except (ValueError, TypeError, KeyError, OSError, ImportError, RuntimeError, ArithmeticError, MemoryError) as exc:
+    except OSError as exc:  # the file system said no (missing file, permissions, full disk): not a bug
         if os.environ.get("ODCONV_DEBUG"):
             raise
         print(f"odconv-surgery: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)

@@ -23,10 +23,7 @@ from .nn.validation import bank_bytes, check_bool, check_choice, check_int, chec
 
 INIT_TEMPORARIES = 3  # banks of temporaries ODConv2d.from_conv holds at its peak: repeated kernel, noise, centred noise
 from .report import ConversionReport, LayerReport, format_table
-
-
-class AlreadyConvertedError(ValueError):
-    """apply_odconv on a model whose every convertible convolution is already an ODConv2d."""
+from .errors import AlreadyConvertedError  # noqa: F401 - raised here, defined with every error
 
 
 class ConversionResult(NamedTuple):

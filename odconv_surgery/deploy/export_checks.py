@@ -20,14 +20,11 @@ from ..nn.temperature import temperature_at
 from ..numerics import relative_error
 from ..passes.onnx.common import ModelNumericsError
 from .schema import MAX_OPSET, MIN_OPSET
+from ..errors import UnsupportedOpsetError  # noqa: F401 - raised here, defined with every error
 
 #: A pass may change the output by this multiple of the model's own float32 error; correct passes stay well inside
 #: it on trained-like torchvision models (the measurements are in the commit that set it).
 CHECK_FACTOR = 16
-
-
-class UnsupportedOpsetError(ValueError):
-    """The requested ONNX opset is outside what the exporter and the passes support."""
 
 
 def check_opset(opset: int) -> None:

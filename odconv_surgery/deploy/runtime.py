@@ -22,6 +22,7 @@ import onnxruntime as ort
 from ..numerics import DEFAULT_TOLERANCE, relative_error
 from ..passes.onnx.common import OnnxModelError, detect_nchwc_block, has_odconv_nodes, load_model
 from .schema import META_NCHWC_BLOCK, metadata
+from ..errors import ParityError
 
 LOGGER = logging.getLogger("odconv_surgery.runtime")
 
@@ -253,7 +254,7 @@ def check_parity(
 
     Every output is compared (tuples, dicts, HF ``ModelOutput`` and dataclasses are flattened as the exporter
     does, see ``flatten_outputs``). The error of one output is max |ort - torch| / max |torch| (relative to its
-    scale); each batch reports its worst output. Raises ``AssertionError`` when above ``tolerance`` (unless
+    scale); each batch reports its worst output. Raises ``ParityError`` (an ``AssertionError``) when above ``tolerance`` (unless
     ``raise_on_fail=False``).
     """
     import torch
@@ -274,7 +275,7 @@ def check_parity(
                     refs = [t.detach().float().cpu().numpy() for t in flatten_outputs(model(x))]
                 outs = runner.run_all(x)
                 if len(refs) != len(outs):
-                    raise AssertionError(
+                    raise ParityError(
                         f"the model returns {len(refs)} tensor(s) but the ONNX graph has {len(outs)} output(s) "
                         f"({runner.output_names}); export it again from this model"
                     )
@@ -284,7 +285,7 @@ def check_parity(
         model.train(was_training)
     bad = [r for r in results if not r.ok]
     if bad and raise_on_fail:
-        raise AssertionError(
+        raise ParityError(
             "ORT vs PyTorch parity failed: "
             + ", ".join(f"batch {r.batch}: {r.relative_err:.3g} (output {r.output})" for r in bad)
         )

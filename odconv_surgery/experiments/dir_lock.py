@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from ..errors import DirectoryLocked  # noqa: F401 - raised here, defined with every error
 
 try:
     import fcntl
@@ -18,10 +19,6 @@ except ImportError:  # pragma: no cover - not POSIX
 __all__ = ["DirectoryLocked", "DirectoryLock", "LOCK_NAME"]
 
 LOCK_NAME = ".lock"
-
-
-class DirectoryLocked(RuntimeError):
-    """Another process holds the directory's lock."""
 
 
 class DirectoryLock:

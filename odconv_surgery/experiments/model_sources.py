@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
+from ..errors import ImportNotAllowedError, ModelSpecError  # noqa: F401 - raised here, defined with every error
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -40,14 +41,6 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "odconv_surgery.models"
 ALLOW_IMPORT_HINT = "pass --allow-import on the command line (allow_import=True in Python) if you trust it"
-
-
-class ModelSpecError(ValueError):
-    """A model spec that cannot be parsed or built; the message says how to fix it."""
-
-
-class ImportNotAllowedError(ModelSpecError):
-    """A spec names an arbitrary ``module:callable`` and the caller did not opt in (or the target is refused)."""
 
 
 class _Source:

@@ -21,12 +21,9 @@ from ..checkpoint import state_dict_mismatch
 from .data import DataBundle
 from .distributed import DistContext
 from .training import TrainConfig, evaluate, train_and_evaluate
+from ..errors import PretrainedCheckpointError  # noqa: F401 - raised here, defined with every error
 
 CACHE_DIR = "pretrained"
-
-
-class PretrainedCheckpointError(ValueError):
-    """The user's static checkpoint cannot be loaded into the sweep's model."""
 
 
 def file_digest(path: str | os.PathLike) -> str:

@@ -50,6 +50,7 @@ from .pretrain import file_digest, trained_static_model
 from .sweep_results import RESULTS_FILE, SweepResultsWarning, append_record, config_key, read_results
 from .sweep_report import BASELINE, markdown_table, summarise, write_outputs
 from .training import TrainConfig, evaluate, train_and_evaluate
+from ..errors import SweepOutputError, SweepSettingsMismatch  # noqa: F401 - raised here, defined with every error
 
 __all__ = [
     "BASELINE",
@@ -73,14 +74,6 @@ DEFAULT_POLICIES = (BASELINE, *PAPER_POLICIES)
 FINETUNE_DEFAULTS: dict[str, Any] = {"epochs": 3, "lr": 0.01, "attention_lr_scale": ATTENTION_LR_SCALE, "init": "pretrained"}
 # From scratch: the paper's recipe scaled down; init see module docstring.
 SCRATCH_DEFAULTS: dict[str, Any] = {"epochs": 5, "lr": 0.05, "attention_lr_scale": ATTENTION_LR_SCALE, "init": "neutral"}
-
-
-class SweepSettingsMismatch(RuntimeError):
-    """The results file was written by a sweep with different settings; resuming would mix results."""
-
-
-class SweepOutputError(ValueError):
-    """The output directory cannot hold the sweep's results (a file where a directory should be, ...)."""
 
 
 @dataclass

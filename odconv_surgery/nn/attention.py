@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from ..errors import BatchOneBatchNormError  # noqa: F401 - raised here, defined with every error
 
 ATTENTION_NORMS = ("bn", "ln", "none")
 
@@ -27,10 +28,6 @@ class Attentions(NamedTuple):
     filter: Tensor | None
     spatial: Tensor | None
     kernel: Tensor | None
-
-
-class BatchOneBatchNormError(ValueError):
-    """Raised when the attention BatchNorm would train on a single sample."""
 
 
 def attention_channels(in_channels: int, reduction: float, min_channels: int = 16) -> int:

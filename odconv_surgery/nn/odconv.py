@@ -21,13 +21,10 @@ from torch.nn.modules.utils import _pair
 from .geometry import conv_output_size, same_padding
 from .attention import Attentions, ODAttention, kaiming_fan_out
 from .validation import bank_bytes, check_choice, check_int, check_layer_settings, check_memory
+from ..errors import KernelBankError  # noqa: F401 - raised here, defined with every error
 
 InitMode = Literal["pretrained", "neutral", "scratch"]
 INIT_MODES: tuple[str, ...] = get_args(InitMode)
-
-
-class KernelBankError(RuntimeError):
-    """The kernel bank or bias no longer has the layer's shape: code written for ``nn.Conv2d`` rewrote it."""
 
 
 class ODConv2d(nn.Module):

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from .attention import ATTENTION_NORMS
+from ..errors import KernelBankMemoryError  # noqa: F401 - raised here, defined with every error
 
 __all__ = [
     "KernelBankMemoryError",
@@ -30,10 +31,6 @@ __all__ = [
 ]
 
 LAYER_KEYS = ("kernel_num", "reduction", "min_attention_channels", "share_attention", "attention_norm")
-
-
-class KernelBankMemoryError(MemoryError):
-    """The kernel bank(s) would need more memory than the device has available; nothing was allocated."""
 
 
 def _kind(value: Any) -> str:

@@ -14,12 +14,9 @@ from typing import Any, Union
 from torch import nn
 
 from ..passes.fx.candidates import ConvLayer
+from ..errors import EmptySelectionError  # noqa: F401 - raised here, defined with every error
 
 Selector = Union[str, type, int, tuple, Callable[[str, nn.Module], bool]]
-
-
-class EmptySelectionError(ValueError):
-    """A selector matched no convolution."""
 
 
 def _matcher(selector: Selector, role: str) -> Callable[[ConvLayer], bool]:

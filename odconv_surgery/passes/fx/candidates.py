@@ -13,10 +13,7 @@ from ...nn.odconv import ODConv2d
 from .graph_analysis import GraphStructure, analyse_graph
 from .hook_order import record_conv_order
 from .tracer import CONV_TYPES, trace_model
-
-
-class UntraceableModelError(RuntimeError):
-    """torch.fx could not trace the model and no example inputs were given for the hook fallback."""
+from ...errors import UntraceableModelError  # noqa: F401 - raised here, defined with every error
 
 
 @dataclass(frozen=True)

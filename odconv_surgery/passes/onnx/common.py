@@ -22,29 +22,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ...deploy.schema import NCHWC_DOMAIN, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP
-
-
-class OnnxModelError(ValueError):
-    """The file or object given is not a readable ONNX model."""
-
-
-class ModelNumericsError(ValueError):
-    """The model itself holds or produces NaN/inf: not something the export or a pass did."""
-
-
-class PassNumericsError(RuntimeError):
-    """A pass changed the model's numerics beyond tolerance."""
-
-    def __init__(self, pass_name: str, max_err: float, tol: float, detail: str = "") -> None:
-        self.pass_name = pass_name
-        self.max_err = max_err
-        self.tol = tol
-        self.detail = detail
-        super().__init__(
-            f"ONNX pass {pass_name!r} changed the model output by {max_err:.3g} (relative to output scale), "
-            f"above the tolerance {tol:.3g}{' (' + detail + ')' if detail else ''}. If you trust the model's "
-            "numerics, pass a larger tolerance= or check=False to skip the check, and report the pass if it is wrong."
-        )
+from ...errors import ModelNumericsError, OnnxModelError, PassNumericsError  # noqa: F401 - raised here, defined with every error
 
 
 def load_model(model: "onnx.ModelProto | str | os.PathLike | bytes") -> onnx.ModelProto:

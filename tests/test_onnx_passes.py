@@ -159,3 +159,40 @@ def test_chain_nchwc_rules_count_and_keep_numerics():
     assert [n.op_type for n in blocked.graph.node].count("ReorderInput") == 1
     feed = random_batch((1, c, 8, 8), batch=1)
     np.testing.assert_allclose(ort_run(blocked, feed), ort_run(plain, feed), rtol=1e-4, atol=1e-4)
+
+
+def test_chain_nchwc_fuses_one_add_per_conv():
+    """``dw3x3(x) + dw1x1(x) + x`` (timm RepViT's token mixer): the second Add must not become a fifth input of an
+    NCHWc Conv (onnxruntime's schema allows X, W, B, Sum); the file loads and keeps the function."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from odconv_surgery.passes.onnx.chain_nchwc import MAX_CONV_INPUTS, chain_nchwc
+    from odconv_surgery.passes.onnx.common import detect_nchwc_block, export_graph
+    from odconv_surgery.passes.onnx.lowering.batch1_nchwc import block_static_conv
+
+    blk = detect_nchwc_block()
+    if blk is None:
+        pytest.skip("onnxruntime NCHWc contrib ops not usable here")
+    rng = np.random.default_rng(0)
+    c = 2 * blk
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.2, n)
+             for n, s in (("w3", (c, 1, 3, 3)), ("b3", (c,)), ("w1", (c, 1, 1, 1)), ("b1", (c,)))]
+    nodes = [
+        helper.make_node("Conv", ["x", "w3", "b3"], ["a"], name="dw3", pads=[1, 1, 1, 1], group=c),
+        helper.make_node("Conv", ["x", "w1", "b1"], ["b"], name="dw1", group=c),
+        helper.make_node("Add", ["a", "b"], ["s"], name="add_ab"),
+        helper.make_node("Add", ["s", "x"], ["y"], name="add_x"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 8, 8])], inits)
+    plain = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    g = gs.import_onnx(plain)
+    assert all(block_static_conv(g, n, blk) for n in [n for n in g.nodes if n.op == "Conv"])
+    g.cleanup()
+    assert chain_nchwc(g) >= 1
+    blocked = export_graph(g.cleanup().toposort(), plain)
+    convs = [n for n in blocked.graph.node if n.op_type == "Conv"]
+    assert max(len(n.input) for n in convs) == MAX_CONV_INPUTS
+    assert [n.op_type for n in blocked.graph.node].count("Add") == 1
+    feed = random_batch((1, c, 8, 8), batch=1)
+    np.testing.assert_allclose(ort_run(blocked, feed), ort_run(plain, feed), rtol=1e-4, atol=1e-4)

@@ -6,7 +6,8 @@ run to a fixpoint, each returning how many rewrites it made:
 
 * ``fuse_activations``: ``Relu`` / ``Clip`` right after ``ReorderOutput(Conv)`` -> the conv's ``activation``.
 * ``fuse_residual_adds``: ``Add(ReorderOutput(Conv(..)), t)`` -> ``t`` in NCHWc as the conv's ``Sum`` input
-  (as ORT's own NchwcTransformer does for static convs).
+  (as ORT's own NchwcTransformer does for static convs). A conv takes at most one ``Sum`` (the contrib op's
+  schema: X, W, B, Sum), so ``a(x) + b(x) + x`` fuses its first Add only.
 * ``drop_reorder_round_trips``: ``ReorderInput(ReorderOutput(t))`` -> ``t`` (channels are block multiples, so
   the round trip is the identity).
 
@@ -43,6 +44,10 @@ def chain_nchwc(graph: gs.Graph) -> int:
         if not count:
             return total
         total += count
+
+
+#: ``com.microsoft.nchwc::Conv`` inputs: X, W, B, Sum (onnxruntime refuses a node with more).
+MAX_CONV_INPUTS = 4
 
 
 def _is(node: gs.Node, op: str, domain: str = NCHWC_DOMAIN) -> bool:
@@ -129,6 +134,8 @@ def _fuse_add(graph: gs.Graph, node: gs.Node, k: int) -> bool:
     if found is None:
         return False
     r, conv = found
+    if len(conv.inputs) >= MAX_CONV_INPUTS:  # already holds a Sum: the schema allows no second one
+        return False
     summand = _blocked(graph, node, node.inputs[1 - k], r.attrs.get("channels"))
     if summand is None:
         return False

@@ -8,8 +8,9 @@ run to a fixpoint, each returning how many rewrites it made:
 * ``fuse_residual_adds``: ``Add(ReorderOutput(Conv(..)), t)`` -> ``t`` in NCHWc as the conv's ``Sum`` input
   (as ORT's own NchwcTransformer does for static convs). A conv takes at most one ``Sum`` (the contrib op's
   schema: X, W, B, Sum), so ``a(x) + b(x) + x`` fuses its first Add only.
-* ``drop_reorder_round_trips``: ``ReorderInput(ReorderOutput(t))`` -> ``t`` (channels are block multiples, so
-  the round trip is the identity).
+* ``drop_reorder_round_trips``: ``ReorderInput(ReorderOutput(t))`` -> ``t``. The round trip is the identity on
+  the real channels; where the channels are padded to the block, ``t``'s padding channels hold finite values
+  (0, or an activation of 0) that every consumer ignores (zero kernel columns, zero ``fc`` columns).
 
 It runs inside the batch-1 lowering of ``lower_by_batch_regime`` when the context has an NCHWc block (the other branch
 and the portable target never hold NCHWc nodes); as a pass it applies to any graph whose top level does.
@@ -134,13 +135,11 @@ def _fuse_add(graph: gs.Graph, node: gs.Node, k: int) -> bool:
     if found is None:
         return False
     r, conv = found
-    if len(conv.inputs) >= MAX_CONV_INPUTS:  # already holds a Sum: the schema allows no second one
+    if len(conv.inputs) != MAX_CONV_INPUTS - 1:  # no bias slot (the lowering always gives one), or a Sum already
         return False
     summand = _blocked(graph, node, node.inputs[1 - k], r.attrs.get("channels"))
     if summand is None:
         return False
-    if len(conv.inputs) < 3:
-        conv.inputs.append(gs.Constant(f"{conv.name}/zero_bias", np.zeros(r.attrs["channels"], np.float32)))
     conv.inputs.append(summand)
     _absorb(r, node)
     return True

@@ -61,11 +61,12 @@ def build_attention(b: Builder, layer: OdLayer) -> dict[str, gs.Variable]:
     return attention_heads(b, layer, h, conv)
 
 
-def attention_heads(b: Builder, layer: OdLayer, h, linear) -> dict[str, gs.Variable]:
+def attention_heads(b: Builder, layer: OdLayer, h, linear, sizes: dict[str, int] | None = None) -> dict[str, gs.Variable]:
     """Head activations keyed by name. ``linear(h, weight_name, bias_name)`` emits one head projection (a 1x1
     Conv on NCHW, a Gemm on flat features). Merged heads: one projection, one Sigmoid over the sigmoid heads,
-    one Softmax for the kernel head."""
-    sizes = head_sizes(layer)
+    one Softmax for the kernel head. ``sizes``: the heads' output sizes when ``linear``'s weights are padded
+    (NCHWc forms), else ``head_sizes(layer)``."""
+    sizes = head_sizes(layer) if sizes is None else sizes
     out: dict[str, gs.Variable] = {}
     if "heads_weight" in layer.roles:
         z = linear(h, "heads_weight", "heads_bias")

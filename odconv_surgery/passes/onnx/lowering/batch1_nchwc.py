@@ -5,7 +5,9 @@ The attention runs on the blocked input (nchwc GlobalAveragePool + Gemms: no Con
 around the tiny attention layers). The constant kernel bank is stored already in ORT's blocked filter layout
 (depthwise ``OIHWBo``: (C/B, kh, kw, B); dense/1x1 ``OIHWBiBo``: (Co/B, Ci/B, kh, kw, Bi, Bo)), so the
 per-sample kernel is made by Muls with the attention vectors reshaped to that layout (no in-graph Transpose).
-Bias stays a constant conv bias.
+Bias stays a constant conv bias (zeros when the layer has none, so a residual Sum can always be fused). Channels that
+are not multiples of the block are zero-padded to it (kernels, attention heads, bias), as onnxruntime pads static
+convs, so such layers stay in the blocked chain instead of breaking it with reorders.
 
 Dense / 1x1 layers whose kernel is larger than the activations they would scale (late, low-resolution stages)
 instead apply the channel and filter attentions to the activations, as NCHWc depthwise 1x1 Convs whose weight is
@@ -28,23 +30,77 @@ from .attention import attention_heads, attention_norm_relu
 from .builder import Builder, Geometry, kernel_mix, tap_slices
 
 
+#: onnxruntime's ``ReorderInput`` takes channel counts that are multiples of 4 and zero-pads them to the block.
+CHANNEL_ALIGNMENT = 4
+
+
+def padded(channels: int, blk: int) -> int:
+    """``channels`` rounded up to a multiple of the NCHWc block ``blk`` (the channels of the blocked tensor)."""
+    return -(-channels // blk) * blk
+
+
 def nchwc_ok(layer: OdLayer, blk: int | None) -> bool:
-    """Whether the batch-1 form of ``layer`` runs as one NCHWc Conv of block ``blk`` (channels multiples of it)."""
+    """Whether the batch-1 form of ``layer`` runs as one NCHWc Conv of block ``blk``: depthwise, 1x1 or dense, with
+    channel counts that are multiples of 4 (those that are not multiples of the block are zero-padded to it, as
+    onnxruntime's own NCHWc transformer does, so the chain of blocked layers never breaks on them)."""
     if not blk:
         return False
     a = layer.attrs
     if layer.kind == "depthwise":
-        return a["out_channels"] % blk == 0
+        return a["out_channels"] % CHANNEL_ALIGNMENT == 0
     if layer.kind in ("dense", "pointwise"):
-        return a["in_channels"] % blk == 0 and a["out_channels"] % blk == 0
+        return a["in_channels"] % CHANNEL_ALIGNMENT == 0 and a["out_channels"] % CHANNEL_ALIGNMENT == 0
     return False
 
 
-def _attention_vec(b: Builder, layer: OdLayer, xb) -> dict[str, gs.Variable]:
-    """Attentions as (1, size) vectors from the NCHWc input: nchwc GlobalAveragePool + Gemms."""
-    p = layer.params()
-    a = layer.attrs
-    h = b.reshape(b.op("GlobalAveragePool", [xb], domain=NCHWC_DOMAIN), [1, a["in_channels"]])
+def _pad_axis(value: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """``value`` zero-padded at the end of ``axis`` to ``size``."""
+    if value.shape[axis] == size:
+        return value
+    widths = [(0, 0)] * value.ndim
+    widths[axis] = (0, size - value.shape[axis])
+    return np.pad(value, widths)
+
+
+def _padded_attention_params(layer: OdLayer, cin_p: int, cout_p: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The attention's parameters for a layer whose channels are padded to ``cin_p`` / ``cout_p``: zero ``fc``
+    columns for the padded input channels (their pooled value is 0 anyway) and zero rows in the channel and filter
+    heads (attention 0.5 on a zero kernel slice). Also the padded head sizes."""
+    from .attention import head_sizes
+
+    p = dict(layer.params())
+    sizes = head_sizes(layer)
+    grown = {"channel": cin_p, "filter": cout_p}
+    new_sizes = {h: grown.get(h, n) for h, n in sizes.items()}
+    if new_sizes == sizes and cin_p == layer.attrs["in_channels"]:
+        return p, sizes
+    p["fc_weight"] = _pad_axis(p["fc_weight"].reshape(p["fc_weight"].shape[0], -1), 1, cin_p)
+
+    def pad_rows(value: np.ndarray, heads: list[str]) -> np.ndarray:
+        rows = value.reshape(value.shape[0], -1) if value.ndim > 1 else value
+        parts, start = [], 0
+        for h in heads:
+            parts.append(_pad_axis(rows[start:start + sizes[h]], 0, new_sizes[h]))
+            start += sizes[h]
+        return np.concatenate(parts, axis=0)
+
+    if "heads_weight" in p:
+        order = [h for h in layer.heads if h != "kernel"] + (["kernel"] if "kernel" in sizes else [])
+        p["heads_weight"] = pad_rows(p["heads_weight"], order)
+        p["heads_bias"] = pad_rows(p["heads_bias"], order)
+    else:
+        for h in ("channel", "filter"):
+            if f"{h}_weight" in p:
+                p[f"{h}_weight"] = pad_rows(p[f"{h}_weight"], [h])
+                p[f"{h}_bias"] = pad_rows(p[f"{h}_bias"], [h])
+    return p, new_sizes
+
+
+def _attention_vec(b: Builder, layer: OdLayer, xb, cin_p: int, cout_p: int) -> dict[str, gs.Variable]:
+    """Attentions as (1, size) vectors from the NCHWc input (``cin_p`` channels): nchwc GlobalAveragePool + Gemms;
+    the channel and filter attentions come padded to ``cin_p`` / ``cout_p``."""
+    p, sizes = _padded_attention_params(layer, cin_p, cout_p)
+    h = b.reshape(b.op("GlobalAveragePool", [xb], domain=NCHWC_DOMAIN), [1, cin_p])
 
     def gemm(h, wname, bname):
         w = p[wname]
@@ -55,20 +111,28 @@ def _attention_vec(b: Builder, layer: OdLayer, xb) -> dict[str, gs.Variable]:
 
     h = gemm(h, "fc_weight", "fc_bias")
     h = attention_norm_relu(b, layer, h, (1, -1))
-    return attention_heads(b, layer, h, gemm)
+    return attention_heads(b, layer, h, gemm, sizes)
 
 
 def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
     a = layer.attrs
     geo = Geometry.of(layer)
     n, cout, cin, g = a["kernel_num"], a["out_channels"], a["in_channels"], a["group"]
-    w = layer.param("weight")  # (n, C_out, C_in/g, kh, kw)
+    cin_p, cout_p = padded(cin, blk), padded(cout, blk)
+    depthwise = layer.kind == "depthwise"
+    g = cout_p if depthwise else g
+    w = _pad_axis(layer.param("weight"), 1, cout_p)  # (n, C_out, C_in/g, kh, kw), channels padded
+    if not depthwise:
+        w = _pad_axis(w, 2, cin_p)
     xb = b.op("ReorderInput", [layer.x], {"channels_last": 0}, domain=NCHWC_DOMAIN)
-    att = _attention_vec(b, layer, xb)
-    bias = [b.const("bias", layer.param("bias"))] if layer.has("bias") else []
-    if layer.kind == "dense" and n == 1 and taps_on_columns(layer, geo):
+    att = _attention_vec(b, layer, xb, cin_p, cout_p)
+    # Every NCHWc Conv gets a bias (zeros when the layer has none): the Sum slot behind it then never needs to
+    # know the padded channel count.
+    bias = [b.const("bias", _pad_axis(layer.param("bias"), 0, cout_p) if layer.has("bias") else np.zeros(cout_p, np.float32))]
+    if layer.kind == "dense" and n == 1 and cin_p == cin and taps_on_columns(layer, geo):
         return _columns_form(b, layer, att, geo, bias, blk)
-    if layer.kind == "depthwise":
+    cin, cout = cin_p, cout_p  # from here on the kernel and the blocked tensors have the padded channels
+    if depthwise:
         wb = w.reshape(n, cout // blk, blk, geo.kh, geo.kw).transpose(0, 1, 3, 4, 2)
     else:
         wb = w.reshape(n, cout // blk, blk, cin // blk, blk, geo.kh, geo.kw).transpose(0, 1, 3, 5, 6, 4, 2)
@@ -76,8 +140,8 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
         wk = b.reshape(kernel_mix(b, att, wb.reshape(n, -1)), list(wb.shape[1:]))
     else:
         wk = b.const("weight_nchwc", wb[0])
-    on_activations = layer.kind != "depthwise" and scale_on_activations(layer, geo)
-    if layer.kind == "depthwise":
+    on_activations = not depthwise and scale_on_activations(layer, geo)
+    if depthwise:
         wk = _scale_depthwise_kernel(b, wk, att, geo, cout, blk)
     elif on_activations:
         if "spatial" in att and geo.k2 > 1:
@@ -89,10 +153,14 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
     wk = b.reshape(wk, [cout, cin // g, geo.kh, geo.kw])
     filter_on_output = on_activations and "filter" in att
     attrs = {"group": g, "kernel_shape": [geo.kh, geo.kw], "pads": list(geo.pads), "strides": [geo.sh, geo.sw], "dilations": [geo.dh, geo.dw]}
-    yb = b.op("Conv", [xb, wk] + ([] if filter_on_output else bias), attrs, domain=NCHWC_DOMAIN)
+    yb = b.op("Conv", [xb, wk, _zeros(b, cout) if filter_on_output else bias[0]], attrs, domain=NCHWC_DOMAIN)
     if filter_on_output:
         yb = _scale_channels(b, yb, att["filter"], cout, bias)
-    return b.op("ReorderOutput", [yb], {"channels": cout, "channels_last": 0}, domain=NCHWC_DOMAIN)
+    return b.op("ReorderOutput", [yb], {"channels": a["out_channels"], "channels_last": 0}, domain=NCHWC_DOMAIN)
+
+
+def _zeros(b: Builder, channels: int) -> gs.Constant:
+    return b.const("zero_bias", np.zeros(channels, np.float32))
 
 
 # Cost per element, relative, of the two ways to apply the channel / filter attentions of a dense or 1x1 layer
@@ -156,18 +224,18 @@ def _columns_form(b: Builder, layer: OdLayer, att, geo: Geometry, bias: list, bl
     w = b.const("weight_columns_nchwc", wb.reshape(cout, kdim, 1, 1))
     attrs = {"group": 1, "kernel_shape": [1, 1], "pads": [0, 0, 0, 0], "strides": [1, 1], "dilations": [1, 1]}
     filter_on_output = "filter" in att
-    yb = b.op("Conv", [colsb, w] + ([] if filter_on_output else bias), attrs, domain=NCHWC_DOMAIN)
+    yb = b.op("Conv", [colsb, w, _zeros(b, cout) if filter_on_output else bias[0]], attrs, domain=NCHWC_DOMAIN)
     if filter_on_output:
         yb = _scale_channels(b, yb, att["filter"], cout, bias)
     return b.op("ReorderOutput", [yb], {"channels": cout, "channels_last": 0}, domain=NCHWC_DOMAIN)
 
 
 def _scale_channels(b: Builder, tb, vec, channels: int, bias=()):
-    """``tb`` (NCHWc) times ``vec`` (1, channels) per channel, plus ``bias``: a depthwise 1x1 NCHWc Conv whose
-    weight is the attention vector (its blocked layout is the channel order)."""
+    """``tb`` (NCHWc) times ``vec`` (1, channels) per channel, plus ``bias`` (zeros if none): a depthwise 1x1
+    NCHWc Conv whose weight is the attention vector (its blocked layout is the channel order)."""
     w = b.reshape(vec, [channels, 1, 1, 1])
     attrs = {"group": channels, "kernel_shape": [1, 1], "pads": [0, 0, 0, 0], "strides": [1, 1], "dilations": [1, 1]}
-    return b.op("Conv", [tb, w, *bias], attrs, domain=NCHWC_DOMAIN)
+    return b.op("Conv", [tb, w, bias[0] if bias else _zeros(b, channels)], attrs, domain=NCHWC_DOMAIN)
 
 
 def _scale_taps(b: Builder, wk, spatial, geo: Geometry, cin: int, cout: int, blk: int):
@@ -210,9 +278,10 @@ def _scale_blocked_kernel(b: Builder, wk, att, geo: Geometry, cin: int, cout: in
 
 def block_static_conv(graph: gs.Graph, node: gs.Node, blk: int) -> bool:
     """Re-express a constant-weight static Conv as ``ReorderInput -> nchwc Conv -> ReorderOutput`` with the kernel
-    pre-blocked, so that ``chain_nchwc`` joins it to the neighbouring NCHWc ODConv layers (ORT's own
-    NchwcTransformer would wrap it in reorders of its own that the chain cannot see). False when it does not fit
-    (non-constant weight or bias, channels not block multiples, grouped but not depthwise, ``auto_pad``)."""
+    pre-blocked (channels zero-padded to the block), so that ``chain_nchwc`` joins it to the neighbouring NCHWc
+    ODConv layers (ORT's own NchwcTransformer would wrap it in reorders of its own that the chain cannot see).
+    False when it does not fit (non-constant weight or bias, channels not multiples of 4, grouped but not
+    depthwise, ``auto_pad``)."""
     w = constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
     if w is None or w.ndim != 4:
         return False
@@ -221,15 +290,18 @@ def block_static_conv(graph: gs.Graph, node: gs.Node, blk: int) -> bool:
         return False
     cout, cpg, kh, kw = w.shape
     g = int(node.attrs.get("group", 1))
-    if cout % blk:
+    if cout % CHANNEL_ALIGNMENT or node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
         return False
-    if g == 1 and cpg % blk == 0:
-        wb = w.reshape(cout // blk, blk, cpg // blk, blk, kh, kw).transpose(0, 2, 4, 5, 3, 1)
+    cout_p = padded(cout, blk)
+    w = _pad_axis(w, 0, cout_p)
+    if g == 1 and cpg % CHANNEL_ALIGNMENT == 0:
+        cin_p = padded(cpg, blk)
+        w = _pad_axis(w, 1, cin_p)
+        wb = w.reshape(cout_p // blk, blk, cin_p // blk, blk, kh, kw).transpose(0, 2, 4, 5, 3, 1)
     elif g == cout and cpg == 1:
-        wb = w.reshape(cout // blk, blk, kh, kw).transpose(0, 2, 3, 1)
+        g = cout_p
+        wb = w.reshape(cout_p // blk, blk, kh, kw).transpose(0, 2, 3, 1)
     else:
-        return False
-    if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
         return False
     attrs = {
         "group": g, "kernel_shape": [kh, kw], "pads": list(node.attrs.get("pads", [0, 0, 0, 0])),
@@ -238,9 +310,11 @@ def block_static_conv(graph: gs.Graph, node: gs.Node, blk: int) -> bool:
     x, y = node.inputs[0], node.outputs[0]
     xb = gs.Variable(f"{node.name}/x_nchwc", dtype=np.float32)
     yb = gs.Variable(f"{node.name}/y_nchwc", dtype=np.float32)
-    inputs = [xb, gs.Constant(f"{node.name}/w_nchwc", np.ascontiguousarray(wb.reshape(w.shape), dtype=np.float32))]
-    if bias is not None:
-        inputs.append(gs.Constant(f"{node.name}/b_nchwc", np.ascontiguousarray(bias, dtype=np.float32)))
+    bias = np.zeros(cout, np.float32) if bias is None else bias  # always a bias: the Sum slot behind it stays usable
+    inputs = [
+        xb, gs.Constant(f"{node.name}/w_nchwc", np.ascontiguousarray(wb.reshape(w.shape), dtype=np.float32)),
+        gs.Constant(f"{node.name}/b_nchwc", np.ascontiguousarray(_pad_axis(bias, 0, cout_p), dtype=np.float32)),
+    ]
     node.inputs.clear()
     node.outputs.clear()
     graph.nodes += [

@@ -23,8 +23,13 @@ def code_blocks(text: str, language: str) -> list[str]:
     return re.findall(rf"^```{language}\n(.*?)^```", text, flags=re.S | re.M)
 
 
+def shell_lines(path: Path) -> list[str]:
+    """The commands of a page's bash blocks, continuation lines joined, comments dropped."""
+    blocks = [block.replace("\\\n", " ") for block in code_blocks(path.read_text(), "bash")]
+    return [cmd for block in blocks for line in block.splitlines() if (cmd := line.split("#")[0].strip())]
+
+
 PYTHON_BLOCKS = code_blocks(README.read_text(), "python")
-BASH_LINES = [line.split("#")[0].strip() for block in code_blocks(README.read_text(), "bash") for line in block.splitlines()]
 
 
 def test_readme_is_short_and_has_examples():
@@ -39,18 +44,29 @@ def test_readme_python_example_runs(index, tmp_path, monkeypatch):
     exec(code, {"__name__": "__readme__"})
 
 
+def check_command(argv: list[str]) -> bool:
+    """Whether ``argv`` is a make target of the Makefile or a command line the CLI parses; False if neither kind."""
+    if argv[0] == "make":
+        make_targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), flags=re.M))
+        assert set(argv[1:]) <= make_targets, argv
+        return True
+    if argv[0] == "odconv-surgery":
+        build_parser().parse_args(argv[1:])  # exits (a test failure) on an unknown command or option
+        return True
+    return False
+
+
 def test_readme_shell_commands_exist():
-    make_targets = set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), flags=re.M))
-    commands = [line for line in BASH_LINES if line]
+    commands = shell_lines(README)
     assert commands
     for line in commands:
-        argv = shlex.split(line)
-        if argv[0] == "make":
-            assert set(argv[1:]) <= make_targets, line
-        elif argv[0] == "odconv-surgery":
-            build_parser().parse_args(argv[1:])  # exits (a test failure) on an unknown command or option
-        else:
-            pytest.fail(f"README shell line not checked: {line!r}")
+        assert check_command(shlex.split(line)), f"README shell line not checked: {line!r}"
+
+
+def test_docs_shell_commands_exist():
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        for line in shell_lines(page):
+            check_command(shlex.split(line))  # other commands (pip, python scripts) are not checked
 
 
 def test_readme_links_resolve():

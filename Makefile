@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-all bench env clean
+.PHONY: demo test test-all docs bench env clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: env
 ## test-all: including the heavy tests marked slow
 test-all: env
 	$(PY) -m pytest -m "slow or not slow"
+
+## docs: the documentation site into build/site/ (strict: a broken link or API reference fails; what CI runs)
+docs: env
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 bench: env
 	$(PY) benchmarks/bench_eager.py

@@ -1,4 +1,4 @@
-"""Calibrate the cost model of ``passes/onnx/lowering/batch1_nchwc`` (``scale_on_activations``, ``taps_on_columns``).
+"""Calibrate the fallback cost model of ``passes/onnx/lowering/plan.py`` (``scale_on_activations``, ``taps_on_columns``).
 
 Times, in onnxruntime on the CPU with one thread, the four ways the ort-cpu batch-1 form can apply attentions to
 a dense / 1x1 layer, per element touched:

@@ -1,5 +1,12 @@
+import os
+
 import pytest
 import torch
+
+# Exports in tests choose their NCHWc forms by the cost model (reproducible, nothing timed, no cache written);
+# tests/test_plan.py tunes on purpose.
+os.environ.setdefault("ODCONV_TUNE", "0")
+os.environ.setdefault("ODCONV_TUNING_CACHE", "off")
 
 # Test tensors are tiny: one intra-op thread is as fast, and it avoids OpenMP spin-wait collapse when the
 # machine is shared (measured: one model test 123 s with 2 threads on a loaded 2-core box, 15 s with 1).

@@ -298,7 +298,7 @@ def test_scale_on_activations_follows_the_element_counts():
     import onnx_graphsurgeon as gs
 
     from odconv_surgery.passes.onnx.common import OdLayer
-    from odconv_surgery.passes.onnx.lowering.batch1_nchwc import scale_on_activations
+    from odconv_surgery.passes.onnx.lowering.plan import scale_on_activations
     from odconv_surgery.passes.onnx.lowering.builder import Geometry
 
     def layer(cin, cout, k, hw, heads=("channel", "filter", "spatial")):
@@ -317,7 +317,7 @@ def test_taps_on_columns_only_where_the_kernel_dwarfs_the_output_positions():
     import onnx_graphsurgeon as gs
 
     from odconv_surgery.passes.onnx.common import OdLayer
-    from odconv_surgery.passes.onnx.lowering.batch1_nchwc import taps_on_columns
+    from odconv_surgery.passes.onnx.lowering.plan import taps_on_columns
     from odconv_surgery.passes.onnx.lowering.builder import Geometry
 
     def layer(cin, cout, k, hw, stride=1, heads=("channel", "filter", "spatial")):

@@ -358,6 +358,11 @@ def fastest_cpu_target() -> str:
     return "ort-cpu" if detect_nchwc_block() is not None else "portable"
 
 
+def default_tune() -> bool:
+    """Whether ort-cpu exports time their layers' forms when ``tune`` is not given: yes, unless ``ODCONV_TUNE=0``."""
+    return os.environ.get("ODCONV_TUNE", "1").strip().lower() not in ("0", "off", "false", "no")
+
+
 def resolve_target(target: str) -> str:
     """The export target for ``target``: "auto" becomes "ort-cpu" where onnxruntime's NCHWc CPU ops work and no
     CUDA EP with a GPU is available (the file will most likely run in this onnxruntime, on this CPU), else
@@ -392,6 +397,8 @@ def export_onnx(
     tolerance: float = DEFAULT_TOLERANCE,
     batch1_branch: bool = True,
     target: str = "auto",
+    tune: bool | None = None,
+    threads: int = 1,
 ) -> onnx.ModelProto:
     """Export ``model`` (eval mode, temperature 1) to ONNX; returns the ModelProto and writes ``path`` if given.
 
@@ -406,12 +413,21 @@ def export_onnx(
     ``passes/onnx/lower_by_batch_regime.py``). ``target``: "portable" (standard ONNX ops, any runtime), "ort-cpu"
     (the batch-1 branch and its static convs run as onnxruntime's CPU NCHWc contrib ops: the fast form for
     onnxruntime on a CPU, tied to the CPU's NCHWc block) or "auto" (``resolve_target``: the fastest form for the
-    onnxruntime installed here). Recipe, project version, target and temperature go into ``metadata_props``.
+    onnxruntime installed here). ``tune`` (ort-cpu; default on unless ``ODCONV_TUNE=0``): each layer's NCHWc form is
+    chosen by timing the candidates on this machine at ``threads`` threads (cached per CPU, block and onnxruntime
+    version, ``passes/onnx/lowering/plan.py``); ``tune=False`` uses the calibrated cost model (reproducible). The
+    chosen forms and their source are in the file's ``odconv.forms`` metadata. Recipe, project version, target and
+    temperature go into ``metadata_props``.
     """
     from ..passes.onnx import PassNumericsError, run_pipeline
     from ..passes.onnx.check import CHECK_BATCH, random_batch
 
     example_input = as_example_input(example_input)
+    tune = default_tune() if tune is None else tune
+    if not isinstance(tune, bool):
+        raise ValueError(f"tune must be True, False or None (the default: on unless ODCONV_TUNE=0), got {tune!r}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be an int >= 1 (the deployment's onnxruntime intra-op threads), got {threads!r}")
     target = resolve_target(target)
     check_opset(opset)
     check_finite_weights(model)
@@ -431,6 +447,8 @@ def export_onnx(
             check_batch=CHECK_BATCH,
             batch1_branch=batch1_branch and dynamic_batch,
             target=target,
+            tune=tune,
+            threads=threads,
         )
     except PassNumericsError as err:
         raise PassNumericsError(err.pass_name, err.max_err, err.tol, "; ".join(filter(None, [err.detail, note]))) from err

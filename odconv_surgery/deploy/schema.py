@@ -25,6 +25,9 @@ META_PASSES = "odconv.passes"
 META_TARGET = "odconv.target"
 #: The NCHWc block an ort-cpu file was lowered for (``run_pipeline`` -> ``OrtRunner``, which refuses a mismatch).
 META_NCHWC_BLOCK = "odconv.nchwc_block"
+#: Each layer's batch-1 NCHWc form and where the choice came from (JSON ``{layer: "form (measured|cache|cost
+#: model)"}``; ``lowering/plan.py`` -> whoever reads the file).
+META_FORMS = "odconv.forms"
 
 DEFAULT_OPSET = 18
 #: The opsets export supports: the passes emit opset-18 operator forms (ReduceMean with axes as an input), and 20

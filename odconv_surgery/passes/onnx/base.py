@@ -33,11 +33,14 @@ class PassContext:
     ``target``: "portable" (standard ONNX ops only) or "ort-cpu" (the batch-1 branch may use onnxruntime's
     CPU-only ``com.microsoft.nchwc`` contrib ops). ``nchwc_block``: onnxruntime's NCHWc block size (8 on AVX2,
     16 on AVX-512) when the NCHWc forms are wanted, else None; a file lowered with it is specific to
-    onnxruntime's CPU EP and that block size.
+    onnxruntime's CPU EP and that block size. ``tune``: choose each layer's NCHWc form by timing it here
+    (``lowering/plan.py``; cached), else by the cost model. ``threads``: the thread count the timings use.
     """
 
     target: str = "portable"
     nchwc_block: int | None = None
+    tune: bool = False
+    threads: int = 1
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -47,10 +50,10 @@ class PassContext:
             )
 
     @classmethod
-    def for_target(cls, target: str = "portable") -> "PassContext":
+    def for_target(cls, target: str = "portable", tune: bool = False, threads: int = 1) -> "PassContext":
         """The context for ``target``; "ort-cpu" probes onnxruntime for its NCHWc block (None if unusable)."""
-        ctx = cls(target)  # validates the target before probing
-        return cls(target, detect_nchwc_block()) if target == "ort-cpu" else ctx
+        ctx = cls(target, tune=tune, threads=threads)  # validates the target before probing
+        return cls(target, detect_nchwc_block(), tune, threads) if target == "ort-cpu" else ctx
 
 
 class OnnxPass:

@@ -11,12 +11,16 @@ weights, and sharing them through the main graph measured slower (``benchmarks/o
 
 from __future__ import annotations
 
+import json
+
 import onnx
 from onnx import helper
 
+from ...deploy.schema import META_FORMS, set_metadata
 from .base import OnnxPass, PassContext
 from .common import has_odconv_nodes, odconv_node_count
 from .lowering import lower
+from .lowering.plan import Planner
 
 
 def _rename(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> None:
@@ -52,16 +56,22 @@ class LowerByBatchRegime(OnnxPass):
     NAME = "lower_by_batch_regime"
 
     def transform(self, model: onnx.ModelProto, ctx: PassContext) -> tuple[onnx.ModelProto, int]:
-        return _lower_by_batch_regime(model, ctx.nchwc_block), odconv_node_count(model)
+        return _lower_by_batch_regime(model, ctx), odconv_node_count(model)
 
 
-def _lower_by_batch_regime(model: onnx.ModelProto, nchwc_block: int | None) -> onnx.ModelProto:
+def _lower_by_batch_regime(model: onnx.ModelProto, ctx: PassContext) -> onnx.ModelProto:
     if not has_odconv_nodes(model):
         return model
     if len(model.graph.input) != 1:
         return lower(model, "any")
-    any_model = lower(model, "any", prefix="any/", nchwc_block=nchwc_block)
-    b1_model = lower(model, "batch1", prefix="b1/", nchwc_block=nchwc_block)
+    nchwc_block = ctx.nchwc_block
+    planner = Planner(nchwc_block, tune=ctx.tune, threads=ctx.threads) if nchwc_block else None
+    try:
+        any_model = lower(model, "any", prefix="any/", nchwc_block=nchwc_block, planner=planner)
+        b1_model = lower(model, "batch1", prefix="b1/", nchwc_block=nchwc_block, planner=planner)
+    finally:
+        if planner is not None:
+            planner.close()
     inp = model.graph.input[0].name
     inits: dict[str, onnx.TensorProto] = {}
     for m in (any_model, b1_model):
@@ -93,5 +103,7 @@ def _lower_by_batch_regime(model: onnx.ModelProto, nchwc_block: int | None) -> o
     opsets = {o.domain: o for o in list(any_model.opset_import) + list(b1_model.opset_import)}
     out = helper.make_model(outer, opset_imports=list(opsets.values()), ir_version=any_model.ir_version)
     out.metadata_props.extend(model.metadata_props)
+    if planner is not None:
+        set_metadata(out, {META_FORMS: json.dumps(planner.summary(), sort_keys=True)})
     out.producer_name, out.producer_version = model.producer_name, model.producer_version
     return out

@@ -24,6 +24,7 @@ import onnx_graphsurgeon as gs
 
 from .base import OnnxPass, PassContext
 from .lowering import FORMS, lower_graph
+from .lowering.plan import Planner
 
 
 class LowerODConv(OnnxPass):
@@ -36,4 +37,9 @@ class LowerODConv(OnnxPass):
         self.form = form
 
     def rewrite(self, graph: gs.Graph, ctx: PassContext) -> int:
-        return lower_graph(graph, self.form, "", ctx.nchwc_block)
+        planner = Planner(ctx.nchwc_block, tune=ctx.tune, threads=ctx.threads) if ctx.nchwc_block else None
+        try:
+            return lower_graph(graph, self.form, "", ctx.nchwc_block, planner)
+        finally:
+            if planner is not None:
+                planner.close()

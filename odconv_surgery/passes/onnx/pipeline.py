@@ -66,11 +66,14 @@ def run_pipeline(
     tolerance: float = DEFAULT_TOLERANCE,
     check_batch: int = CHECK_BATCH,
     target: str = "portable",
+    tune: bool = False,
+    threads: int = 1,
 ) -> onnx.ModelProto:
     """Run ``passes`` (default: the fused or naive pipeline) over ``model`` (ModelProto, path or bytes).
 
     ``target="ort-cpu"`` lets the batch-1 branch use onnxruntime's CPU-only NCHWc contrib ops for every conv
-    layer (see ``PassContext``); the default "portable" uses standard ONNX ops only.
+    layer (see ``PassContext``; ``tune`` times each layer's candidate forms at ``threads`` threads instead of using
+    the cost model); the default "portable" uses standard ONNX ops only.
     With ``check_input`` (an array whose shape gives C, H, W) every pass is followed by the numeric check on a
     random batch of ``check_batch``: ``PassNumericsError`` names the first pass that drifts beyond ``tolerance``.
     """
@@ -89,7 +92,7 @@ def run_pipeline(
                 "the exported model's outputs are NaN or inf on the check batch before any pass ran: the model's "
                 "weights or arithmetic, not a pass (export_onnx names NaN/inf weights)"
             )
-    ctx = PassContext.for_target(target)
+    ctx = PassContext.for_target(target, tune=tune, threads=threads)
     applied = []
     for name in passes:
         proto = REGISTRY[name](proto, ctx)

@@ -18,25 +18,29 @@ from ..common import import_graph, odconv_layers
 from .any_batch import lower_any
 from .attention import build_attention
 from .batch1 import lower_batch1
-from .batch1_nchwc import block_static_conv, lower_batch1_nchwc, nchwc_ok
+from .batch1_nchwc import block_static_conv
 from .builder import Builder
 from .naive import lower_naive
 from .nchwc_guard import guard_block_size
+from .plan import Planner, lower_batch1_planned
 
 logger = logging.getLogger("odconv_surgery.passes.onnx")
 
 FORMS = {"naive": lower_naive, "any": lower_any, "batch1": lower_batch1}
 
 
-def lower(model: onnx.ModelProto, form: str = "any", prefix: str = "", nchwc_block: int | None = None) -> onnx.ModelProto:
+def lower(model: onnx.ModelProto, form: str = "any", prefix: str = "", nchwc_block: int | None = None,
+          planner: Planner | None = None) -> onnx.ModelProto:
     """Lower every ODConv marker with ``form`` ('naive', 'any' or 'batch1'); with ``nchwc_block`` the 'batch1' form
-    uses onnxruntime's NCHWc contrib ops of that block size (see ``PassContext``)."""
+    uses onnxruntime's NCHWc contrib ops of that block size (see ``PassContext``), each layer in the form
+    ``planner`` picks (the cost model's when None)."""
     graph = import_graph(model)
-    lower_graph(graph, form, prefix, nchwc_block)
+    lower_graph(graph, form, prefix, nchwc_block, planner)
     return export_sorted(graph, model)
 
 
-def lower_graph(graph: gs.Graph, form: str, prefix: str = "", nchwc_block: int | None = None) -> int:
+def lower_graph(graph: gs.Graph, form: str, prefix: str = "", nchwc_block: int | None = None,
+                planner: Planner | None = None) -> int:
     """Lower ``graph``'s markers in place (node names under ``prefix``); the number of layers lowered.
 
     With an NCHWc block, the 'any' form runs its per-sample layers as NCHWc Convs. With an NCHWc block and the
@@ -46,15 +50,18 @@ def lower_graph(graph: gs.Graph, form: str, prefix: str = "", nchwc_block: int |
     if form not in FORMS:
         raise ValueError(f"unknown lowering form {form!r}; expected one of {sorted(FORMS)}")
     nchwc_block = nchwc_block if form in ("batch1", "any") else None
+    if nchwc_block and planner is None:
+        planner = Planner(nchwc_block)
+    planner = planner if nchwc_block else None
     blocked_network = nchwc_block if form == "batch1" else None
     static_convs = [n for n in graph.nodes if n.op == "Conv" and not n.domain] if blocked_network else []
     layers = odconv_layers(graph)
     for layer in layers:
         b = Builder(graph, f"{prefix}{layer.name}/od_{form}")
-        if form == "batch1" and nchwc_ok(layer, nchwc_block):
-            y_new = lower_batch1_nchwc(b, layer, nchwc_block)
+        if form == "batch1":
+            y_new = lower_batch1_planned(b, layer, planner)
         elif form == "any":
-            y_new = lower_any(b, layer, nchwc_block=nchwc_block)
+            y_new = lower_any(b, layer, planner=planner)
         else:
             y_new = FORMS[form](b, layer, build_attention(b, layer))
         y_old = layer.y

@@ -19,15 +19,15 @@ from .builder import Builder, Geometry, finish, kernel_mix, tap_slices
 from .naive import lower_naive
 
 
-def lower_any(b: Builder, layer: OdLayer, att=None, nchwc_block: int | None = None) -> gs.Variable:
-    """``layer`` for any batch size (``att``: its attentions, built here when None); with ``nchwc_block`` (``target="ort-cpu"``) dense k x k layers whose channels
-    allow it also run per sample, as onnxruntime NCHWc Convs (1x1 layers stay batched: per sample they measured
-    slower)."""
-    from .batch1_nchwc import nchwc_ok
+def lower_any(b: Builder, layer: OdLayer, att=None, planner=None) -> gs.Variable:
+    """``layer`` for any batch size (``att``: its attentions, built here when None); with a ``planner`` (an NCHWc
+    block, ``target="ort-cpu"``) dense k x k layers whose planned batch-1 form is an NCHWc one also run per sample,
+    as onnxruntime NCHWc Convs (1x1 layers stay batched: per sample they measured slower)."""
     from .per_sample import lower_per_sample  # its body is the batch1 form, which reuses this module
 
-    if layer.kind == "depthwise" or (layer.kind == "dense" and nchwc_ok(layer, nchwc_block)):
-        return lower_per_sample(b, layer, nchwc_block)  # builds its attention inside the Scan body
+    per_sample_nchwc = planner is not None and layer.kind == "dense" and planner.choose(layer).form != "plain"
+    if layer.kind == "depthwise" or per_sample_nchwc:
+        return lower_per_sample(b, layer, planner)  # builds its attention inside the Scan body
     att = build_attention(b, layer) if att is None else att
     if Geometry.of(layer).k2 == 1 and layer.attrs["kernel_num"] == 1:
         return _pointwise_static(b, layer, att)

@@ -1,5 +1,5 @@
 """Form ``batch1`` with ``target="ort-cpu"``: ``ReorderInput -> com.microsoft.nchwc::Conv(computed kernel) ->
-ReorderOutput`` for every depthwise / 1x1 / dense layer whose channels are multiples of the NCHWc block.
+ReorderOutput`` for every depthwise / 1x1 / dense layer whose channels are multiples of 4.
 
 The attention runs on the blocked input (nchwc GlobalAveragePool + Gemms: no Conv, so ORT inserts no reorders
 around the tiny attention layers). The constant kernel bank is stored already in ORT's blocked filter layout
@@ -9,13 +9,11 @@ Bias stays a constant conv bias (zeros when the layer has none, so a residual Su
 are not multiples of the block are zero-padded to it (kernels, attention heads, bias), as onnxruntime pads static
 convs, so such layers stay in the blocked chain instead of breaking it with reorders.
 
-Dense / 1x1 layers whose kernel is larger than the activations they would scale (late, low-resolution stages)
-instead apply the channel and filter attentions to the activations, as NCHWc depthwise 1x1 Convs whose weight is
-the attention vector (``scale_on_activations``): the main conv then keeps the constant kernel (n = 1, no spatial
-head) or only the taps' scaling, and no full-size scale tensor is built per run. Dense k x k layers (n = 1) whose
-kernel dwarfs their output positions (ResNet's last stage) go further (``taps_on_columns``): their tap-major input
-columns are scaled by the spatial and channel attentions and feed the constant kernel as a 1x1 Conv, so no kernel
-is rewritten at all. The ``chain_nchwc`` pass then removes the reorders between consecutive NCHWc layers and fuses
+Three forms (``plan.py`` chooses per layer, by measurement or its cost model): ``kernel`` folds every attention
+into the kernel; ``activations`` applies a dense / 1x1 layer's channel and filter attentions to the activations, as
+NCHWc depthwise 1x1 Convs whose weight is the attention vector, so the main conv keeps the constant kernel (n = 1,
+no spatial head) or only the taps' scaling; ``columns`` (dense k x k, n = 1) scales the tap-major input columns by
+the spatial and channel attentions and feeds the constant kernel as a 1x1 Conv, so no kernel is rewritten at all. The ``chain_nchwc`` pass then removes the reorders between consecutive NCHWc layers and fuses
 activations and residual Adds into the convs. Measurements: ``benchmarks/onnx_lowering_forms.md``.
 """
 
@@ -114,7 +112,11 @@ def _attention_vec(b: Builder, layer: OdLayer, xb, cin_p: int, cout_p: int) -> d
     return attention_heads(b, layer, h, gemm, sizes)
 
 
-def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
+def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int, form: str) -> gs.Variable:
+    """``layer`` at batch 1 as NCHWc Convs of block ``blk`` in ``form`` ('kernel', 'activations' or 'columns'; the
+    choice is ``plan.py``'s)."""
+    if form not in ("kernel", "activations", "columns"):
+        raise ValueError(f"unknown NCHWc form {form!r} for layer {layer.name!r}; expected kernel, activations or columns")
     a = layer.attrs
     geo = Geometry.of(layer)
     n, cout, cin, g = a["kernel_num"], a["out_channels"], a["in_channels"], a["group"]
@@ -129,7 +131,9 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
     # Every NCHWc Conv gets a bias (zeros when the layer has none): the Sum slot behind it then never needs to
     # know the padded channel count.
     bias = [b.const("bias", _pad_axis(layer.param("bias"), 0, cout_p) if layer.has("bias") else np.zeros(cout_p, np.float32))]
-    if layer.kind == "dense" and n == 1 and cin_p == cin and taps_on_columns(layer, geo):
+    if form == "columns":
+        if not (layer.kind == "dense" and n == 1 and cin_p == cin and "spatial" in att and geo.k2 > 1):
+            raise ValueError(f"layer {layer.name!r} has no columns form (dense k x k, n = 1, a spatial head, block channels)")
         return _columns_form(b, layer, att, geo, bias, blk)
     cin, cout = cin_p, cout_p  # from here on the kernel and the blocked tensors have the padded channels
     if depthwise:
@@ -140,7 +144,7 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
         wk = b.reshape(kernel_mix(b, att, wb.reshape(n, -1)), list(wb.shape[1:]))
     else:
         wk = b.const("weight_nchwc", wb[0])
-    on_activations = not depthwise and scale_on_activations(layer, geo)
+    on_activations = form == "activations" and not depthwise
     if depthwise:
         wk = _scale_depthwise_kernel(b, wk, att, geo, cout, blk)
     elif on_activations:
@@ -161,49 +165,6 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
 
 def _zeros(b: Builder, channels: int) -> gs.Constant:
     return b.const("zero_bias", np.zeros(channels, np.float32))
-
-
-# Cost per element, relative, of the two ways to apply the channel / filter attentions of a dense or 1x1 layer
-# (calibrated by benchmarks/bench_nchwc_scaling.py; the ratios matter, not the units).
-KERNEL_SCALE_COST = 1.0  # outer-product scale tensor + Mul, per kernel element
-TAP_SCALE_COST = 0.6  # spatial-only broadcast Mul, per kernel element
-ACTIVATION_SCALE_COST = 0.4  # NCHWc depthwise 1x1 Conv, per activation element
-COLUMNS_COST = 2.5  # tap-major columns (Pad, k^2 Slices, Concat, Mul, ReorderInput) and the longer 1x1 Conv, per column element
-
-
-def scale_on_activations(layer: OdLayer, geo: Geometry) -> bool:
-    """Whether a dense / 1x1 layer's channel and filter attentions are cheaper on the activations (input and output,
-    as depthwise 1x1 NCHWc Convs) than folded into its kernel: true when the kernel outweighs the activations,
-    as in the late, low-resolution stages of a network."""
-    if not set(layer.heads) & {"channel", "filter"}:
-        return False
-    kernel, activations = _attention_costs(layer, geo)
-    return activations < kernel
-
-
-def _attention_costs(layer: OdLayer, geo: Geometry) -> tuple[float, float]:
-    """(kernel, activations): the cost of applying a dense / 1x1 layer's attentions by scaling its kernel, and by
-    scaling its activations (channel / filter) plus its kernel's taps (spatial)."""
-    a = layer.attrs
-    heads = set(layer.heads)
-    kh, kw = a["kernel_shape"]
-    hin, win = a["input_hw"]
-    kernel = a["out_channels"] * a["in_channels"] * kh * kw
-    activations = ("channel" in heads) * a["in_channels"] * hin * win + ("filter" in heads) * a["out_channels"] * geo.ho * geo.wo
-    taps = TAP_SCALE_COST * kernel if "spatial" in heads and kh * kw > 1 else 0.0
-    return KERNEL_SCALE_COST * kernel, ACTIVATION_SCALE_COST * activations + taps
-
-
-def taps_on_columns(layer: OdLayer, geo: Geometry) -> bool:
-    """Whether a dense k x k layer with n = 1 and a spatial head is cheapest as tap-major columns scaled by
-    ``a_s (x) a_c`` feeding its constant kernel as a 1x1 Conv: true when the kernel dwarfs its output's positions
-    (the late, low-resolution stages of a ResNet), where even scaling only the kernel's taps rewrites megabytes."""
-    if "spatial" not in layer.heads or geo.k2 == 1:
-        return False
-    a = layer.attrs
-    columns = geo.k2 * a["in_channels"] * geo.ho * geo.wo
-    outputs = ("filter" in layer.heads) * a["out_channels"] * geo.ho * geo.wo
-    return COLUMNS_COST * columns + ACTIVATION_SCALE_COST * outputs < min(_attention_costs(layer, geo))
 
 
 def _columns_form(b: Builder, layer: OdLayer, att, geo: Geometry, bias: list, blk: int) -> gs.Variable:

@@ -3,12 +3,15 @@ views (``tap_slices``), the kernel mix ``a_w @ bank`` and the output tail (filte
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from ....nn.geometry import conv_output_size
+from ....deploy.schema import OD_DOMAIN
 from ..common import OdLayer
 
 
@@ -117,3 +120,15 @@ def kernel_mix(b: Builder, att, bank_flat: np.ndarray):
     """a_w (B, n) @ bank (n, K) -> (B, K)."""
     aw = b.reshape(att["kernel"], [-1, bank_flat.shape[0]])
     return b.op("MatMul", [aw, b.const("bank", bank_flat)])
+
+
+@contextlib.contextmanager
+def layer_view(layer: OdLayer, x: gs.Variable) -> Iterator[OdLayer]:
+    """``layer`` read on input ``x`` (a per-sample view, a timing graph's input): a detached marker sharing the
+    layer's constants, detached again on exit so it never stays a consumer of them."""
+    marker = gs.Node(layer.node.op, layer.name, dict(layer.attrs), [x, *layer.node.inputs[1:]], [])
+    marker.domain = OD_DOMAIN
+    try:
+        yield OdLayer(marker)
+    finally:
+        marker.inputs.clear()

@@ -15,17 +15,14 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ....deploy.schema import OD_DOMAIN
 from ..common import OdLayer
-from .attention import build_attention
-from .batch1 import lower_batch1
-from .batch1_nchwc import lower_batch1_nchwc, nchwc_ok
-from .builder import Builder, Geometry
+from .builder import Builder, Geometry, layer_view
+from .plan import Planner, lower_batch1_planned
 
 
-def lower_per_sample(b: Builder, layer: OdLayer, nchwc_block: int | None = None) -> gs.Variable:
-    """``Scan`` over the batch of ``layer``'s batch-1 form (its NCHWc form with ``nchwc_block`` where the channels
-    allow it); the output is (B, C_out, H_out, W_out)."""
+def lower_per_sample(b: Builder, layer: OdLayer, planner: Planner | None = None) -> gs.Variable:
+    """``Scan`` over the batch of ``layer``'s batch-1 form (the NCHWc form ``planner`` picks, with an NCHWc block;
+    else the portable one); the output is (B, C_out, H_out, W_out)."""
     a = layer.attrs
     geo = Geometry.of(layer)
     hin, win = a["input_hw"]
@@ -34,16 +31,8 @@ def lower_per_sample(b: Builder, layer: OdLayer, nchwc_block: int | None = None)
     sample = gs.Variable(f"{bb.prefix}/x", dtype=np.float32, shape=[a["in_channels"], hin, win])
     body.inputs = [sample]
     x = bb.op("Unsqueeze", [sample, bb.ints("axes", [0])])
-    marker = gs.Node(layer.node.op, layer.name, dict(layer.attrs), [x, *layer.node.inputs[1:]], [])
-    marker.domain = OD_DOMAIN
-    view = OdLayer(marker)
-    try:
-        if nchwc_ok(view, nchwc_block):
-            y = lower_batch1_nchwc(bb, view, nchwc_block)
-        else:
-            y = lower_batch1(bb, view, build_attention(bb, view))
-    finally:
-        marker.inputs.clear()  # the detached marker must not stay a consumer of the layer's constants
+    with layer_view(layer, x) as view:
+        y = lower_batch1_planned(bb, view, planner)
     out = bb.op("Squeeze", [y, bb.ints("axes", [0])])
     out.dtype, out.shape = np.float32, [a["out_channels"], geo.ho, geo.wo]
     body.outputs = [out]

@@ -1,0 +1,385 @@
+"""The one place that picks how a layer's batch-1 NCHWc form is built (``target="ort-cpu"``): by measurement on
+this machine (``tune=True``) or by a calibrated element-count model (the fallback, and reproducible for CI).
+
+Forms of one dense / 1x1 / depthwise layer (``lowering/batch1_nchwc.py`` builds each; they compute the same
+function):
+
+* ``kernel``: every attention folded into a per-run kernel (one scale tensor, one Mul), one NCHWc Conv.
+* ``activations``: the channel and filter attentions applied to the activations as depthwise 1x1 NCHWc Convs, the
+  constant kernel kept (only its taps scaled by the spatial attention): cheaper where the kernel outweighs the
+  activations (late, low-resolution stages).
+* ``columns``: dense k x k, n = 1: tap-major input columns scaled by the spatial and channel attentions feed the
+  constant kernel as a 1x1 NCHWc Conv (no kernel rewritten at all; ResNet's last stage).
+* ``plain``: the portable batch-1 form (standard ops, NCHW) inside the blocked chain, reorders around it.
+
+The tuner times each candidate as a small onnxruntime graph holding only that layer at its real input size,
+blocked on both sides as it is inside the chain (so a form that needs the NCHW input pays its reorders), at the
+deployment's thread count, and keeps the fastest. Timings are cached per machine (CPU model and ISA, NCHWc
+block, onnxruntime version, threads) and layer signature in ``tuning_cache_path()``: a second export of the same
+model times nothing. ``ODCONV_TUNING_CACHE`` moves the cache file; set it to ``off`` to disable it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ....deploy.schema import NCHWC_DOMAIN
+from ..common import OdLayer
+from .builder import Builder, Geometry, layer_view
+
+logger = logging.getLogger("odconv_surgery.passes.onnx")
+
+NCHWC_FORMS = ("kernel", "activations", "columns", "plain")
+
+# Cost per element, relative, of the ways to apply a dense / 1x1 layer's attentions (calibrated by
+# benchmarks/bench_nchwc_scaling.py on an AVX2 machine; the ratios matter, not the units). Only the fallback:
+# ``tune=True`` measures instead.
+KERNEL_SCALE_COST = 1.0  # outer-product scale tensor + Mul, per kernel element
+TAP_SCALE_COST = 0.6  # spatial-only broadcast Mul, per kernel element
+ACTIVATION_SCALE_COST = 0.4  # NCHWc depthwise 1x1 Conv, per activation element
+COLUMNS_COST = 2.5  # tap-major columns (Pad, k^2 Slices, Concat, Mul, ReorderInput) and the longer 1x1 Conv, per column element
+
+#: A measured form replaces the cost model's only when it is faster by more than this fraction (timing noise).
+MEASURED_MARGIN = 0.03
+
+
+def scale_on_activations(layer: OdLayer, geo: Geometry) -> bool:
+    """Cost model: whether a dense / 1x1 layer's channel and filter attentions are cheaper on the activations than
+    folded into its kernel: true when the kernel outweighs the activations (late, low-resolution stages)."""
+    if not set(layer.heads) & {"channel", "filter"}:
+        return False
+    kernel, activations = _attention_costs(layer, geo)
+    return activations < kernel
+
+
+def _attention_costs(layer: OdLayer, geo: Geometry) -> tuple[float, float]:
+    """(kernel, activations): the cost of applying a dense / 1x1 layer's attentions by scaling its kernel, and by
+    scaling its activations (channel / filter) plus its kernel's taps (spatial)."""
+    a = layer.attrs
+    heads = set(layer.heads)
+    kh, kw = a["kernel_shape"]
+    hin, win = a["input_hw"]
+    kernel = a["out_channels"] * a["in_channels"] * kh * kw
+    activations = ("channel" in heads) * a["in_channels"] * hin * win + ("filter" in heads) * a["out_channels"] * geo.ho * geo.wo
+    taps = TAP_SCALE_COST * kernel if "spatial" in heads and kh * kw > 1 else 0.0
+    return KERNEL_SCALE_COST * kernel, ACTIVATION_SCALE_COST * activations + taps
+
+
+def taps_on_columns(layer: OdLayer, geo: Geometry) -> bool:
+    """Cost model: whether a dense k x k layer with n = 1 and a spatial head is cheapest as tap-major columns: true
+    when the kernel dwarfs its output's positions (ResNet's last stage), where even scaling only the kernel's taps
+    rewrites megabytes."""
+    if "spatial" not in layer.heads or geo.k2 == 1:
+        return False
+    a = layer.attrs
+    columns = geo.k2 * a["in_channels"] * geo.ho * geo.wo
+    outputs = ("filter" in layer.heads) * a["out_channels"] * geo.ho * geo.wo
+    return COLUMNS_COST * columns + ACTIVATION_SCALE_COST * outputs < min(_attention_costs(layer, geo))
+
+
+def candidate_forms(layer: OdLayer, blk: int) -> list[str]:
+    """The NCHWc forms that can build ``layer`` (its cost-model choice first), then ``plain``."""
+    from .batch1_nchwc import nchwc_ok
+
+    if not nchwc_ok(layer, blk):
+        return ["plain"]
+    geo = Geometry.of(layer)
+    forms = ["kernel"]
+    if layer.kind in ("dense", "pointwise") and set(layer.heads) & {"channel", "filter"}:
+        forms.append("activations")
+    if (layer.kind == "dense" and layer.attrs["kernel_num"] == 1 and "spatial" in layer.heads and geo.k2 > 1
+            and layer.attrs["in_channels"] % blk == 0):
+        forms.append("columns")
+    model = cost_model_form(layer, blk)
+    return [model] + [f for f in forms if f != model] + ["plain"]
+
+
+def cost_model_form(layer: OdLayer, blk: int) -> str:
+    """The form the element-count model picks (no timing)."""
+    from .batch1_nchwc import nchwc_ok
+
+    if not nchwc_ok(layer, blk):
+        return "plain"
+    if layer.kind == "depthwise":
+        return "kernel"
+    geo = Geometry.of(layer)
+    if (layer.kind == "dense" and layer.attrs["kernel_num"] == 1 and layer.attrs["in_channels"] % blk == 0
+            and taps_on_columns(layer, geo)):
+        return "columns"
+    return "activations" if scale_on_activations(layer, geo) else "kernel"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A layer's form and where the choice came from: 'measured', 'cache', 'cost model' (or 'forced')."""
+
+    form: str
+    source: str
+    times_us: dict[str, float] = field(default_factory=dict)
+
+
+class Planner:
+    """Chooses each layer's batch-1 NCHWc form for block ``blk``; with ``tune`` by timing the candidates (cached),
+    else by the cost model. One planner serves both branches of a file, so each layer is decided once."""
+
+    def __init__(self, blk: int, tune: bool = False, threads: int = 1, cache_path: Path | None | str = "default",
+                 progress: bool = True, force: str | None = None) -> None:
+        if force is not None and force not in NCHWC_FORMS:
+            raise ValueError(f"force must be one of {NCHWC_FORMS} or None, got {force!r}")
+        self.force = force
+        self.blk = blk
+        self.tune = tune
+        self.threads = threads
+        path = tuning_cache_path() if cache_path == "default" else cache_path
+        self.cache = TuningCache(Path(path) if tune and path is not None else None)
+        self.progress = progress
+        self.choices: dict[str, Choice] = {}
+        self._started: float | None = None
+        self._bar = None
+
+    def choose(self, layer: OdLayer) -> Choice:
+        if layer.name in self.choices:
+            return self.choices[layer.name]
+        forms = candidate_forms(layer, self.blk)
+        if self.force in forms:
+            choice = Choice(self.force, "forced")
+        elif not self.tune or len(forms) == 1:
+            choice = Choice(cost_model_form(layer, self.blk), "cost model")
+        else:
+            choice = self._measured(layer, forms)
+        self.choices[layer.name] = choice
+        return choice
+
+    def _measured(self, layer: OdLayer, forms: list[str]) -> Choice:
+        key = layer_signature(layer, self.threads)
+        cached = self.cache.get(self.blk, key)
+        if cached is not None and set(forms) <= set(cached):
+            times, source = {f: cached[f] for f in forms}, "cache"
+        else:
+            self._tick(layer)
+            times, source = time_forms(layer, self.blk, forms, self.threads), "measured"
+            self.cache.put(self.blk, key, times)
+        model = forms[0]
+        best = min(times, key=times.get)
+        if times[best] >= times[model] * (1 - MEASURED_MARGIN):
+            best = model  # within noise of the cost model's choice: keep it (stable across runs)
+        return Choice(best, source, times)
+
+    def _tick(self, layer: OdLayer) -> None:
+        """A progress line once tuning has taken a few seconds (it can take a minute on a large model)."""
+        now = time.perf_counter()
+        self._started = self._started or now
+        if self.progress and now - self._started > 3.0:
+            print(f"\rodconv-surgery: tuning layer forms ({len(self.choices)} layers done, {layer.name})",
+                  end="", file=sys.stderr, flush=True)
+
+    def summary(self) -> dict[str, str]:
+        """``{layer: "form (source)"}`` for the file's metadata and the log."""
+        if self.progress and self._started and time.perf_counter() - self._started > 3.0:
+            print(file=sys.stderr)
+        return {name: f"{c.form} ({c.source})" for name, c in self.choices.items()}
+
+    def close(self) -> None:
+        self.cache.save()
+
+
+def layer_signature(layer: OdLayer, threads: int) -> str:
+    """Everything about a layer that shapes the speed of its forms (not its weights' values)."""
+    a = layer.attrs
+    keys = ("kernel_num", "in_channels", "out_channels", "kernel_shape", "strides", "pads", "dilations", "group",
+            "input_hw", "norm")
+    sig = {k: a.get(k) for k in keys}
+    sig["kind"], sig["heads"], sig["threads"] = layer.kind, sorted(layer.heads), threads
+    sig["merged_heads"] = "heads_weight" in layer.roles
+    sig["bias"] = layer.has("bias")
+    return json.dumps(sig, sort_keys=True, default=list)
+
+
+def lower_batch1_planned(b: Builder, layer: OdLayer, planner: "Planner | None") -> gs.Variable:
+    """``layer``'s batch-1 form: the NCHWc form ``planner`` chooses, or the portable one (no planner, or 'plain')."""
+    if planner is None:
+        return _lower_form(b, layer, 0, "plain")
+    return _lower_form(b, layer, planner.blk, planner.choose(layer).form)
+
+
+def _lower_form(b: Builder, layer: OdLayer, blk: int, form: str) -> gs.Variable:
+    from .attention import build_attention
+    from .batch1 import lower_batch1
+    from .batch1_nchwc import lower_batch1_nchwc
+
+    if form == "plain":
+        return lower_batch1(b, layer, build_attention(b, layer))
+    return lower_batch1_nchwc(b, layer, blk, form)
+
+
+# ---- timing ----------------------------------------------------------------------------------------------------
+def layer_graph(layer: OdLayer, blk: int, form: str):
+    """An ONNX model holding only ``layer`` in ``form``, blocked on both sides as inside the chain (an NCHWc input
+    reordered out and back in front, the output reordered in and out behind; ``chain_nchwc`` drops the round trips a
+    form does not need)."""
+    import onnx
+
+    from ..chain_nchwc import chain_nchwc
+
+    a = layer.attrs
+    cin, cout = a["in_channels"], a["out_channels"]
+    hin, win = a["input_hw"]
+    geo = Geometry.of(layer)
+    graph = gs.Graph(name="tune", opset=18)
+    b = Builder(graph, "tune")
+    x_in = gs.Variable("x", dtype=np.float32, shape=[1, cin, hin, win])
+    xb = b.op("ReorderInput", [x_in], {"channels_last": 0}, domain=NCHWC_DOMAIN)
+    x = b.op("ReorderOutput", [xb], {"channels": cin, "channels_last": 0}, domain=NCHWC_DOMAIN)
+    with layer_view(layer, x) as view:
+        y = _lower_form(b, view, blk, form)
+    yb = b.op("ReorderInput", [y], {"channels_last": 0}, domain=NCHWC_DOMAIN)
+    out = b.op("ReorderOutput", [yb], {"channels": cout, "channels_last": 0}, domain=NCHWC_DOMAIN)
+    out.shape = [1, cout, geo.ho, geo.wo]
+    graph.inputs, graph.outputs = [x_in], [out]
+    graph.cleanup()
+    chain_nchwc(graph)
+    proto = gs.export_onnx(graph.cleanup().toposort(), do_type_check=False)
+    del proto.opset_import[:]
+    proto.opset_import.extend([onnx.helper.make_opsetid("", 18), onnx.helper.make_opsetid(NCHWC_DOMAIN, 1)])
+    proto.ir_version = 8
+    return proto
+
+
+def time_forms(layer: OdLayer, blk: int, forms: list[str], threads: int = 1, rounds: int = 5,
+               min_runs: int = 5, round_s: float = 0.004) -> dict[str, float]:
+    """Median microseconds per run of ``layer`` in each of ``forms`` (interleaved rounds, so drift hits all alike)."""
+    import onnxruntime as ort
+
+    a = layer.attrs
+    feed = {"x": np.random.default_rng(0).standard_normal((1, a["in_channels"], *a["input_hw"])).astype(np.float32)}
+    sessions = {}
+    for form in forms:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        sessions[form] = ort.InferenceSession(layer_graph(layer, blk, form).SerializeToString(), opts,
+                                              providers=["CPUExecutionProvider"])
+    runs = {}
+    for form, sess in sessions.items():  # warm up, and size each form's runs to about round_s per round
+        sess.run(None, feed)
+        start = time.perf_counter()
+        sess.run(None, feed)
+        runs[form] = max(min_runs, int(round_s / max(time.perf_counter() - start, 1e-6)))
+    samples: dict[str, list[float]] = {f: [] for f in forms}
+    for r in range(rounds):
+        order = forms[r % len(forms):] + forms[:r % len(forms)]
+        for form in order:
+            sess, n = sessions[form], runs[form]
+            start = time.perf_counter()
+            for _ in range(n):
+                sess.run(None, feed)
+            samples[form].append((time.perf_counter() - start) / n * 1e6)
+    return {f: round(statistics.median(s), 2) for f, s in samples.items()}
+
+
+# ---- the cache -------------------------------------------------------------------------------------------------
+CACHE_ENV = "ODCONV_TUNING_CACHE"
+
+
+def tuning_cache_path() -> Path | None:
+    """``$ODCONV_TUNING_CACHE`` (``off`` disables the cache), else ``$XDG_CACHE_HOME/odconv-surgery/tuning.json``
+    (``~/.cache`` when unset)."""
+    env = os.environ.get(CACHE_ENV)
+    if env is not None:
+        return None if env.strip().lower() in ("", "0", "off", "none", "false") else Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "odconv-surgery" / "tuning.json"
+
+
+@functools.lru_cache(maxsize=1)
+def machine_key() -> str:
+    """What makes timings comparable: CPU model, its vector ISA, onnxruntime's version (the block is keyed apart)."""
+    import onnxruntime as ort
+
+    return f"{cpu_model()} | {isa_level()} | onnxruntime {ort.__version__}"
+
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+
+
+def isa_level() -> str:
+    """The vector ISA level that decides onnxruntime's kernels: 'AMX', 'AVX-512', 'AVX2', or the machine's arch."""
+    flags = set(_cpuinfo().get("flags", "").split())
+    if "amx_tile" in flags:
+        return "AVX-512+AMX"
+    if "avx512f" in flags:
+        return "AVX-512"
+    if "avx2" in flags:
+        return "AVX2"
+    return platform.machine() or "unknown"
+
+
+class TuningCache:
+    """Timings per machine key, NCHWc block and layer signature, in one JSON file (None: kept in memory only)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.data: dict[str, dict[str, dict[str, float]]] = {}
+        self.dirty = False
+        if path is not None and path.is_file():
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+                self.data = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError) as exc:
+                logger.warning("ignoring the unreadable tuning cache %s (%s); it will be rewritten", path, exc)
+
+    def _section(self, blk: int) -> str:
+        return f"{machine_key()} | block {blk}"
+
+    def get(self, blk: int, key: str) -> dict[str, float] | None:
+        entry = self.data.get(self._section(blk), {}).get(key)
+        if not isinstance(entry, dict) or not all(isinstance(v, (int, float)) for v in entry.values()):
+            return None
+        return {str(k): float(v) for k, v in entry.items()}
+
+    def put(self, blk: int, key: str, times: dict[str, float]) -> None:
+        section = self.data.setdefault(self._section(blk), {})
+        section[key] = {**section.get(key, {}), **times}
+        self.dirty = True
+
+    def save(self) -> None:
+        if self.path is None or not self.dirty:
+            return
+        from ....atomic_file import atomic_write
+
+        try:
+            text = json.dumps(self.data, indent=1, sort_keys=True).encode("utf-8")
+            atomic_write(self.path, lambda fh: fh.write(text))
+            self.dirty = False
+        except OSError as exc:  # a read-only home must not fail an export
+            logger.warning("could not write the tuning cache %s (%s); set %s to move it", self.path, exc, CACHE_ENV)
+
+
+FormChooser = Callable[[OdLayer], Choice]

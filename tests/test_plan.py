@@ -1,0 +1,141 @@
+"""The per-layer NCHWc form chooser (``passes/onnx/lowering/plan.py``): every form it can choose keeps the model's
+function at batch 0/1/3/8, tuning measures once and then reads its cache, and the file records what was chosen."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from odconv_surgery import ODConv2d, check_parity
+from odconv_surgery.deploy.export import export_marked, export_onnx
+from odconv_surgery.deploy.schema import META_FORMS, metadata
+from odconv_surgery.passes.onnx.common import detect_nchwc_block, import_graph, odconv_layers
+from odconv_surgery.passes.onnx.lowering import plan
+from odconv_surgery.passes.onnx.lowering.plan import NCHWC_FORMS, Planner, candidate_forms, cost_model_form
+
+from onnx_helpers import randomise
+
+
+@pytest.fixture(scope="module")
+def blk() -> int:
+    b = detect_nchwc_block()
+    if b is None:
+        pytest.skip("onnxruntime NCHWc contrib ops not usable here")
+    return b
+
+
+class EveryForm(nn.Module):
+    """Layers with every candidate form: 1x1 (kernel / activations), dense 3x3 n = 1 (columns, since its input
+    channels are a multiple of 16), dense 3x3 n = 2, depthwise, and unaligned channels (12, 20)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.pw = ODConv2d(32, 48, 1)
+        self.dw = ODConv2d(48, 48, 3, stride=2, padding=1, groups=48)
+        self.dense = ODConv2d(48, 32, 3, padding=1)
+        self.dense_n2 = ODConv2d(32, 20, 3, padding=1, kernel_num=2)
+        self.narrow = ODConv2d(20, 12, 1)
+
+    def forward(self, x):
+        s = torch.relu(self.stem(x))
+        y = torch.relu(self.dw(torch.relu(self.pw(s))))
+        y = torch.relu(self.dense(y) + y[:, :32])
+        return self.narrow(torch.relu(self.dense_n2(y)))
+
+
+@pytest.fixture(scope="module")
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return randomise(EveryForm(), scale=0.5)
+
+
+@pytest.mark.parametrize("form", NCHWC_FORMS)
+def test_every_form_keeps_the_function_at_every_batch(model, blk, form, monkeypatch):
+    real_init = Planner.__init__
+
+    def forced(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.force = form
+
+    monkeypatch.setattr(Planner, "__init__", forced)
+    x = torch.randn(1, 3, 16, 16)
+    proto = export_onnx(model, None, x, target="ort-cpu", tune=False)
+    chosen = json.loads(metadata(proto)[META_FORMS])
+    assert any(v == f"{form} (forced)" for v in chosen.values()), chosen
+    results = check_parity(model, proto, x, batches=(0, 1, 3, 8))
+    assert [r.batch for r in results] == [0, 1, 3, 8]
+
+
+def test_candidates_and_cost_model(model, blk):
+    graph = import_graph(export_marked(model, torch.randn(1, 3, 16, 16)))
+    layers = {layer.name: layer for layer in odconv_layers(graph)}
+    by_kind = {layer.kind: candidate_forms(layer, blk) for layer in layers.values()}
+    assert by_kind["depthwise"] == ["kernel", "plain"]
+    assert set(by_kind["pointwise"]) == {"kernel", "activations", "plain"}
+    dense_n1 = next(layer for layer in layers.values() if layer.kind == "dense" and layer.attrs["kernel_num"] == 1)
+    assert set(candidate_forms(dense_n1, blk)) == {"kernel", "activations", "columns", "plain"}
+    for layer in layers.values():
+        assert candidate_forms(layer, blk)[0] == cost_model_form(layer, blk)  # the fallback comes first
+
+
+def test_tuning_measures_once_then_reads_the_cache(model, blk, tmp_path, monkeypatch):
+    cache = tmp_path / "tuning.json"
+    monkeypatch.setenv("ODCONV_TUNING_CACHE", str(cache))
+    x = torch.randn(1, 3, 16, 16)
+    first = json.loads(metadata(export_onnx(model, None, x, target="ort-cpu", tune=True, check=False))[META_FORMS])
+    assert first and all(v.endswith(("(measured)", "(cost model)")) for v in first.values()), first
+    assert any(v.endswith("(measured)") for v in first.values())
+    data = json.loads(cache.read_text())
+    (section,) = data
+    assert f"block {blk}" in section and "onnxruntime" in section and plan.isa_level() in section
+    assert all(set(times) >= {"kernel", "plain"} for times in data[section].values())
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("a cached layer was timed again")
+
+    monkeypatch.setattr(plan, "time_forms", no_timing)
+    second = json.loads(metadata(export_onnx(model, None, x, target="ort-cpu", tune=True, check=False))[META_FORMS])
+    assert {k: v.split()[0] for k, v in second.items()} == {k: v.split()[0] for k, v in first.items()}
+    assert all(v.endswith(("(cache)", "(cost model)")) for v in second.values())
+
+
+def test_cache_can_be_disabled_and_survives_garbage(model, blk, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("ODCONV_TUNING_CACHE", "off")
+    assert plan.tuning_cache_path() is None
+    monkeypatch.setenv("ODCONV_TUNING_CACHE", str(tmp_path / "c.json"))
+    (tmp_path / "c.json").write_text("{not json")
+    cache = plan.TuningCache(tmp_path / "c.json")
+    assert cache.data == {} and "unreadable tuning cache" in caplog.text
+    cache.put(blk, "k", {"kernel": 1.0})
+    cache.save()
+    assert plan.TuningCache(tmp_path / "c.json").get(blk, "k") == {"kernel": 1.0}
+    monkeypatch.delenv("ODCONV_TUNING_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert plan.tuning_cache_path() == tmp_path / "xdg" / "odconv-surgery" / "tuning.json"
+
+
+def test_measured_choice_keeps_the_cost_model_within_noise(blk, model):
+    graph = import_graph(export_marked(model, torch.randn(1, 3, 16, 16)))
+    layer = next(layer for layer in odconv_layers(graph) if layer.kind == "pointwise")
+    planner = Planner(blk, tune=True, cache_path=None)
+    model_form = cost_model_form(layer, blk)
+    other = next(f for f in candidate_forms(layer, blk) if f != model_form)
+    planner.cache.put(blk, plan.layer_signature(layer, 1), {"kernel": 10.0, "activations": 10.0, "plain": 50.0} | {other: 9.9})
+    assert planner.choose(layer).form == model_form  # 1 % faster is noise
+    planner = Planner(blk, tune=True, cache_path=None)
+    planner.cache.put(blk, plan.layer_signature(layer, 1), {model_form: 10.0, other: 5.0, "plain": 50.0})
+    assert planner.choose(layer).form == other and planner.choose(layer).source == "cache"
+
+
+def test_bad_options_are_refused(model):
+    x = torch.randn(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="tune must be"):
+        export_onnx(model, None, x, tune="no")
+    with pytest.raises(ValueError, match="threads must be"):
+        export_onnx(model, None, x, threads=0)
+    with pytest.raises(ValueError, match="force must be"):
+        Planner(16, force="fast")

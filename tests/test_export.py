@@ -2,6 +2,8 @@ import json
 
 import numpy as np
 import onnx
+
+from odconv_surgery.deploy.schema import metadata
 import pytest
 import torch
 import torchvision
@@ -187,9 +189,8 @@ def _with_foreign_block(proto: onnx.ModelProto, blk: int) -> onnx.ModelProto:
     other = 16 if blk == 8 else 8
     tampered = onnx.ModelProto()
     tampered.CopyFrom(proto)
-    branches = [a.g for n in tampered.graph.node if n.op_type == "If" for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
-    hits = [t for g in (tampered.graph, *branches) for t in g.initializer if "nchwc_guard/expected" in t.name]
-    assert len(hits) == 2  # one guard per branch
+    hits = [t for g in (tampered.graph, *_subgraphs(tampered.graph)) for t in g.initializer if "nchwc_guard/expected" in t.name]
+    assert len(hits) == 2  # one guard per branch (batch 1, and the per-sample graph of a batch)
     for hit in hits:
         hit.CopyFrom(onnx.numpy_helper.from_array(blocked_probe(other)[1], hit.name))
     set_metadata(tampered, {META_NCHWC_BLOCK: str(other)})
@@ -208,7 +209,7 @@ def test_ort_cpu_file_from_another_cpu_is_refused_or_nan_never_wrong():
     with pytest.raises(OnnxModelError, match="target='portable'"):
         OrtRunner(foreign, device="cpu")
     # a bare InferenceSession runs it: the guard turns the outputs of both branches (the batch-1 one and the
-    # per-sample NCHWc layers of the other) into NaN
+    # per-sample graph of the other) into NaN
     session = ort.InferenceSession(foreign.SerializeToString(), providers=["CPUExecutionProvider"])
     for batch in (1, 3):
         assert np.isnan(session.run(None, {"input": torch.randn(batch, 8, 16, 16).numpy()})[0]).all()
@@ -263,6 +264,12 @@ def test_ort_cpu_nchwc_chain_parity(name, kernel_num):
         assert "MatMul" in ops
 
 
+def _subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """Every graph attribute under ``graph``, at any depth."""
+    return [g for node in graph.node for attr in node.attribute if attr.type == onnx.AttributeProto.GRAPH
+            for g in (attr.g, *_subgraphs(attr.g))]
+
+
 def _scan_bodies(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
     """Every Scan body under ``graph``, at any depth."""
     found = []
@@ -277,8 +284,8 @@ def _scan_bodies(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
 
 @pytest.mark.parametrize("target", ["portable", "ort-cpu"])
 def test_any_batch_branch_runs_depthwise_and_nchwc_layers_per_sample(target):
-    """Batch > 1: a depthwise layer (and, for ort-cpu, every dense layer whose channels fit the NCHWc block) runs its
-    batch-1 form in a Scan over the batch; exact at batches 0, 2 and 3."""
+    """Batch > 1: portable, a depthwise layer runs its batch-1 form in a Scan over the batch; ort-cpu, the whole
+    batch-1 graph (blocked end to end) runs once per sample in one Scan; exact at batches 0, 2 and 3."""
     if target == "ort-cpu":
         _nchwc_block_or_skip()
     model, _ = build("mobilenet_v2_0.5", kernel_num=1)
@@ -289,9 +296,14 @@ def test_any_batch_branch_runs_depthwise_and_nchwc_layers_per_sample(target):
     assert runner(np.zeros((0, 3, 64, 64), np.float32)).shape == (0, 1000)
     bodies = _scan_bodies(proto.graph)
     depthwise = [m for m in model.modules() if isinstance(m, ODConv2d) and m.groups > 1]
-    assert len(bodies) >= len(depthwise) > 0
     nchwc = [b for b in bodies if any(n.domain == "com.microsoft.nchwc" for n in b.node)]
-    assert bool(nchwc) == (target == "ort-cpu")
+    if target == "portable":
+        assert len(bodies) >= len(depthwise) > 0 and not nchwc
+    else:
+        assert len(bodies) == len(nchwc) == 1
+        assert metadata(proto)["odconv.batch_form"] == "per-sample graph"
+        reorders = [n for n in nchwc[0].node if n.op_type == "ReorderInput" and "nchwc_guard" not in n.name]
+        assert len(reorders) <= 2  # blocked end to end: in after the stem, no breaks
 
 
 def test_scale_on_activations_follows_the_element_counts():

@@ -28,6 +28,8 @@ META_NCHWC_BLOCK = "odconv.nchwc_block"
 #: Each layer's batch-1 NCHWc form and where the choice came from (JSON ``{layer: "form (measured|cache|cost
 #: model)"}``; ``lowering/plan.py`` -> whoever reads the file).
 META_FORMS = "odconv.forms"
+#: How an ort-cpu file runs a batch > 1: "per-sample graph" (a Scan of the batch-1 graph) or "per-layer".
+META_BATCH_FORM = "odconv.batch_form"
 
 DEFAULT_OPSET = 18
 #: The opsets export supports: the passes emit opset-18 operator forms (ReduceMean with axes as an input), and 20

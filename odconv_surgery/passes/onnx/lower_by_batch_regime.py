@@ -4,7 +4,10 @@ Invariant: function unchanged at every batch size; no marker left. The graph bec
 ``If(Shape(input)[0] == 1, then=<batch-1 graph>, else=<any-batch graph>)``: the batch-1 branch folds every
 attention into a computed kernel and runs one Conv per layer (``lowering/batch1.py``; far closer to the static
 conv than the any-batch forms, see ``benchmarks/onnx_lowering_forms.md``), the other branch uses the
-batch-independent forms (``lowering/any_batch.py``). Each branch (and each per-sample ``Scan`` body) keeps the
+batch-independent forms (``lowering/any_batch.py``). With an NCHWc block (``target="ort-cpu"``) and a model whose
+outputs are all batch-major with fixed other dimensions (``whole_graph_scan_fits``), the other branch instead runs
+the batch-1 graph once per sample in one ``Scan`` (batch 0: empty outputs), so a batch keeps the blocked chain end
+to end (mobilenet_v2 0.5 at batch 8, all threads: see ``benchmarks/onnx_results_cpu_*.md``). Each branch (and each per-sample ``Scan`` body) keeps the
 constants it reads as its own initializers: onnxruntime prepacks and blocks only a subgraph's own constant
 weights, and sharing them through the main graph measured slower (``benchmarks/onnx_lowering_forms.md``).
 """
@@ -16,7 +19,7 @@ import json
 import onnx
 from onnx import helper
 
-from ...deploy.schema import META_FORMS, set_metadata
+from ...deploy.schema import META_BATCH_FORM, META_FORMS, set_metadata
 from .base import OnnxPass, PassContext
 from .common import has_odconv_nodes, odconv_node_count
 from .lowering import lower
@@ -52,6 +55,92 @@ def _rename_inputs(nodes, mapping: dict[str, str]) -> None:
                 _rename_inputs(attr.g.node, mapping)
 
 
+def whole_graph_scan_fits(model: onnx.ModelProto) -> bool:
+    """Whether batch > 1 can run the batch-1 graph once per sample: one input, and every output a float tensor
+    whose first dimension is the input's batch and whose other dimensions are fixed (so batch 0 has a known empty
+    output). Detection heads (a box count per image) and anything else are left to the per-layer form."""
+    if len(model.graph.input) != 1:
+        return False
+    batch = model.graph.input[0].type.tensor_type.shape.dim
+    if not batch or not batch[0].dim_param:
+        return False
+    for out in model.graph.output:
+        t = out.type.tensor_type
+        dims = t.shape.dim
+        if t.elem_type != onnx.TensorProto.FLOAT or not dims or dims[0].dim_param != batch[0].dim_param:
+            return False
+        if not all(d.HasField("dim_value") for d in dims[1:]):
+            return False
+    return True
+
+
+def _scan_or_empty(b1_model: onnx.ModelProto, inp: str, outputs: list[str], output_infos) -> onnx.GraphProto:
+    """The batch > 1 branch: ``If(batch == 0)`` empty outputs, else a ``Scan`` over the samples whose body is the
+    batch-1 graph (its own copy of the constants, renamed apart: onnxruntime prepacks only a subgraph's own
+    weights), so every sample runs the blocked NCHWc chain end to end."""
+    body = onnx.GraphProto()
+    body.CopyFrom(b1_model.graph)
+    del body.input[:]
+    del body.value_info[:]
+    used = _names_read(body.node)
+    own = [t for t in body.initializer if t.name in used]
+    del body.initializer[:]
+    body.initializer.extend(own)
+    _rename(body, "scan:", keep=set())
+    mapping = {t.name: "scan:" + t.name for t in body.initializer}
+    for t in body.initializer:
+        t.name = mapping[t.name]
+    mapping[inp] = "scan:x"
+    _rename_inputs(body.node, mapping)
+    body.initializer.append(helper.make_tensor("scan:axes", onnx.TensorProto.INT64, [1], [0]))
+    body.node.insert(0, helper.make_node("Unsqueeze", ["scan:sample", "scan:axes"], ["scan:x"], name="scan:Unsqueeze"))
+    body.input.append(helper.make_tensor_value_info("scan:sample", onnx.TensorProto.FLOAT, None))
+    per_sample = [o.name for o in body.output]
+    del body.output[:]
+    # Explicit shapes (the batch symbolic, the rest fixed): left open, shape inference guesses the stacked length 1.
+    sample_dims = [[d.dim_value for d in info.type.tensor_type.shape.dim[1:]] for info in output_infos]
+    batch = output_infos[0].type.tensor_type.shape.dim[0].dim_param
+    for name, dims in zip(per_sample, sample_dims):
+        body.node.append(helper.make_node("Squeeze", [name, "scan:axes"], [name + "/sample"], name=name + "/Squeeze"))
+        body.output.append(helper.make_tensor_value_info(name + "/sample", onnx.TensorProto.FLOAT, dims))
+    body.name = "scan_body"
+    scan = helper.make_graph([helper.make_node("Scan", [inp], [f"scan:{o}" for o in outputs], name="batch_regime/Scan",
+                                               body=body, num_scan_inputs=1)],
+                             "scan_branch", [], [helper.make_tensor_value_info(f"scan:{o}", onnx.TensorProto.FLOAT, [batch, *dims])
+                                                 for o, dims in zip(outputs, sample_dims)])
+    empty_nodes, empty_outs = [], []
+    for info in output_infos:
+        shape = [0] + [d.dim_value for d in info.type.tensor_type.shape.dim[1:]]
+        empty_nodes.append(helper.make_node(
+            "ConstantOfShape", [f"empty:{info.name}/shape"], [f"empty:{info.name}"], name=f"empty:{info.name}",
+            value=helper.make_tensor("zero", onnx.TensorProto.FLOAT, [1], [0.0])))
+        empty_outs.append(helper.make_tensor_value_info(f"empty:{info.name}", onnx.TensorProto.FLOAT, shape))
+    empty = helper.make_graph(empty_nodes, "empty_branch", [], empty_outs, initializer=[
+        helper.make_tensor(f"empty:{info.name}/shape", onnx.TensorProto.INT64, [1 + len(info.type.tensor_type.shape.dim[1:])],
+                           [0] + [d.dim_value for d in info.type.tensor_type.shape.dim[1:]]) for info in output_infos])
+    return helper.make_graph(
+        [
+            helper.make_node("Equal", ["batch_regime/shape", "batch_regime/zero"], ["batch_regime/eq0"], name="batch_regime/Equal0"),
+            helper.make_node("Squeeze", ["batch_regime/eq0"], ["batch_regime/is_batch0"], name="batch_regime/Squeeze0"),
+            helper.make_node("If", ["batch_regime/is_batch0"], [f"batched:{o}" for o in outputs], name="batch_regime/If0",
+                             then_branch=empty, else_branch=scan),
+        ],
+        "batched_branch", [], [helper.make_tensor_value_info(f"batched:{o}", onnx.TensorProto.FLOAT, [batch, *dims])
+                               for o, dims in zip(outputs, sample_dims)],
+    )
+
+
+def _names_read(nodes) -> set[str]:
+    """Every value name ``nodes`` (and their subgraphs) read."""
+    names: set[str] = set()
+    for node in nodes:
+        names.update(node.input)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                names |= _names_read(attr.g.node)
+    return names
+
+
 class LowerByBatchRegime(OnnxPass):
     NAME = "lower_by_batch_regime"
 
@@ -66,9 +155,10 @@ def _lower_by_batch_regime(model: onnx.ModelProto, ctx: PassContext) -> onnx.Mod
         return lower(model, "any")
     nchwc_block = ctx.nchwc_block
     planner = Planner(nchwc_block, tune=ctx.tune, threads=ctx.threads) if nchwc_block else None
+    per_sample_graph = bool(nchwc_block) and whole_graph_scan_fits(model)
     try:
-        any_model = lower(model, "any", prefix="any/", nchwc_block=nchwc_block, planner=planner)
         b1_model = lower(model, "batch1", prefix="b1/", nchwc_block=nchwc_block, planner=planner)
+        any_model = b1_model if per_sample_graph else lower(model, "any", prefix="any/", nchwc_block=nchwc_block, planner=planner)
     finally:
         if planner is not None:
             planner.close()
@@ -87,23 +177,29 @@ def _lower_by_batch_regime(model: onnx.ModelProto, ctx: PassContext) -> onnx.Mod
         _rename(g, prefix, keep=set())
         g.name = prefix.rstrip(":") + "_branch"
         branches.append(g)
+    outputs = [o.name for o in model.graph.output]
+    extra_inits = [helper.make_tensor("batch_regime/one", onnx.TensorProto.INT64, [1], [1])]
+    if per_sample_graph:
+        branches[1] = _scan_or_empty(b1_model, inp, outputs, model.graph.output)
+        extra_inits.append(helper.make_tensor("batch_regime/zero", onnx.TensorProto.INT64, [1], [0]))
     outer = helper.make_graph(
         [
             helper.make_node("Shape", [inp], ["batch_regime/shape"], name="batch_regime/Shape", start=0, end=1),
             helper.make_node("Equal", ["batch_regime/shape", "batch_regime/one"], ["batch_regime/eq"], name="batch_regime/Equal"),
             helper.make_node("Squeeze", ["batch_regime/eq"], ["batch_regime/is_batch1"], name="batch_regime/Squeeze"),
-            helper.make_node("If", ["batch_regime/is_batch1"], [o.name for o in model.graph.output], name="batch_regime/If",
+            helper.make_node("If", ["batch_regime/is_batch1"], outputs, name="batch_regime/If",
                              then_branch=branches[0], else_branch=branches[1]),
         ],
         model.graph.name,
         list(model.graph.input),
         list(any_model.graph.output),
-        initializer=list(inits.values()) + [helper.make_tensor("batch_regime/one", onnx.TensorProto.INT64, [1], [1])],
+        initializer=list(inits.values()) + extra_inits,
     )
     opsets = {o.domain: o for o in list(any_model.opset_import) + list(b1_model.opset_import)}
     out = helper.make_model(outer, opset_imports=list(opsets.values()), ir_version=any_model.ir_version)
     out.metadata_props.extend(model.metadata_props)
     if planner is not None:
-        set_metadata(out, {META_FORMS: json.dumps(planner.summary(), sort_keys=True)})
+        set_metadata(out, {META_FORMS: json.dumps(planner.summary(), sort_keys=True),
+                           META_BATCH_FORM: "per-sample graph" if per_sample_graph else "per-layer"})
     out.producer_name, out.producer_version = model.producer_name, model.producer_version
     return out

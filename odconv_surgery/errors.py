@@ -111,5 +111,31 @@ class CliError(ODConvError):
     """A command-line usage error to print as 'odconv-surgery: error: ...' with exit code 1."""
 
 
+# ---- arguments -------------------------------------------------------------------------------------------------
+class InvalidArgumentError(ODConvError):
+    """An argument the library was given is wrong; catch this for any of the three below."""
+
+
+class InvalidValueError(InvalidArgumentError, ValueError):
+    """An argument has the right type but a value outside what it accepts (the message names both)."""
+
+
+class InvalidTypeError(InvalidArgumentError, TypeError):
+    """An argument has the wrong type (e.g. a string where a number is expected)."""
+
+
+class UnknownSettingError(InvalidArgumentError, ValueError, TypeError):
+    """A layer setting (keyword argument or ``overrides`` key) that does not exist; the message lists the valid ones.
+
+    Also a ``TypeError``, as Python's own "unexpected keyword argument" is."""
+
+
+class RecipeMismatchError(ODConvError, KeyError):
+    """A recipe names layers the model does not have, or that are not convolutions: a different architecture."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
 PUBLIC_ERRORS = [name for name, value in dict(globals()).items() if isinstance(value, type) and issubclass(value, ODConvError)]
 __all__ = PUBLIC_ERRORS

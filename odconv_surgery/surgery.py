@@ -19,9 +19,9 @@ from .passes.fx.swap_modules import aliases_of, swap_module
 from .policies import PAPER_POLICIES, Policy, Selector, available_policies, decide, get_policy, select
 from .policies.selectors import as_selector_list, describe
 from .recipe import Recipe, attach_recipe, get_recipe
-from .nn.validation import bank_bytes, check_bool, check_choice, check_int, check_layer_settings, check_memory, format_bytes
+from .nn.options import LayerOptions, check_layer_settings
+from .nn.validation import check_bool, check_choice, check_conversion_memory, check_int
 
-INIT_TEMPORARIES = 3  # banks of temporaries ODConv2d.from_conv holds at its peak: repeated kernel, noise, centred noise
 from .report import ConversionReport, LayerReport, format_table
 from .errors import AlreadyConvertedError  # noqa: F401 - raised here, defined with every error
 
@@ -125,11 +125,7 @@ def apply_odconv(
     model: nn.Module,
     policy: str | Policy | None = "all_but_first",
     *,
-    kernel_num: int = 1,
-    reduction: float = 1 / 16,
-    min_attention_channels: int = 16,
-    share_attention: bool = True,
-    attention_norm: str = "bn",
+    options: LayerOptions | None = None,
     init: str = "pretrained",
     include: Selector | Sequence[Selector] | None = None,
     exclude: Selector | Sequence[Selector] | None = None,
@@ -137,11 +133,15 @@ def apply_odconv(
     example_inputs: torch.Tensor | Sequence[Any] | None = None,
     inplace: bool = False,
     seed: int | None = 0,
+    **settings: Any,
 ) -> ConversionResult:
     """Rewrite the convolutions chosen by ``policy`` into ``ODConv2d`` and return ``(model, report)``.
 
     ``policy``: a registered name (``"all_but_first"``, ``"1x1"``, ``"3x3"``, ``"last:6"``, ``"all"``), a
     callable ``(layer, analysis) -> bool``, or ``None`` to convert only what ``include`` selects.
+    The layer settings are ``options`` (a ``LayerOptions``) or keywords naming its fields (``kernel_num=4``,
+    ``reduction=0.25``, ``share_attention``, ``min_attention_channels``, ``attention_norm``), which replace the
+    options' values; ``overrides`` changes them per layer.
     ``init="pretrained"`` keeps the model's function at conversion (eval mode); ``"neutral"`` starts from the
     same neutral attention without rescaling the kernels (for training from scratch); ``"scratch"`` is the
     paper's initialisation. ``example_inputs`` (a tensor or a tuple of forward's arguments) are only needed when
@@ -150,15 +150,8 @@ def apply_odconv(
     (e.g. ``"1x1"`` then ``"3x3"``): its recipe then describes the layers of every call.
     """
     model = _check_model(model)
-    defaults = check_layer_settings(
-        {
-            "kernel_num": kernel_num,
-            "reduction": reduction,
-            "min_attention_channels": min_attention_channels,
-            "share_attention": share_attention,
-            "attention_norm": attention_norm,
-        }
-    )
+    options = (LayerOptions() if options is None else options).merged(settings, "apply_odconv")
+    defaults = options.as_dict()
     check_choice("init", init, INIT_MODES)
     check_bool("inplace", inplace)
     if seed is not None:
@@ -167,18 +160,20 @@ def apply_odconv(
     if not inplace:
         model = copy.deepcopy(model)
     analysis = analyse_model(model, example_inputs)
-    decisions, settings = plan_conversion(analysis, policy, include, exclude, overrides, defaults)
-    if not settings:
+    decisions, layer_settings = plan_conversion(analysis, policy, include, exclude, overrides, defaults)
+    if not layer_settings:
         raise _nothing_selected(model, analysis, policy)
-    check_bank_memory(analysis, settings)
+    by_name = {layer.name: layer.module for layer in analysis.layers}
+    check_conversion_memory({name: (by_name[name], s["kernel_num"]) for name, s in layer_settings.items()})
     params_before = _count_params(model)
     uncalled = uncalled_convs(model, analysis)
     aliases = {layer.name: aliases_of(model, layer.module) for layer in analysis.layers}
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     for layer in analysis.layers:
-        if layer.name in settings:
+        if layer.name in layer_settings:
             with torch.no_grad():
-                new = ODConv2d.from_conv(layer.module, init=init, generator=generator, **settings[layer.name])
+                new = ODConv2d.from_conv(layer.module, init=init, generator=generator, check_memory=False,
+                                         options=LayerOptions(**layer_settings[layer.name]))
             if keep_frozen(layer.module, new):
                 decisions[layer.name] = (True, f"{decisions[layer.name][1]}; frozen (requires_grad=False kept)")
             swap_module(model, layer.module, new)
@@ -191,7 +186,7 @@ def apply_odconv(
         for m in [model.get_submodule(name)]
     ]
     report = ConversionReport(_policy_label(policy), rows, params_before, _count_params(model), analysis.method)
-    attach_recipe(model, _merged_recipe(get_recipe(model), policy, defaults, init, settings))
+    attach_recipe(model, _merged_recipe(get_recipe(model), policy, options, init, layer_settings))
     return ConversionResult(model, report)
 
 
@@ -243,39 +238,17 @@ def _nothing_selected(model: nn.Module, analysis: ModelAnalysis, policy: str | P
     )
 
 
-def check_bank_memory(analysis: ModelAnalysis, settings: Mapping[str, Mapping[str, Any]]) -> None:
-    """Refuse before allocating when the new kernel banks would not fit in the memory their device has free.
-
-    Counts every selected layer's bank plus, for the largest one, the temporaries its initialisation holds
-    (the repeated static kernel and the perturbation noise, ``INIT_TEMPORARIES`` banks).
-    """
-    by_name = {layer.name: layer for layer in analysis.layers}
-    per_device: dict[torch.device, list[tuple[int, str]]] = {}
-    for name, layer_settings in settings.items():
-        conv = by_name[name].module
-        size = bank_bytes(layer_settings["kernel_num"], conv.out_channels, conv.in_channels // conv.groups,
-                          tuple(conv.kernel_size), conv.weight.dtype)
-        per_device.setdefault(conv.weight.device, []).append((size, name))
-    for device, banks in per_device.items():
-        largest, name = max(banks)
-        check_memory(
-            sum(size for size, _ in banks) + INIT_TEMPORARIES * largest, device,
-            f"converting {len(banks)} layer(s) (largest bank: {name}, {format_bytes(largest)})",
-            "lower kernel_num, convert fewer layers, or convert on a device with more memory",
-        )
-
-
 def _merged_recipe(
-    previous: Recipe | None, policy: str | Policy | None, defaults: Mapping[str, Any], init: str,
+    previous: Recipe | None, policy: str | Policy | None, options: LayerOptions, init: str,
     settings: Mapping[str, dict[str, Any]],
 ) -> Recipe:
     """This call's recipe, extended with the layers an earlier call converted (so save/load sees them all)."""
     labels = [label for label in (previous.policy if previous else None, _policy_label(policy)) if label]
     return Recipe(
         policy=" + ".join(labels) or None,
+        options=options,
         layers={**(previous.layers if previous else {}), **settings},
         init=init,
-        **defaults,
     )
 
 

@@ -87,7 +87,7 @@ def test_list_apply_export(run, tmp_path):
     from odconv_surgery.checkpoint import read_checkpoint
 
     recipe, _ = read_checkpoint(tmp_path / "tiny.pt")
-    assert recipe.kernel_num == 2 and recipe.reduction == 0.25
+    assert recipe.options.kernel_num == 2 and recipe.options.reduction == 0.25
 
     proc = run("export", "tiny.pt", "-o", "tiny.onnx", "--image-size", "16")
     assert proc.returncode == 0, proc.stderr

@@ -370,8 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line, the traceback on request
         if os.environ.get("ODCONV_DEBUG"):
             raise
-        print(f"odconv-surgery: internal error: {type(exc).__name__}: {_one_line(exc)} (set ODCONV_DEBUG=1 for the "
-              "traceback and please report it)", file=sys.stderr)
+        print(f"odconv-surgery: internal error (this is a bug, please report it): {type(exc).__name__}: "
+              f"{_one_line(exc)}; set ODCONV_DEBUG=1 for the traceback", file=sys.stderr)
         return 1
 
 

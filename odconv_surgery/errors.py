@@ -130,6 +130,25 @@ class UnknownSettingError(InvalidArgumentError, ValueError, TypeError):
     Also a ``TypeError``, as Python's own "unexpected keyword argument" is."""
 
 
+class PolicyError(InvalidValueError):
+    """A placement policy that does not exist, or cannot apply to this model (``last:K`` with too few blocks)."""
+
+
+class LayerNotFoundError(ODConvError, KeyError):
+    """No layer has the name asked for."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
+class DatasetError(ODConvError, ValueError):
+    """A dataset that cannot be used as given (empty, too small to split, mismatched class folders)."""
+
+
+class UnavailableFeatureError(ODConvError, RuntimeError):
+    """Something the call needs is not available here (onnxruntime's CUDA provider, torch.distributed)."""
+
+
 class RecipeMismatchError(ODConvError, KeyError):
     """A recipe names layers the model does not have, or that are not convolutions: a different architecture."""
 

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from .errors import EmptySelectionError, InvalidTypeError, PolicyError
 from .nn.odconv import INIT_MODES, ODConv2d
 from .passes.fx.candidates import ConvLayer, ModelAnalysis, analyse_model, uncalled_convs
 from .passes.fx.swap_modules import aliases_of, swap_module
@@ -52,7 +53,7 @@ def _policy_label(policy: str | Policy | None) -> str | None:
 
 def _check_model(model: Any) -> nn.Module:
     if not isinstance(model, nn.Module):
-        raise TypeError(f"apply_odconv expects a torch.nn.Module, got {type(model).__name__}; pass the model object itself")
+        raise InvalidTypeError(f"apply_odconv expects a torch.nn.Module, got {type(model).__name__}; pass the model object itself")
     return unwrap_parallel(model)
 
 
@@ -86,7 +87,7 @@ def plan_conversion(
         convertible = [n for n in names if not by_name[n].not_convertible]
         if not convertible:
             reasons = {n: by_name[n].not_convertible for n in names}
-            raise ValueError(f"include selector {describe(selector)} matches only convs that cannot convert: {reasons}")
+            raise EmptySelectionError(f"include selector {describe(selector)} matches only convs that cannot convert: {reasons}")
         for name in convertible:
             decisions[name] = (True, f"include {describe(selector)}")
     for selector in as_selector_list(exclude, "exclude"):
@@ -111,12 +112,12 @@ def _check_overrides(overrides: Any) -> dict[Selector, dict[str, Any] | None]:
     if overrides is None:
         return {}
     if not isinstance(overrides, Mapping):
-        raise TypeError(f"overrides must be a dict {{selector: settings dict or None}}, got {overrides!r} ({type(overrides).__name__})")
+        raise InvalidTypeError(f"overrides must be a dict {{selector: settings dict or None}}, got {overrides!r} ({type(overrides).__name__})")
     checked: dict[Selector, dict[str, Any] | None] = {}
     for selector, value in overrides.items():
         where = f"overrides[{selector!r}]"
         if value is not None and not isinstance(value, Mapping):
-            raise TypeError(f"{where} must be a dict of ODConv2d settings (e.g. {{'kernel_num': 4}}) or None, got {value!r} ({type(value).__name__})")
+            raise InvalidTypeError(f"{where} must be a dict of ODConv2d settings (e.g. {{'kernel_num': 4}}) or None, got {value!r} ({type(value).__name__})")
         checked[selector] = None if value is None else check_layer_settings(value, where)
     return checked
 
@@ -211,7 +212,7 @@ def as_example_inputs(example_inputs: Any) -> tuple[Any, ...] | None:
         return (example_inputs,)
     if isinstance(example_inputs, (tuple, list)):
         return tuple(example_inputs)
-    raise TypeError(
+    raise InvalidTypeError(
         f"example_inputs must be a tensor or a tuple of forward's arguments, got {type(example_inputs).__name__}"
     )
 
@@ -231,7 +232,7 @@ def _nothing_selected(model: nn.Module, analysis: ModelAnalysis, policy: str | P
             f"convert; apply policy {_policy_label(policy)!r} to the original model instead"
         )
     already = f"; the model already holds {len(converted)} ODConv2d layers" if converted else ""
-    return ValueError(
+    return EmptySelectionError(
         f"policy {_policy_label(policy)!r} selects no convolution in {type(model).__name__} "
         f"({len(left)} convertible conv(s) found: {left[:10]}{already}). Choose another policy "
         f"({', '.join(available_policies())}) or name layers with include=."
@@ -278,7 +279,7 @@ def list_candidates(
     for policy in policies:
         try:
             columns[policy], _ = plan_conversion(analysis, policy)
-        except ValueError as err:  # e.g. last:k on a model without blocks
+        except PolicyError as err:  # e.g. last:k on a model without blocks
             columns[policy] = {layer.name: (False, str(err)) for layer in analysis.layers}
     header = ("#", "conv", "type", "kernel", "groups", "in->out", "block", *policies, "note")
     rows = []

@@ -60,5 +60,5 @@ def test_main_writes_the_table(tmp_path, capsys):
 
 
 def test_main_refuses_a_case_without_a_policy():
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # argparse usage error
         main(["--cases", "resnet18", "--allow-busy"])

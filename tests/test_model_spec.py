@@ -94,7 +94,7 @@ def test_nothing_imported_without_opt_in(tmp_path, monkeypatch):
     canary = tmp_path / "imported"
     (tmp_path / "canary_models.py").write_text(f"open({str(canary)!r}, 'w').close()\ndef build(): pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(ImportNotAllowedError):
+    with pytest.raises(ImportNotAllowedError, match="refused by default; use a registered source"):
         build_model("canary_models:build")
     assert not canary.exists() and "canary_models" not in sys.modules
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
+from ...errors import InvalidValueError
 from .base import OnnxPass, PassContext
 from .lowering import FORMS, lower_graph
 
@@ -31,7 +32,7 @@ class LowerODConv(OnnxPass):
 
     def __init__(self, name: str, form: str) -> None:
         if form not in FORMS:
-            raise ValueError(f"unknown lowering form {form!r}; expected one of {sorted(FORMS)}")
+            raise InvalidValueError(f"unknown lowering form {form!r}; expected one of {sorted(FORMS)}")
         self.NAME = name  # type: ignore[misc] - one class, two registered passes
         self.form = form
 

@@ -141,7 +141,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     sidecar = json.dumps({"model": str(spec), "kwargs": _classes(args)}).encode()
     atomic_write(_spec_sidecar(out), lambda fh: fh.write(sidecar))
     if not args.quiet:
-        print(report.summary() if hasattr(report, "summary") else report)
+        print(report.summary())
         print(
             f"params {format_count(before.params)} -> {format_count(after.params)}, MAdds at {args.image_size}px "
             f"{format_count(before.madds)} -> {format_count(after.madds)}"

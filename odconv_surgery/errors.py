@@ -78,7 +78,7 @@ class ParityError(ODConvError, AssertionError):
     """An exported file's outputs differ from the PyTorch model's beyond the tolerance (``check_parity``)."""
 
 
-# ---- experiments: models, sweeps, benchmarks -------------------------------------------------------------------
+# ---- experiments: models, sweeps -----------------------------------------------------------------------------
 class ModelSpecError(ODConvError, ValueError):
     """A model spec that cannot be parsed or built; the message says how to fix it."""
 
@@ -101,10 +101,6 @@ class SweepSettingsMismatch(ODConvError, RuntimeError):
 
 class SweepOutputError(ODConvError, ValueError):
     """The output directory cannot hold the sweep's results (a file where a directory should be, ...)."""
-
-
-class BusyMachineError(ODConvError, RuntimeError):
-    """The machine is too busy for timings to mean anything."""
 
 
 class CliError(ODConvError):
@@ -143,6 +139,10 @@ class LayerNotFoundError(ODConvError, KeyError):
 
 class DatasetError(ODConvError, ValueError):
     """A dataset that cannot be used as given (empty, too small to split, mismatched class folders)."""
+
+
+class DataNotFoundError(ODConvError, FileNotFoundError):
+    """The data directory given does not exist or holds no images."""
 
 
 class UnavailableFeatureError(ODConvError, RuntimeError):

@@ -25,8 +25,6 @@ from .nn.odconv import ODConv2d
 from .passes.fx.swap_modules import aliases_of, swap_module
 from .passes.fx.tracer import trace_model
 
-_FOLDABLE_CONVS = (nn.Conv2d, ODConv2d)
-
 logger = logging.getLogger(__name__)
 
 

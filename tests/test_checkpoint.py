@@ -8,7 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
-from conftest import randomise_attention
+from helpers.randomise import randomise_attention
 from odconv_surgery import CheckpointMismatchError, ODConv2d, apply_odconv, load, save
 from odconv_surgery.atomic_file import ReadOnlyTargetError
 from odconv_surgery.surgery import AlreadyConvertedError

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from conftest import DANGEROUS_SPECS as DANGEROUS, write_plugin_package
+from helpers.plugins import DANGEROUS_SPECS as DANGEROUS, write_plugin_package
 from odconv_surgery.cli import main
 
 TINY = textwrap.dedent(

@@ -12,7 +12,7 @@ from odconv_surgery.deploy.export import export_marked, export_onnx
 from odconv_surgery.deploy.runtime import OrtRunner, check_parity
 from odconv_surgery.deploy.schema import OD_DOMAIN
 
-from onnx_helpers import build, tiny
+from helpers.onnx_models import build, tiny
 
 
 def _meta(model):
@@ -221,6 +221,9 @@ def test_onnx_demo_report():
     static = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU()).eval()
     text = onnx_demo(model, static, torch.randn(1, 8, 16, 16), repeats=2, rounds=1)
     assert "naive" in text and "fused" in text and "FAIL" not in text
+    portable = text.index("fused, target portable")  # each parity block says which file it checked
+    ort_cpu = text.index("fused, target ort-cpu")
+    assert portable < text.index("batch 8") < ort_cpu
 
 
 @pytest.mark.parametrize("name,kernel_num", [("mobilenet_v2_0.5", 1), ("mobilenet_v2_0.5", 4), ("resnet18", 1), ("resnet18", 4)])

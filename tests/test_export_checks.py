@@ -18,7 +18,7 @@ from odconv_surgery.passes.onnx.base import FunctionPass
 from odconv_surgery.passes.onnx.common import import_graph, export_graph, odconv_layers
 from odconv_surgery.passes.onnx.pipeline import REGISTRY
 
-from onnx_helpers import tiny
+from helpers.onnx_models import tiny
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from conftest import randomise_attention
+from helpers.randomise import randomise_attention
 from odconv_surgery import KernelBankError, ODConv2d, apply_odconv, fuse_batchnorm
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.fx could not trace")  # TinyYolo is untraceable on purpose

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import DANGEROUS_SPECS as DANGEROUS, write_plugin_package
+from helpers.plugins import DANGEROUS_SPECS as DANGEROUS, write_plugin_package
 from odconv_surgery.experiments.model_spec import ImportNotAllowedError, ModelSpec, ModelSpecError, build_model, parse_model_spec
 
 TINY_SOURCE = textwrap.dedent("""

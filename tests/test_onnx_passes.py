@@ -22,7 +22,7 @@ from odconv_surgery.passes.onnx.common import odconv_layers
 from odconv_surgery.passes.onnx.find_odconv import find_odconv
 import onnx_graphsurgeon as gs
 
-from onnx_helpers import tiny
+from helpers.onnx_models import tiny
 
 
 @pytest.fixture(scope="module")

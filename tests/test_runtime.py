@@ -11,7 +11,7 @@ from odconv_surgery.deploy.export import export_marked, export_onnx
 from odconv_surgery.passes.onnx import OnnxModelError
 from odconv_surgery.deploy.runtime import OrtRunner, ParityResult, check_parity, cuda_available, flatten_outputs
 
-from onnx_helpers import tiny
+from helpers.onnx_models import tiny
 
 
 @pytest.fixture(scope="module")

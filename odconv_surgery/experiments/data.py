@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset, TensorDataset
 
-from ..errors import DatasetError, InvalidValueError
+from ..errors import DataNotFoundError, DatasetError, InvalidValueError
 __all__ = ["DataBundle", "load_digits_dataset", "load_image_folder", "load_dataset", "DIGITS"]
 
 DIGITS = "digits"
@@ -89,7 +89,7 @@ def load_image_folder(root: str | os.PathLike, image_size: int = 64, *, test_fra
 
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data directory {root} does not exist; pass an ImageFolder root (class sub-folders, or train/ and val/)")
+        raise DataNotFoundError(f"data directory {root} does not exist; pass an ImageFolder root (class sub-folders, or train/ and val/)")
     tf = transforms.Compose(
         [
             transforms.Lambda(lambda img: img.convert("RGB")),
@@ -116,7 +116,7 @@ def load_image_folder(root: str | os.PathLike, image_size: int = 64, *, test_fra
                 raise DatasetError(f"{root} has only {len(full)} image(s): too few to split into train and test")
             test, train = Subset(full, order[:n_test]), Subset(full, order[n_test:])
     except FileNotFoundError as exc:
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"{root} is not an ImageFolder: expected one sub-folder of images per class ({exc})"
         ) from exc
     return DataBundle(name=root.name or str(root), train=train, test=test, num_classes=len(classes), image_size=image_size)

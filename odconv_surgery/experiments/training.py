@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from ..errors import DatasetError, InvalidValueError
-from ..nn.optim import param_groups
+from ..nn.optim import ATTENTION_LR_SCALE, param_groups
 from ..nn.temperature import TemperatureSchedule, set_temperature
 from .data import DataBundle
 from .distributed import DistContext, convert_attention_sync_batchnorm
@@ -44,7 +44,7 @@ class TrainConfig:
     seed: int = 0
     max_steps_per_epoch: int | None = None
     grad_clip: float | None = None
-    attention_lr_scale: float = 1.0
+    attention_lr_scale: float = ATTENTION_LR_SCALE  # the attention branches' lr relative to lr (param_groups)
     eval_batch_size: int = 256
     progress: bool = True
 

@@ -95,3 +95,11 @@ def test_export_targets_are_one_enum():
         check_target("gpu")
     export = next(a for a in build_parser()._subparsers._group_actions[0].choices["export"]._actions if a.dest == "target")
     assert list(export.choices) == [t.value for t in ExportTarget] and export.default == "auto"
+
+
+def test_layer_options_follow_the_layer_after_fuse_batchnorm():
+    from odconv_surgery import fuse_batchnorm
+
+    model, _ = apply_odconv(nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8)).eval(), "all")
+    fuse_batchnorm(model)
+    assert model[1].options == LayerOptions(attention_norm="none") and model[1].attention_norm == "none"

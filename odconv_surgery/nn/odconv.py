@@ -20,7 +20,7 @@ from torch.nn.modules.utils import _pair
 
 from .geometry import conv_output_size, same_padding
 from .attention import Attentions, ODAttention, kaiming_fan_out
-from .options import LayerOptions
+from .options import LAYER_KEYS, LayerOptions
 from .validation import bank_bytes, check_choice, check_int
 from .validation import check_memory as check_bank_memory
 from ..errors import InvalidTypeError, InvalidValueError, KernelBankError
@@ -85,7 +85,6 @@ class ODConv2d(nn.Module):
         self.dilation = _pair(dilation)
         self.groups = groups
         self.padding_mode = padding_mode
-        self.options = options
         for key, value in options.as_dict().items():  # layer.kernel_num, layer.reduction, ...
             setattr(self, key, value)
         factory = {"device": device, "dtype": dtype}
@@ -104,6 +103,11 @@ class ODConv2d(nn.Module):
         ).to(**factory)
         self._padding_for_pad = self._explicit_padding()
         self.reset_parameters()
+
+    @property
+    def options(self) -> LayerOptions:
+        """The layer's settings, read from its attributes (which code such as ``fuse_batchnorm`` may change)."""
+        return LayerOptions.from_settings({key: getattr(self, key) for key in LAYER_KEYS})
 
     # ------------------------------------------------------------------ construction
     @classmethod

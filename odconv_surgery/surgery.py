@@ -13,18 +13,16 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .errors import EmptySelectionError, InvalidTypeError, PolicyError
+from .errors import AlreadyConvertedError, EmptySelectionError, InvalidTypeError, PolicyError
 from .nn.odconv import INIT_MODES, ODConv2d
+from .nn.options import LayerOptions, check_layer_settings
+from .nn.validation import check_bool, check_choice, check_conversion_memory, check_int
 from .passes.fx.candidates import ConvLayer, ModelAnalysis, analyse_model, uncalled_convs
 from .passes.fx.swap_modules import aliases_of, swap_module
 from .policies import PAPER_POLICIES, Policy, Selector, available_policies, decide, get_policy, select
 from .policies.selectors import as_selector_list, describe
 from .recipe import Recipe, attach_recipe, get_recipe
-from .nn.options import LayerOptions, check_layer_settings
-from .nn.validation import check_bool, check_choice, check_conversion_memory, check_int
-
 from .report import ConversionReport, LayerReport, format_table
-from .errors import AlreadyConvertedError  # noqa: F401 - raised here, defined with every error
 
 
 class ConversionResult(NamedTuple):

@@ -15,7 +15,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from .atomic_file import atomic_write
 from .deploy.targets import TARGET_HELP, ExportTarget
@@ -239,6 +239,14 @@ def _relaunch_torchrun(nproc: int, argv: Sequence[str]) -> int:
 
 
 # --------------------------------------------------------------------------------------------- parser
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (exit status 2), like every other error of the command; the
+    subcommands' parsers are of this class too (``add_subparsers`` makes them with the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def layer_option_args(parser: argparse.ArgumentParser) -> None:
     """One option per ``LayerOptions`` field (``--kernel-num``, ...), with its default, help, short flag and choices
     read from the field, so a new layer setting needs no change here."""
@@ -259,7 +267,7 @@ def layer_option_args(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="odconv-surgery",
         description="Convert CNNs to ODConv (ICLR 2022), export them to ONNX, benchmark and sweep placement policies.",
         epilog="Run 'odconv-surgery COMMAND --help' for a command's options.",

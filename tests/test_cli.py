@@ -264,7 +264,8 @@ def test_user_errors_are_one_line_and_bugs_say_so(monkeypatch, capsys):
 
     with pytest.raises(SystemExit, match="2"):  # argparse: usage error, exit 2
         main(["apply", "m", "-n", "two", "-o", "x.pt"])
-    assert "argument --kernel-num/-n: invalid int value: 'two'" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("odconv-surgery apply: error: argument --kernel-num/-n: invalid int value: "
+                                       "'two' (see 'odconv-surgery apply --help')\n")
 
 
 def test_every_public_error_is_an_odconv_error_with_its_builtin_base():

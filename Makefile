@@ -26,7 +26,7 @@ TEST_ENV = PYTHONPATH=$(CURDIR)/$(WHEEL_TEST) ODCONV_TEST_INSTALLED=$(CURDIR)/$(
 
 wheel-test: env
 	rm -rf build
-	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir build/dist .
+	$(PY) -m pip wheel --quiet --no-deps --wheel-dir build/dist .  # built as pip builds it for users (isolated)
 	$(PY) -m pip install --quiet --no-deps --no-compile --target $(WHEEL_TEST) build/dist/*.whl
 
 ## test: the test suite against the installed wheel (what CI runs)

@@ -10,17 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tree's odconv_surgery and benchmarks
+import torch
+import torchvision
 
-import torch  # noqa: E402
-import torchvision  # noqa: E402
-
-from benchmarks.timing import Timing, measure  # noqa: E402
-from odconv_surgery import apply_odconv  # noqa: E402
-from odconv_surgery.experiments.machine_load import BusyMachineError, describe_load, load_average, require_quiet  # noqa: E402
+from lab.machine_load import BusyMachineError, describe_load, load_average, require_quiet
+from lab.timing import Timing, measure
+from odconv_surgery import apply_odconv
 
 
 def main() -> None:

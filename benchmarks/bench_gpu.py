@@ -13,7 +13,7 @@ the static model's absolute time from the same run and the ratio to it. Writes N
     PYTHONPATH=. python benchmarks/bench_gpu.py --device cpu --smoke --out /tmp/x   # CI's check that it runs
 
 Exit status: 0 when every row ran, 1 when some row failed (its error is in the table), 2 without CUDA or on a busy
-machine (``experiments/machine_load.py``; --allow-busy times anyway).
+machine (``benchmarks/lab/machine_load.py``; --allow-busy times anyway).
 """
 
 from __future__ import annotations
@@ -28,19 +28,17 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+from torch import nn
+
+from lab.machine_load import BusyMachineError, load_average, require_quiet
+from lab.reference_odconv import use_reference_formulation
+from lab.timing import Timing, measure, release
+from odconv_surgery import apply_odconv
+from odconv_surgery.experiments.model_spec import build_model
+from odconv_surgery.policies import PAPER_POLICIES
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the tree's odconv_surgery and benchmarks, also without PYTHONPATH
-
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from benchmarks.reference_odconv import use_reference_formulation  # noqa: E402
-from benchmarks.timing import Timing, measure, release  # noqa: E402
-from odconv_surgery import apply_odconv  # noqa: E402
-from odconv_surgery.experiments.machine_load import BusyMachineError, load_average, require_quiet  # noqa: E402
-from odconv_surgery.experiments.model_spec import build_model  # noqa: E402
-from odconv_surgery.policies import PAPER_POLICIES  # noqa: E402
-
 SPECS = {
     "resnet18": "torchvision:resnet18",
     "resnet50": "torchvision:resnet50",

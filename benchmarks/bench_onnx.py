@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from odconv_surgery.deploy.benchmark import (
-    MODELS, Case, default_cases, render_markdown, render_summary, run_benchmark, write_json, write_markdown,
-)
+from lab.machine_load import BusyMachineError, describe_load, load_average, require_quiet
+from lab.onnx_tables import default_cases, render_summary, run_benchmark, write_markdown
+from lab.paper import MODELS
+from odconv_surgery.deploy.benchmark import Case, render_markdown, write_json
 from odconv_surgery.deploy.export import export_onnx
-from odconv_surgery.experiments.machine_load import BusyMachineError, describe_load, load_average, require_quiet
 from odconv_surgery.policies import PAPER_POLICIES
 
 
@@ -23,7 +23,7 @@ def official_export(static, converted, example):
     conv), exported as it is: no marker, no pass, a fixed batch of 1 (its grouped conv bakes the batch in)."""
     import copy
 
-    from reference_odconv import use_reference_formulation
+    from lab.reference_odconv import use_reference_formulation
 
     reference = copy.deepcopy(converted).eval()
     use_reference_formulation(reference)
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     p.add_argument("--md", default=None, help="also write the summary table and the machine's load to this markdown file")
     p.add_argument("--allow-busy", action="store_true", help="time even when the load average says the machine is busy")
     p.add_argument("--official", action="store_true",
-                   help="also time the official ODConv code's formulation (benchmarks/reference_odconv.py) exported "
+                   help="also time the official ODConv code's formulation (benchmarks/lab/reference_odconv.py) exported "
                         "as it is, batch 1 only")
     args = p.parse_args(argv)
     try:

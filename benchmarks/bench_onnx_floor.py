@@ -32,9 +32,11 @@ import sys
 import torch
 from torch import nn
 
-from odconv_surgery.deploy.benchmark import paper_cpu_ratio, ratios_to, static_model, time_variant_rounds, write_markdown
+from lab.machine_load import BusyMachineError, describe_load, load_average, require_quiet
+from lab.onnx_tables import write_markdown
+from lab.paper import paper_cpu_ratio, static_model
+from odconv_surgery.deploy.benchmark import ratios_to, time_variant_rounds
 from odconv_surgery.deploy.export import export_onnx
-from odconv_surgery.experiments.machine_load import BusyMachineError, describe_load, load_average, require_quiet
 from odconv_surgery.nn import ODConv2d
 from odconv_surgery.surgery import apply_odconv
 

@@ -19,11 +19,11 @@ import tempfile
 
 import torch
 
+from lab.machine_load import describe_load, load_average
+from lab.paper import static_model
 from odconv_surgery import apply_odconv
-from odconv_surgery.deploy.benchmark import static_model
 from odconv_surgery.deploy.export import export_onnx
 from odconv_surgery.deploy.runtime import OrtRunner
-from odconv_surgery.experiments.machine_load import describe_load, load_average
 
 
 def op_profile(proto, runs: int) -> tuple[dict[str, tuple[float, float]], float]:

@@ -6,6 +6,8 @@ from .checkpoint import CheckpointMismatchError, load, save
 from .fuse import fuse_batchnorm
 from .nn import BatchOneBatchNormError, ODAttention, ODConv2d, TemperatureSchedule, get_temperature, param_groups, set_temperature
 from .nn.odconv import KernelBankError
+from .nn.options import LayerOptions
+from .deploy.targets import ExportTarget
 from .policies import EmptySelectionError, available_policies, register_policy
 from .passes.fx import UntraceableModelError
 from .recipe import Recipe, get_recipe
@@ -56,7 +58,9 @@ __all__ = [
     "ConversionReport",
     "ConversionResult",
     "EmptySelectionError",
+    "ExportTarget",
     "KernelBankError",
+    "LayerOptions",
     "ODAttention",
     "ODConv2d",
     "Recipe",

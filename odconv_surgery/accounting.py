@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .errors import InvalidValueError, LayerNotFoundError
 from .nn.odconv import ODConv2d
 
 __all__ = [
@@ -79,7 +80,7 @@ class ModelCost:
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise KeyError(f"no layer named {name!r}")
+        raise LayerNotFoundError(f"no layer named {name!r}")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -198,11 +199,11 @@ def count_cost(
     """
     if example_input is None:
         if len(input_shape) < 2:
-            raise ValueError(f"input_shape must include the batch dimension, e.g. (1, 3, 224, 224); got {input_shape}")
+            raise InvalidValueError(f"input_shape must include the batch dimension, e.g. (1, 3, 224, 224); got {input_shape}")
         example_input = _example_input(model, input_shape)
     batch = int(example_input.shape[0]) if example_input.dim() > 0 else 1
     if batch < 1:
-        raise ValueError("example_input has an empty batch")
+        raise InvalidValueError("example_input has an empty batch")
 
     tracked, attentions = _tracked_layers(model)
     records, total_flops, attention_flops = _record_flops(model, example_input, tracked, attentions)

@@ -9,16 +9,18 @@ fix, with a non-zero exit code (2 for usage errors, 1 otherwise); warnings are o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from .atomic_file import atomic_write
-from .nn.attention import ATTENTION_NORMS
+from .deploy.targets import TARGET_HELP, ExportTarget
 from .nn.odconv import INIT_MODES
+from .nn.options import LAYER_KEYS, LayerOptions
 from .policies import PAPER_POLICIES
 from .errors import CliError, ODConvError
 
@@ -131,17 +133,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
     spec = _spec(args.model, args)
     model = spec.build(**_classes(args))
     before = count_cost(model, _input_shape(args))
-    model, report = apply_odconv(
-        model, args.policy, kernel_num=args.kernel_num, reduction=args.reduction, init=args.init,
-        attention_norm=args.attention_norm, inplace=True,
-    )
+    options = LayerOptions(**{key: getattr(args, key) for key in LAYER_KEYS})
+    model, report = apply_odconv(model, args.policy, options=options, init=args.init, inplace=True)
     after = count_cost(model, _input_shape(args))
     out = Path(args.output).expanduser()
     save(model, out)
     sidecar = json.dumps({"model": str(spec), "kwargs": _classes(args)}).encode()
     atomic_write(_spec_sidecar(out), lambda fh: fh.write(sidecar))
     if not args.quiet:
-        print(report.summary() if hasattr(report, "summary") else report)
+        print(report.summary())
         print(
             f"params {format_count(before.params)} -> {format_count(after.params)}, MAdds at {args.image_size}px "
             f"{format_count(before.madds)} -> {format_count(after.madds)}"
@@ -239,8 +239,35 @@ def _relaunch_torchrun(nproc: int, argv: Sequence[str]) -> int:
 
 
 # --------------------------------------------------------------------------------------------- parser
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (exit status 2), like every other error of the command; the
+    subcommands' parsers are of this class too (``add_subparsers`` makes them with the parent's class)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def layer_option_args(parser: argparse.ArgumentParser) -> None:
+    """One option per ``LayerOptions`` field (``--kernel-num``, ...), with its default, help, short flag and choices
+    read from the field, so a new layer setting needs no change here."""
+    for f in dataclasses.fields(LayerOptions):
+        flags = [f"--{f.name.replace('_', '-')}", *([f.metadata["short"]] if "short" in f.metadata else [])]
+        kwargs: dict = {"default": f.default, "dest": f.name, "metavar": f.name.split("_")[-1].upper()}
+        if isinstance(f.default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+            del kwargs["metavar"]
+            kwargs["help"] = f"{f.metadata['help']} (default {'on' if f.default else 'off'})"
+        else:
+            kwargs["type"] = _float if isinstance(f.default, float) else type(f.default)
+            kwargs["help"] = f"{f.metadata['help']} (default {f.default:g})" if isinstance(f.default, float) else f"{f.metadata['help']} (default %(default)s)"
+            if "choices" in f.metadata:
+                kwargs["choices"] = f.metadata["choices"]
+                del kwargs["metavar"]  # argparse shows the choices
+        parser.add_argument(*flags, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="odconv-surgery",
         description="Convert CNNs to ODConv (ICLR 2022), export them to ONNX, benchmark and sweep placement policies.",
         epilog="Run 'odconv-surgery COMMAND --help' for a command's options.",
@@ -266,10 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("apply", help="convert and save weights + recipe", description="Convert MODEL with a placement policy and save a checkpoint (weights + recipe).")
     model_arg(p)
     p.add_argument("--policy", "-p", default="all_but_first", help="placement policy (all_but_first, 1x1, 3x3, last:K, all)")
-    p.add_argument("-n", "--kernel-num", type=int, default=1, help="number of kernels n (default 1)")
-    p.add_argument("--reduction", "-r", type=_float, default=1 / 16, help="attention reduction ratio r (default 1/16)")
+    layer_option_args(p)
     p.add_argument("--init", choices=INIT_MODES, default="pretrained", help="function-preserving (default), neutral (no kernel rescaling, for training from scratch) or the paper's scratch init")
-    p.add_argument("--attention-norm", choices=ATTENTION_NORMS, default="bn", help="attention trunk normalisation")
     p.add_argument("-o", "--output", required=True, help="checkpoint path to write (e.g. model.pt)")
     common(p)
     p.set_defaults(func=cmd_apply)
@@ -280,9 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", default=None, help="model spec the checkpoint was made from (default: read from CKPT.model.json)")
     p.add_argument("--no-fuse", action="store_true", help="skip the ONNX fusion passes")
     p.add_argument("--static-batch", action="store_true", help="fix the batch dimension to 1")
-    p.add_argument("--target", choices=["auto", "portable", "ort-cpu"], default="auto",
-                   help="auto (default): the fastest form for the onnxruntime installed here; portable: standard ONNX "
-                        "ops for any runtime; ort-cpu: onnxruntime's CPU NCHWc ops (tied to this CPU's NCHWc block)")
+    p.add_argument("--target", choices=[t.value for t in ExportTarget], default=ExportTarget.AUTO.value,
+                   help="; ".join(f"{t.value}{' (default)' if t is ExportTarget.AUTO else ''}: {TARGET_HELP[t]}" for t in ExportTarget))
     common(p)
     p.set_defaults(func=cmd_export)
 
@@ -354,8 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: still one line, the traceback on request
         if os.environ.get("ODCONV_DEBUG"):
             raise
-        print(f"odconv-surgery: internal error: {type(exc).__name__}: {_one_line(exc)} (set ODCONV_DEBUG=1 for the "
-              "traceback and please report it)", file=sys.stderr)
+        print(f"odconv-surgery: internal error (this is a bug, please report it): {type(exc).__name__}: "
+              f"{_one_line(exc)}; set ODCONV_DEBUG=1 for the traceback", file=sys.stderr)
         return 1
 
 

@@ -78,7 +78,7 @@ class ParityError(ODConvError, AssertionError):
     """An exported file's outputs differ from the PyTorch model's beyond the tolerance (``check_parity``)."""
 
 
-# ---- experiments: models, sweeps, benchmarks -------------------------------------------------------------------
+# ---- experiments: models, sweeps -----------------------------------------------------------------------------
 class ModelSpecError(ODConvError, ValueError):
     """A model spec that cannot be parsed or built; the message says how to fix it."""
 
@@ -103,12 +103,57 @@ class SweepOutputError(ODConvError, ValueError):
     """The output directory cannot hold the sweep's results (a file where a directory should be, ...)."""
 
 
-class BusyMachineError(ODConvError, RuntimeError):
-    """The machine is too busy for timings to mean anything."""
-
-
 class CliError(ODConvError):
     """A command-line usage error to print as 'odconv-surgery: error: ...' with exit code 1."""
+
+
+# ---- arguments -------------------------------------------------------------------------------------------------
+class InvalidArgumentError(ODConvError):
+    """An argument the library was given is wrong; catch this for any of the three below."""
+
+
+class InvalidValueError(InvalidArgumentError, ValueError):
+    """An argument has the right type but a value outside what it accepts (the message names both)."""
+
+
+class InvalidTypeError(InvalidArgumentError, TypeError):
+    """An argument has the wrong type (e.g. a string where a number is expected)."""
+
+
+class UnknownSettingError(InvalidArgumentError, ValueError, TypeError):
+    """A layer setting (keyword argument or ``overrides`` key) that does not exist; the message lists the valid ones.
+
+    Also a ``TypeError``, as Python's own "unexpected keyword argument" is."""
+
+
+class PolicyError(InvalidValueError):
+    """A placement policy that does not exist, or cannot apply to this model (``last:K`` with too few blocks)."""
+
+
+class LayerNotFoundError(ODConvError, KeyError):
+    """No layer has the name asked for."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ""
+
+
+class DatasetError(ODConvError, ValueError):
+    """A dataset that cannot be used as given (empty, too small to split, mismatched class folders)."""
+
+
+class DataNotFoundError(ODConvError, FileNotFoundError):
+    """The data directory given does not exist or holds no images."""
+
+
+class UnavailableFeatureError(ODConvError, RuntimeError):
+    """Something the call needs is not available here (onnxruntime's CUDA provider, torch.distributed)."""
+
+
+class RecipeMismatchError(ODConvError, KeyError):
+    """A recipe names layers the model does not have, or that are not convolutions: a different architecture."""
+
+    def __str__(self) -> str:  # KeyError would print the message quoted
+        return str(self.args[0]) if self.args else ""
 
 
 PUBLIC_ERRORS = [name for name, value in dict(globals()).items() if isinstance(value, type) and issubclass(value, ODConvError)]

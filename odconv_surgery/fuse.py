@@ -20,11 +20,10 @@ import logging
 import torch
 from torch import Tensor, fx, nn
 
+from .errors import InvalidValueError
 from .nn.odconv import ODConv2d
 from .passes.fx.swap_modules import aliases_of, swap_module
 from .passes.fx.tracer import trace_model
-
-_FOLDABLE_CONVS = (nn.Conv2d, ODConv2d)
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +142,7 @@ def fuse_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
     """
     training = [name for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and m.training]
     if training:
-        raise ValueError(
+        raise InvalidValueError(
             f"fuse_batchnorm folds BatchNorm running statistics, valid in eval mode only, but {training[:3]} "
             "are training: call model.eval() first"
         )

@@ -13,17 +13,16 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from .errors import AlreadyConvertedError, EmptySelectionError, InvalidTypeError, PolicyError
 from .nn.odconv import INIT_MODES, ODConv2d
+from .nn.options import LayerOptions, check_layer_settings
+from .nn.validation import check_bool, check_choice, check_conversion_memory, check_int
 from .passes.fx.candidates import ConvLayer, ModelAnalysis, analyse_model, uncalled_convs
 from .passes.fx.swap_modules import aliases_of, swap_module
 from .policies import PAPER_POLICIES, Policy, Selector, available_policies, decide, get_policy, select
 from .policies.selectors import as_selector_list, describe
 from .recipe import Recipe, attach_recipe, get_recipe
-from .nn.validation import bank_bytes, check_bool, check_choice, check_int, check_layer_settings, check_memory, format_bytes
-
-INIT_TEMPORARIES = 3  # banks of temporaries ODConv2d.from_conv holds at its peak: repeated kernel, noise, centred noise
 from .report import ConversionReport, LayerReport, format_table
-from .errors import AlreadyConvertedError  # noqa: F401 - raised here, defined with every error
 
 
 class ConversionResult(NamedTuple):
@@ -52,7 +51,7 @@ def _policy_label(policy: str | Policy | None) -> str | None:
 
 def _check_model(model: Any) -> nn.Module:
     if not isinstance(model, nn.Module):
-        raise TypeError(f"apply_odconv expects a torch.nn.Module, got {type(model).__name__}; pass the model object itself")
+        raise InvalidTypeError(f"apply_odconv expects a torch.nn.Module, got {type(model).__name__}; pass the model object itself")
     return unwrap_parallel(model)
 
 
@@ -86,7 +85,7 @@ def plan_conversion(
         convertible = [n for n in names if not by_name[n].not_convertible]
         if not convertible:
             reasons = {n: by_name[n].not_convertible for n in names}
-            raise ValueError(f"include selector {describe(selector)} matches only convs that cannot convert: {reasons}")
+            raise EmptySelectionError(f"include selector {describe(selector)} matches only convs that cannot convert: {reasons}")
         for name in convertible:
             decisions[name] = (True, f"include {describe(selector)}")
     for selector in as_selector_list(exclude, "exclude"):
@@ -111,12 +110,12 @@ def _check_overrides(overrides: Any) -> dict[Selector, dict[str, Any] | None]:
     if overrides is None:
         return {}
     if not isinstance(overrides, Mapping):
-        raise TypeError(f"overrides must be a dict {{selector: settings dict or None}}, got {overrides!r} ({type(overrides).__name__})")
+        raise InvalidTypeError(f"overrides must be a dict {{selector: settings dict or None}}, got {overrides!r} ({type(overrides).__name__})")
     checked: dict[Selector, dict[str, Any] | None] = {}
     for selector, value in overrides.items():
         where = f"overrides[{selector!r}]"
         if value is not None and not isinstance(value, Mapping):
-            raise TypeError(f"{where} must be a dict of ODConv2d settings (e.g. {{'kernel_num': 4}}) or None, got {value!r} ({type(value).__name__})")
+            raise InvalidTypeError(f"{where} must be a dict of ODConv2d settings (e.g. {{'kernel_num': 4}}) or None, got {value!r} ({type(value).__name__})")
         checked[selector] = None if value is None else check_layer_settings(value, where)
     return checked
 
@@ -125,11 +124,7 @@ def apply_odconv(
     model: nn.Module,
     policy: str | Policy | None = "all_but_first",
     *,
-    kernel_num: int = 1,
-    reduction: float = 1 / 16,
-    min_attention_channels: int = 16,
-    share_attention: bool = True,
-    attention_norm: str = "bn",
+    options: LayerOptions | None = None,
     init: str = "pretrained",
     include: Selector | Sequence[Selector] | None = None,
     exclude: Selector | Sequence[Selector] | None = None,
@@ -137,11 +132,15 @@ def apply_odconv(
     example_inputs: torch.Tensor | Sequence[Any] | None = None,
     inplace: bool = False,
     seed: int | None = 0,
+    **settings: Any,
 ) -> ConversionResult:
     """Rewrite the convolutions chosen by ``policy`` into ``ODConv2d`` and return ``(model, report)``.
 
     ``policy``: a registered name (``"all_but_first"``, ``"1x1"``, ``"3x3"``, ``"last:6"``, ``"all"``), a
     callable ``(layer, analysis) -> bool``, or ``None`` to convert only what ``include`` selects.
+    The layer settings are ``options`` (a ``LayerOptions``) or keywords naming its fields (``kernel_num=4``,
+    ``reduction=0.25``, ``share_attention``, ``min_attention_channels``, ``attention_norm``), which replace the
+    options' values; ``overrides`` changes them per layer.
     ``init="pretrained"`` keeps the model's function at conversion (eval mode); ``"neutral"`` starts from the
     same neutral attention without rescaling the kernels (for training from scratch); ``"scratch"`` is the
     paper's initialisation. ``example_inputs`` (a tensor or a tuple of forward's arguments) are only needed when
@@ -150,15 +149,8 @@ def apply_odconv(
     (e.g. ``"1x1"`` then ``"3x3"``): its recipe then describes the layers of every call.
     """
     model = _check_model(model)
-    defaults = check_layer_settings(
-        {
-            "kernel_num": kernel_num,
-            "reduction": reduction,
-            "min_attention_channels": min_attention_channels,
-            "share_attention": share_attention,
-            "attention_norm": attention_norm,
-        }
-    )
+    options = (LayerOptions() if options is None else options).merged(settings, "apply_odconv")
+    defaults = options.as_dict()
     check_choice("init", init, INIT_MODES)
     check_bool("inplace", inplace)
     if seed is not None:
@@ -167,18 +159,20 @@ def apply_odconv(
     if not inplace:
         model = copy.deepcopy(model)
     analysis = analyse_model(model, example_inputs)
-    decisions, settings = plan_conversion(analysis, policy, include, exclude, overrides, defaults)
-    if not settings:
+    decisions, layer_settings = plan_conversion(analysis, policy, include, exclude, overrides, defaults)
+    if not layer_settings:
         raise _nothing_selected(model, analysis, policy)
-    check_bank_memory(analysis, settings)
+    by_name = {layer.name: layer.module for layer in analysis.layers}
+    check_conversion_memory({name: (by_name[name], s["kernel_num"]) for name, s in layer_settings.items()})
     params_before = _count_params(model)
     uncalled = uncalled_convs(model, analysis)
     aliases = {layer.name: aliases_of(model, layer.module) for layer in analysis.layers}
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     for layer in analysis.layers:
-        if layer.name in settings:
+        if layer.name in layer_settings:
             with torch.no_grad():
-                new = ODConv2d.from_conv(layer.module, init=init, generator=generator, **settings[layer.name])
+                new = ODConv2d.from_conv(layer.module, init=init, generator=generator, check_memory=False,
+                                         options=LayerOptions(**layer_settings[layer.name]))
             if keep_frozen(layer.module, new):
                 decisions[layer.name] = (True, f"{decisions[layer.name][1]}; frozen (requires_grad=False kept)")
             swap_module(model, layer.module, new)
@@ -191,7 +185,7 @@ def apply_odconv(
         for m in [model.get_submodule(name)]
     ]
     report = ConversionReport(_policy_label(policy), rows, params_before, _count_params(model), analysis.method)
-    attach_recipe(model, _merged_recipe(get_recipe(model), policy, defaults, init, settings))
+    attach_recipe(model, _merged_recipe(get_recipe(model), policy, options, init, layer_settings))
     return ConversionResult(model, report)
 
 
@@ -216,7 +210,7 @@ def as_example_inputs(example_inputs: Any) -> tuple[Any, ...] | None:
         return (example_inputs,)
     if isinstance(example_inputs, (tuple, list)):
         return tuple(example_inputs)
-    raise TypeError(
+    raise InvalidTypeError(
         f"example_inputs must be a tensor or a tuple of forward's arguments, got {type(example_inputs).__name__}"
     )
 
@@ -236,46 +230,24 @@ def _nothing_selected(model: nn.Module, analysis: ModelAnalysis, policy: str | P
             f"convert; apply policy {_policy_label(policy)!r} to the original model instead"
         )
     already = f"; the model already holds {len(converted)} ODConv2d layers" if converted else ""
-    return ValueError(
+    return EmptySelectionError(
         f"policy {_policy_label(policy)!r} selects no convolution in {type(model).__name__} "
         f"({len(left)} convertible conv(s) found: {left[:10]}{already}). Choose another policy "
         f"({', '.join(available_policies())}) or name layers with include=."
     )
 
 
-def check_bank_memory(analysis: ModelAnalysis, settings: Mapping[str, Mapping[str, Any]]) -> None:
-    """Refuse before allocating when the new kernel banks would not fit in the memory their device has free.
-
-    Counts every selected layer's bank plus, for the largest one, the temporaries its initialisation holds
-    (the repeated static kernel and the perturbation noise, ``INIT_TEMPORARIES`` banks).
-    """
-    by_name = {layer.name: layer for layer in analysis.layers}
-    per_device: dict[torch.device, list[tuple[int, str]]] = {}
-    for name, layer_settings in settings.items():
-        conv = by_name[name].module
-        size = bank_bytes(layer_settings["kernel_num"], conv.out_channels, conv.in_channels // conv.groups,
-                          tuple(conv.kernel_size), conv.weight.dtype)
-        per_device.setdefault(conv.weight.device, []).append((size, name))
-    for device, banks in per_device.items():
-        largest, name = max(banks)
-        check_memory(
-            sum(size for size, _ in banks) + INIT_TEMPORARIES * largest, device,
-            f"converting {len(banks)} layer(s) (largest bank: {name}, {format_bytes(largest)})",
-            "lower kernel_num, convert fewer layers, or convert on a device with more memory",
-        )
-
-
 def _merged_recipe(
-    previous: Recipe | None, policy: str | Policy | None, defaults: Mapping[str, Any], init: str,
+    previous: Recipe | None, policy: str | Policy | None, options: LayerOptions, init: str,
     settings: Mapping[str, dict[str, Any]],
 ) -> Recipe:
     """This call's recipe, extended with the layers an earlier call converted (so save/load sees them all)."""
     labels = [label for label in (previous.policy if previous else None, _policy_label(policy)) if label]
     return Recipe(
         policy=" + ".join(labels) or None,
+        options=options,
         layers={**(previous.layers if previous else {}), **settings},
         init=init,
-        **defaults,
     )
 
 
@@ -305,7 +277,7 @@ def list_candidates(
     for policy in policies:
         try:
             columns[policy], _ = plan_conversion(analysis, policy)
-        except ValueError as err:  # e.g. last:k on a model without blocks
+        except PolicyError as err:  # e.g. last:k on a model without blocks
             columns[policy] = {layer.name: (False, str(err)) for layer in analysis.layers}
     header = ("#", "conv", "type", "kernel", "groups", "in->out", "block", *policies, "note")
     rows = []

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from layer_forms import INPUT_SHAPE, converted_forms_net, spy_forms
+from helpers.layer_forms import INPUT_SHAPE, converted_forms_net, spy_forms
 from odconv_surgery import ODConv2d
 
 DEVICES = [

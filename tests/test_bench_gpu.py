@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from benchmarks.bench_gpu import PAPER_RATIOS, SPECS, main
-from benchmarks.timing import Timing, measure
-from layer_forms import converted_forms_net
-from odconv_surgery.experiments import machine_load
+from bench_gpu import PAPER_RATIOS, SPECS, main
+from lab.timing import Timing, measure
+from helpers.layer_forms import converted_forms_net
+from lab import machine_load
 
 
 def test_smoke_configuration_writes_the_table(tmp_path, capsys):
@@ -46,7 +46,7 @@ def test_without_cuda_it_exits_with_the_fix(tmp_path, monkeypatch, capsys):
 
 
 def test_paper_ratios_name_benchmarked_cases():
-    from benchmarks.bench_gpu import cases_for
+    from bench_gpu import cases_for
 
     for model, kernel_num, policy in PAPER_RATIOS:
         assert model in SPECS and (policy, kernel_num) in cases_for(model, [1, 4])

@@ -4,11 +4,11 @@ import onnx
 import pytest
 import torch
 
-from benchmarks.bench_onnx_floor import attention_branch, floor_models, main
+from bench_onnx_floor import attention_branch, floor_models, main
 from odconv_surgery.deploy.export import export_onnx
 from odconv_surgery.nn import ODConv2d
 from odconv_surgery.surgery import apply_odconv
-from odconv_surgery.deploy.benchmark import static_model
+from lab.paper import static_model
 
 
 @pytest.fixture(scope="module")
@@ -60,5 +60,5 @@ def test_main_writes_the_table(tmp_path, capsys):
 
 
 def test_main_refuses_a_case_without_a_policy():
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # argparse usage error
         main(["--cases", "resnet18", "--allow-busy"])

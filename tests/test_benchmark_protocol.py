@@ -2,9 +2,11 @@
 
 import pytest
 
-from odconv_surgery.deploy.benchmark import Row, paper_cpu_ratio, render_summary
-from odconv_surgery.experiments import machine_load
-from odconv_surgery.experiments.machine_load import BusyMachineError, busy_threshold, require_quiet
+from lab import machine_load
+from lab.machine_load import BusyMachineError, busy_threshold, require_quiet
+from lab.onnx_tables import render_summary
+from lab.paper import paper_cpu_ratio
+from odconv_surgery.deploy.benchmark import Row
 
 
 def test_busy_machine_is_refused_unless_allowed(monkeypatch):

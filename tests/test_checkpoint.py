@@ -8,7 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
-from conftest import randomise_attention
+from helpers.randomise import randomise_attention
 from odconv_surgery import CheckpointMismatchError, ODConv2d, apply_odconv, load, save
 from odconv_surgery.atomic_file import ReadOnlyTargetError
 from odconv_surgery.surgery import AlreadyConvertedError
@@ -140,7 +140,7 @@ def test_failed_save_leaves_old_file_and_no_partial(converted, tmp_path, monkeyp
         raise KeyboardInterrupt  # a kill in the middle of the write
 
     monkeypatch.setattr(torch, "save", torn)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="^$"):
         save(converted, path)
     assert path.read_bytes() == good
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]

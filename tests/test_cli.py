@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from conftest import DANGEROUS_SPECS as DANGEROUS, write_plugin_package
+from helpers.plugins import DANGEROUS_SPECS as DANGEROUS, write_plugin_package
 from odconv_surgery.cli import main
 
 TINY = textwrap.dedent(
@@ -63,9 +63,8 @@ def run(tmp_path, plugin):
 
 @pytest.mark.parametrize("command", [[], ["list"], ["apply"], ["export"], ["bench"], ["sweep"]])
 def test_help_everywhere(command, capsys):
-    with pytest.raises(SystemExit) as exc:
+    with pytest.raises(SystemExit, match="^0$"):
         main([*command, "--help"])
-    assert exc.value.code == 0
     assert "usage: odconv-surgery" in capsys.readouterr().out
 
 
@@ -87,7 +86,7 @@ def test_list_apply_export(run, tmp_path):
     from odconv_surgery.checkpoint import read_checkpoint
 
     recipe, _ = read_checkpoint(tmp_path / "tiny.pt")
-    assert recipe.kernel_num == 2 and recipe.reduction == 0.25
+    assert recipe.options.kernel_num == 2 and recipe.options.reduction == 0.25
 
     proc = run("export", "tiny.pt", "-o", "tiny.onnx", "--image-size", "16")
     assert proc.returncode == 0, proc.stderr
@@ -234,3 +233,51 @@ def test_one_line_errors(plugin, capsys, monkeypatch):
     with DirectoryLock(plugin / "locked", "sweep"):  # another sweep holds it: refused before launching torchrun
         assert main([*sweep, "-o", "locked", "--nproc", "2"]) == 1
     assert f"another sweep (pid {os.getpid()}) is writing to locked" in _error_line(capsys)
+
+
+def _raising(exc: BaseException):
+    def command(args):
+        raise exc
+
+    return command
+
+
+def test_user_errors_are_one_line_and_bugs_say_so(monkeypatch, capsys):
+    from odconv_surgery import errors
+    from odconv_surgery import cli
+
+    monkeypatch.delenv("ODCONV_DEBUG", raising=False)
+    monkeypatch.setattr(cli, "cmd_list", _raising(errors.PolicyError("unknown placement policy 'x'; available: all")))
+    assert main(["list", "m"]) == 1
+    err = capsys.readouterr().err
+    assert err == "odconv-surgery: error: unknown placement policy 'x'; available: all\n"
+
+    monkeypatch.setattr(cli, "cmd_list", _raising(TypeError("unsupported operand")))
+    assert main(["list", "m"]) == 1
+    err = capsys.readouterr().err
+    assert "this is a bug" in err and "TypeError: unsupported operand" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+    monkeypatch.setenv("ODCONV_DEBUG", "1")
+    with pytest.raises(TypeError, match="unsupported operand"):  # the traceback, for the report
+        main(["list", "m"])
+
+    with pytest.raises(SystemExit, match="2"):  # argparse: usage error, exit 2
+        main(["apply", "m", "-n", "two", "-o", "x.pt"])
+    assert capsys.readouterr().err == ("odconv-surgery apply: error: argument --kernel-num/-n: invalid int value: "
+                                       "'two' (see 'odconv-surgery apply --help')\n")
+
+
+def test_every_public_error_is_an_odconv_error_with_its_builtin_base():
+    import odconv_surgery
+    from odconv_surgery import errors
+
+    builtins = (ValueError, TypeError, RuntimeError, KeyError, MemoryError, OSError, AssertionError)
+    bases_only = {errors.ODConvError, errors.CliError, errors.InvalidArgumentError}  # raised as themselves or never
+    for name in errors.PUBLIC_ERRORS:
+        cls = getattr(odconv_surgery, name)
+        assert issubclass(cls, errors.ODConvError) and name in odconv_surgery.__all__
+        assert cls in bases_only or issubclass(cls, builtins), f"{name} has no built-in base for old except clauses"
+    assert issubclass(errors.UnknownSettingError, TypeError) and issubclass(errors.UnknownSettingError, ValueError)
+    assert str(errors.RecipeMismatchError("the recipe converts layers the model does not have")) == (
+        "the recipe converts layers the model does not have")

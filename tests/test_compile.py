@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from layer_forms import INPUT_SHAPE, converted_forms_net, spy_forms, strict_fp32
+from helpers.layer_forms import INPUT_SHAPE, converted_forms_net, spy_forms, strict_fp32
 
 DEVICES = [
     pytest.param("cpu", "aot_eager", id="cpu-aot_eager"),

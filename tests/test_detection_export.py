@@ -14,7 +14,7 @@ from odconv_surgery.deploy.export import export_marked, export_onnx
 from odconv_surgery.deploy.runtime import OrtRunner, check_parity
 from odconv_surgery.deploy.schema import OD_DOMAIN
 
-from onnx_helpers import build, randomise, tiny
+from helpers.onnx_models import build, randomise, tiny
 
 
 class SharedHead(nn.Module):

@@ -14,7 +14,7 @@ from odconv_surgery.deploy.export import export_marked, export_onnx
 from odconv_surgery.deploy.runtime import OrtRunner, check_parity
 from odconv_surgery.deploy.schema import OD_DOMAIN
 
-from onnx_helpers import build, tiny
+from helpers.onnx_models import build, tiny
 
 
 def _meta(model):
@@ -105,7 +105,7 @@ def test_marker_graph_is_exact_to_find():
 
 
 def test_export_rejects_bad_input():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"example_input must be a 4-D \(N, C, H, W\) tensor .* got \(8, 16, 16\)"):
         export_onnx(tiny(1), None, torch.randn(8, 16, 16))
 
 
@@ -176,7 +176,7 @@ def test_default_target_is_the_fastest_form_for_this_onnxruntime():
     portable = export_onnx(tiny(1), None, x, target="portable")
     assert META_NCHWC_BLOCK not in metadata(portable)
     assert all(o.domain != "com.microsoft.nchwc" for o in portable.opset_import)
-    with pytest.raises(ValueError, match="'auto', 'portable' or 'ort-cpu'"):
+    with pytest.raises(ValueError, match="target must be one of 'auto', 'portable', 'ort-cpu'"):
         resolve_target("ort-gpu")
 
 
@@ -222,6 +222,9 @@ def test_onnx_demo_report():
     static = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, padding=1), torch.nn.ReLU()).eval()
     text = onnx_demo(model, static, torch.randn(1, 8, 16, 16), repeats=2, rounds=1)
     assert "naive" in text and "fused" in text and "FAIL" not in text
+    portable = text.index("fused, target portable")  # each parity block says which file it checked
+    ort_cpu = text.index("fused, target ort-cpu")
+    assert portable < text.index("batch 8") < ort_cpu
 
 
 @pytest.mark.parametrize("name,kernel_num", [("mobilenet_v2_0.5", 1), ("mobilenet_v2_0.5", 4), ("resnet18", 1), ("resnet18", 4)])

@@ -18,7 +18,7 @@ from odconv_surgery.passes.onnx.base import FunctionPass
 from odconv_surgery.passes.onnx.common import import_graph, export_graph, odconv_layers
 from odconv_surgery.passes.onnx.pipeline import REGISTRY
 
-from onnx_helpers import tiny
+from helpers.onnx_models import tiny
 
 
 @torch.no_grad()
@@ -45,7 +45,7 @@ def test_trained_like_model_is_exported_and_right():
     model, _ = apply_odconv(torchvision.models.squeezenet1_0(num_classes=10).eval())  # refused before (issue 8)
     trained_like(model)
     x = torch.randn(1, 3, 64, 64)
-    with pytest.raises(PassNumericsError):  # a fixed 1e-4 bound refuses this correct export
+    with pytest.raises(PassNumericsError, match="above the tolerance 0.0001"):  # a fixed 1e-4 bound refuses this correct export
         run_pipeline(export_marked(model, x), check_input=x.numpy(), tolerance=1e-4)
     proto = export_onnx(model, None, x)
     xb = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))

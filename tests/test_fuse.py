@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from conftest import randomise_attention
+from helpers.randomise import randomise_attention
 from odconv_surgery import KernelBankError, ODConv2d, apply_odconv, fuse_batchnorm
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.fx could not trace")  # TinyYolo is untraceable on purpose
@@ -165,7 +165,7 @@ def test_ultralytics_yolov8_fuse():
     with torch.no_grad():
         reference = model(x)[0]
     broken = apply_odconv(base, example_inputs=(x,))[0].eval().fuse(verbose=False)
-    with pytest.raises(KernelBankError):
+    with pytest.raises(KernelBankError, match=r"Code written for nn.Conv2d rewrote it.*fuse_batchnorm"):
         broken(x)
     fuse_batchnorm(model)
     model.fuse(verbose=False)

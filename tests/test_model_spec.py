@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import DANGEROUS_SPECS as DANGEROUS, write_plugin_package
+from helpers.plugins import DANGEROUS_SPECS as DANGEROUS, write_plugin_package
 from odconv_surgery.experiments.model_spec import ImportNotAllowedError, ModelSpec, ModelSpecError, build_model, parse_model_spec
 
 TINY_SOURCE = textwrap.dedent("""
@@ -94,7 +94,7 @@ def test_nothing_imported_without_opt_in(tmp_path, monkeypatch):
     canary = tmp_path / "imported"
     (tmp_path / "canary_models.py").write_text(f"open({str(canary)!r}, 'w').close()\ndef build(): pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(ImportNotAllowedError):
+    with pytest.raises(ImportNotAllowedError, match="refused by default; use a registered source"):
         build_model("canary_models:build")
     assert not canary.exists() and "canary_models" not in sys.modules
 

@@ -15,7 +15,7 @@ from odconv_surgery import ODConv2d, check_parity
 from odconv_surgery.deploy.export import export_onnx
 from odconv_surgery.passes.onnx.lowering.batch1_nchwc import block_static_conv, nchwc_ok, padded
 
-from onnx_helpers import randomise
+from helpers.onnx_models import randomise
 
 
 def unblock_dense(wb: np.ndarray, cout_p: int, cin_p: int, blk: int) -> np.ndarray:

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import randomise_attention
+from helpers.randomise import randomise_attention
 from odconv_surgery import BatchOneBatchNormError, ODConv2d
 
 

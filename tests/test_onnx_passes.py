@@ -22,7 +22,7 @@ from odconv_surgery.passes.onnx.common import odconv_layers
 from odconv_surgery.passes.onnx.find_odconv import find_odconv
 import onnx_graphsurgeon as gs
 
-from onnx_helpers import tiny
+from helpers.onnx_models import tiny
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +70,15 @@ def test_attention_is_a_handful_of_nodes(marked):
 def test_corrupt_and_non_onnx_files(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage not a protobuf \xff\xfe")
-    with pytest.raises(OnnxModelError):
+    with pytest.raises(OnnxModelError, match="bad.onnx is not a valid ONNX model"):
         run_pipeline(str(bad))
     text = tmp_path / "readme.txt"
     text.write_text("hello")
-    with pytest.raises(OnnxModelError):
+    with pytest.raises(OnnxModelError, match="readme.txt is not a valid ONNX model"):
         run_pipeline(str(text))
-    with pytest.raises(OnnxModelError):
+    with pytest.raises(OnnxModelError, match="ONNX file not found: .*missing.onnx"):
         run_pipeline(str(tmp_path / "missing.onnx"))
-    with pytest.raises(OnnxModelError):
+    with pytest.raises(OnnxModelError, match="expected an onnx.ModelProto, a path or bytes, got int"):
         run_pipeline(42)
 
 

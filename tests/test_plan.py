@@ -16,7 +16,7 @@ from odconv_surgery.passes.onnx.common import detect_nchwc_block, import_graph, 
 from odconv_surgery.passes.onnx.lowering import plan
 from odconv_surgery.passes.onnx.lowering.plan import NCHWC_FORMS, Planner, candidate_forms, cost_model_form
 
-from onnx_helpers import randomise
+from helpers.onnx_models import randomise
 
 
 @pytest.fixture(scope="module")

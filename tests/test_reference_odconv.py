@@ -1,4 +1,4 @@
-"""The official code's formulation (benchmarks/reference_odconv.py) computes our layers' function on their own
+"""The official code's formulation (benchmarks/lab/reference_odconv.py) computes our layers' function on their own
 parameters, so benchmark rows labelled 'official' time the same model."""
 
 import copy
@@ -6,8 +6,8 @@ import copy
 import pytest
 import torch
 
-from benchmarks.reference_odconv import ReferenceODConv2d, UnsupportedReferenceLayerError, use_reference_formulation
-from layer_forms import INPUT_SHAPE, converted_forms_net, strict_fp32
+from lab.reference_odconv import ReferenceODConv2d, UnsupportedReferenceLayerError, use_reference_formulation
+from helpers.layer_forms import INPUT_SHAPE, converted_forms_net, strict_fp32
 from odconv_surgery import ODConv2d, apply_odconv
 
 DEVICES = [

@@ -11,7 +11,7 @@ from odconv_surgery.deploy.export import export_marked, export_onnx
 from odconv_surgery.passes.onnx import OnnxModelError
 from odconv_surgery.deploy.runtime import OrtRunner, ParityResult, check_parity, cuda_available, flatten_outputs
 
-from onnx_helpers import tiny
+from helpers.onnx_models import tiny
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +51,11 @@ def test_parity_helper_reports(exported):
 def test_runner_errors(tmp_path):
     bad = tmp_path / "x.onnx"
     bad.write_text("not onnx at all")
-    with pytest.raises(OnnxModelError):
+    with pytest.raises(OnnxModelError, match="x.onnx is not a valid ONNX model"):
         OrtRunner(str(bad))
     with pytest.raises(OnnxModelError, match="marker"):
         OrtRunner(export_marked(tiny(1), torch.randn(1, 8, 16, 16)))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="optimization must be one of .* got 'max'"):
         OrtRunner(export_onnx(tiny(1), None, torch.randn(1, 8, 16, 16)), optimization="max")
 
 

@@ -24,5 +24,5 @@ def test_step_sets_every_layer_and_temperature_changes_output():
     assert not torch.allclose(y1, y30)
     assert all(m.attention.temperature == 30 for m in model.modules() if isinstance(m, ODConv2d))
     assert set_temperature(model, 1.0) == 2
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="temperature must be > 0, got 0.0"):
         set_temperature(model, 0)

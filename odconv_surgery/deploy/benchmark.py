@@ -1,6 +1,6 @@
-"""Static vs naive vs fused ONNX latency comparison in onnxruntime (library side of ``benchmarks/bench_onnx.py``).
+"""Static vs naive vs fused ONNX latency of one model in onnxruntime: ``odconv-surgery bench`` and the demo.
 
-For each case (torchvision model, policy, n) four ONNX models are built in the same run (``VARIANTS``): the
+For each case (a model, policy, n) four ONNX models are built in the same run (``VARIANTS``): the
 original static model, the ODConv model exported naively (``fuse=False``: batch-independent reference
 formulation, no fusion), the fused export (``passes.onnx.PIPELINE``, portable ONNX) and the fused export for
 onnxruntime CPU (``target="ort-cpu"``: the batch-1 branch runs every depthwise / 1x1 / dense layer and the
@@ -8,6 +8,7 @@ static convs as ORT's NCHWc contrib Convs). Regimes: CPU batch 1 one thread (the
 all threads, CUDA batch 200 with IO binding when available. Timing: ``rounds`` rounds, each timing every variant
 ``repeats`` times in turn (interleaved, so machine noise hits all variants alike); the reported latency is the
 median over rounds of the per-round medians, and ratios are to the static model measured in the same run.
+The paper's figures, its model names and the busy-machine check live beside the benchmarks (``benchmarks/lab``).
 """
 
 from __future__ import annotations
@@ -16,33 +17,14 @@ import json
 import os
 import statistics
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from ..policies import PAPER_POLICIES
 from .export import export_onnx
 from .runtime import OrtRunner, ParityResult, check_parity, cuda_available
 
-MODELS = ("mobilenet_v2_1.0", "mobilenet_v2_0.5", "resnet18", "resnet50")
-
-#: The paper's CPU speeds (frames per second, one core of an E5-2683 v3, batch 1, 224 px): Table 8 (resnet50 and
-#: mobilenet_v2 1.0, all_but_first) and Table 9 (mobilenet_v2 0.5 per policy, n = 1), keyed (model, policy, n);
-#: policy None is the static model.
-PAPER_CPU_FPS: dict[tuple[str, str | None, int], float] = {
-    ("resnet50", None, 1): 6.4, ("resnet50", "all_but_first", 1): 3.9, ("resnet50", "all_but_first", 4): 2.5,
-    ("mobilenet_v2_1.0", None, 1): 17.3, ("mobilenet_v2_1.0", "all_but_first", 1): 12.8,
-    ("mobilenet_v2_1.0", "all_but_first", 4): 11.2,
-    ("mobilenet_v2_0.5", None, 1): 30.1, ("mobilenet_v2_0.5", "all_but_first", 1): 18.3,
-    ("mobilenet_v2_0.5", "1x1", 1): 27.1, ("mobilenet_v2_0.5", "3x3", 1): 27.4, ("mobilenet_v2_0.5", "last:6", 1): 19.6,
-}
-
-
-def paper_cpu_ratio(model: str, policy: str, kernel_num: int) -> float | None:
-    """The paper's CPU latency ratio (static FPS / ODConv FPS) for this case, where the paper has one."""
-    fps = PAPER_CPU_FPS.get((model, policy, kernel_num))
-    return PAPER_CPU_FPS[(model, None, 1)] / fps if fps else None
 VARIANTS = ("static", "naive", "fused", "fused_ortcpu")
 
 
@@ -66,16 +48,6 @@ class Row:
     fps: float
     ratio_to_static: float
     ratio_naive_to_fused: float | None = None
-
-
-def static_model(name: str) -> nn.Module:
-    import torchvision
-
-    if name == "mobilenet_v2_1.0":
-        return torchvision.models.mobilenet_v2().eval()
-    if name == "mobilenet_v2_0.5":
-        return torchvision.models.mobilenet_v2(width_mult=0.5).eval()
-    return getattr(torchvision.models, name)().eval()
 
 
 def build_variants(static: nn.Module, odconv_model: nn.Module, example_input: torch.Tensor) -> dict:
@@ -128,17 +100,16 @@ def run_case(
     include_b8: bool = True,
     include_cuda: bool = True,
     check: bool = False,
-    static: nn.Module | None = None,
+    static: nn.Module,
     example_input: torch.Tensor | None = None,
     extra_variants: dict[str, Callable[[nn.Module, nn.Module, torch.Tensor], "onnx.ModelProto"]] | None = None,
 ) -> list[Row]:
-    """Rows for every regime and variant of one case. ``static`` (default: the torchvision model ``case.model``)
-    and ``example_input`` (default: 1x3 x ``input_size``^2 noise) let callers bench any model under its label.
+    """Rows for every regime and variant of one case: ``static`` (the model ``case.model`` labels) converted with
+    ``case.policy`` and ``case.kernel_num``, fed ``example_input`` (default: 1x3 x ``input_size``^2 noise).
     ``extra_variants``: more ONNX models timed in the same rounds, ``name -> build(static, converted, x)`` (a file
     with a fixed batch is timed only at that batch)."""
     from ..surgery import apply_odconv
 
-    static = static_model(case.model) if static is None else static
     model, _ = apply_odconv(static, policy=case.policy, kernel_num=case.kernel_num)
     model.eval()
     x = torch.randn(1, 3, input_size, input_size) if example_input is None else example_input
@@ -163,53 +134,12 @@ def run_case(
     return rows
 
 
-def default_cases(
-    models: Sequence[str] = MODELS, kernel_nums: Sequence[int] = (1, 4), policy_model: str = "mobilenet_v2_0.5",
-    policies: Sequence[str] = PAPER_POLICIES,
-) -> list[Case]:
-    """all_but_first for every model and kernel number, then ``policies`` (n = 1) on ``policy_model``."""
-    cases = [Case(m, "all_but_first", n) for m in models for n in kernel_nums]
-    cases += [Case(policy_model, p, 1) for p in policies if p != "all_but_first"]
-    return cases
-
-
-def run_benchmark(cases: Iterable[Case], *, progress=print, **kwargs) -> list[Row]:
-    rows: list[Row] = []
-    for case in cases:
-        if progress:
-            progress(f"# {case.model} policy={case.policy} n={case.kernel_num}")
-        rows += run_case(case, **kwargs)
-        if progress:
-            progress(render_markdown([r for r in rows if (r.model, r.policy, r.kernel_num) == (case.model, case.policy, case.kernel_num)]))
-    return rows
-
-
 def render_markdown(rows: Sequence[Row]) -> str:
     head = "| model | policy | n | regime | variant | ms | FPS | ratio to static | naive/fused |\n|---|---|---|---|---|---|---|---|---|"
     lines = [head]
     for r in rows:
         nf = f"{r.ratio_naive_to_fused:.2f}x" if r.ratio_naive_to_fused is not None else ""
         lines.append(f"| {r.model} | {r.policy} | {r.kernel_num} | {r.regime} | {r.variant} | {r.ms:.2f} | {r.fps:.1f} | {r.ratio_to_static:.2f} | {nf} |")
-    return "\n".join(lines)
-
-
-def render_summary(rows: Sequence[Row]) -> str:
-    """One line per case and regime: the static model's ms beside every variant's ratio to it (same run) and the
-    paper's CPU ratio (batch-1 regimes only, where the paper has one)."""
-    extra = sorted({r.variant for r in rows} - set(VARIANTS))
-    columns = ["fused_ortcpu", "fused", "naive", *extra]
-    titles = ["fused ort-cpu", "fused portable", "naive", *extra]
-    head = (f"| model | policy | n | regime | static ms | {' | '.join(titles)} | paper CPU |\n"
-            f"|---|---|---|---|---:|{'---:|' * len(columns)}---:|")
-    lines = [head]
-    groups: dict[tuple, dict[str, Row]] = {}
-    for r in rows:
-        groups.setdefault((r.model, r.policy, r.kernel_num, r.regime), {})[r.variant] = r
-    for (model, policy, n, regime), by_variant in groups.items():
-        paper = paper_cpu_ratio(model, policy, n) if regime.startswith("cpu-b1") else None
-        cells = [f"{by_variant[v].ratio_to_static:.2f}x" if v in by_variant else "" for v in columns]
-        lines.append(f"| {model} | {policy} | {n} | {regime} | {by_variant['static'].ms:.2f} | {' | '.join(cells)} | "
-                     f"{f'{paper:.2f}' if paper else '-'} |")
     return "\n".join(lines)
 
 
@@ -227,29 +157,25 @@ def write_json(rows: Sequence[Row], path: str | os.PathLike, extra: dict | None 
         json.dump(payload, fh, indent=2)
 
 
-def write_markdown(path: str | os.PathLike, title: str, command: str, *sections: str) -> None:
-    """A benchmark's markdown file: the title, the command that made it, then ``sections`` (load, tables)."""
-    body = "\n\n".join([f"# {title}", f"Command: `{command}`", *sections])
-    with open(path, "w") as fh:
-        fh.write(body + "\n")
-
-
 @dataclass
 class OnnxComparison:
-    """ORT vs PyTorch parity of the fused exports and the batch-1 latency (s) of every variant, per round."""
+    """ORT vs PyTorch parity of each fused export (by the file's label) and the batch-1 latency (s) of every
+    variant, per round."""
 
-    parity: list[ParityResult]
+    parity: dict[str, list[ParityResult]]
     per_round: dict[str, list[float]]
 
     @property
     def ok(self) -> bool:
-        return all(r.ok for r in self.parity)
+        return all(r.ok for results in self.parity.values() for r in results)
 
     def render(self) -> str:
         """The printable markdown report: median ms, and ratios taken within each round (``ratios_to``)."""
         ratios = ratios_to(self.per_round)
         lines = ["ONNX export (dynamic batch, fused) -- ORT vs PyTorch parity (max abs err / output scale):"]
-        lines += [f"  batch {r.batch}: {r.relative_err:.2e} {'ok' if r.ok else 'FAIL'}" for r in self.parity]
+        for label, results in self.parity.items():
+            lines.append(f"  {label}:")
+            lines += [f"    batch {r.batch}: {r.relative_err:.2e} {'ok' if r.ok else 'FAIL'}" for r in results]
         lines.append("")
         lines.append("| variant | ms (ORT CPU, batch 1, 1 thread) | ratio to static |")
         lines.append("|---|---|---|")
@@ -263,8 +189,12 @@ def compare_onnx(model: nn.Module, static_model: nn.Module, example_input: torch
     """Export ``model`` (dynamic batch, fused), check ORT vs PyTorch at batch 1, 3 and 8 (ort-cpu: 1 and 3), and
     time the static / naive / fused variants (ORT CPU, batch 1, one thread)."""
     protos = build_variants(static_model, model, example_input)
-    parity = check_parity(model, protos["fused"], example_input, batches=(1, 3, 8), raise_on_fail=False)
-    parity += check_parity(model, protos["fused_ortcpu"], example_input, batches=(1, 3), raise_on_fail=False)
+    parity = {
+        "fused, target portable (standard ONNX ops)":
+            check_parity(model, protos["fused"], example_input, batches=(1, 3, 8), raise_on_fail=False),
+        "fused, target ort-cpu (onnxruntime's NCHWc CPU ops)":
+            check_parity(model, protos["fused_ortcpu"], example_input, batches=(1, 3), raise_on_fail=False),
+    }
     return OnnxComparison(parity, time_variant_rounds(protos, ("cpu-b1-t1", "cpu", 1, 1), repeats=repeats, rounds=rounds))
 
 

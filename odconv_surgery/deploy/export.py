@@ -37,6 +37,8 @@ from ..nn.odconv import ODConv2d
 from ..nn.temperature import temperature_at
 from ..numerics import DEFAULT_TOLERANCE
 from ..recipe import get_recipe, package_version
+from ..errors import InvalidTypeError, InvalidValueError
+from .targets import ExportTarget, check_target
 from .export_checks import check_bound, check_finite_weights, check_note, check_opset, fp32_error
 from .schema import (
     DEFAULT_OPSET, HEAD_ORDER, INPUT_NAME, META_LAYERS, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP, OUTPUT_NAME, set_metadata,
@@ -278,12 +280,12 @@ def as_example_input(example_input: Tensor | Sequence[Tensor]) -> Tensor:
     """The one (N, C, H, W) input tensor, given bare or as a 1-tuple (as ``torch.onnx.export`` takes ``args``)."""
     if isinstance(example_input, (tuple, list)):
         if len(example_input) != 1:
-            raise ValueError(
+            raise InvalidValueError(
                 f"example_input has {len(example_input)} tensors; the exported model takes one (N, C, H, W) input"
             )
         example_input = example_input[0]
     if not isinstance(example_input, Tensor) or example_input.dim() != 4:
-        raise ValueError(
+        raise InvalidValueError(
             f"example_input must be a 4-D (N, C, H, W) tensor (or a 1-tuple of one), got "
             f"{tuple(example_input.shape) if isinstance(example_input, Tensor) else type(example_input).__name__}"
         )
@@ -311,7 +313,7 @@ def export_marked(
 ) -> onnx.ModelProto:
     """Export with ``odconv.surgery::ODConv2d`` marker nodes (not runnable until lowered by the passes)."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"export expects an nn.Module, got {type(model).__name__}")
+        raise InvalidTypeError(f"export expects an nn.Module, got {type(model).__name__}")
     check_opset(opset)
     example_input = as_example_input(example_input)
     was_training = model.training
@@ -363,17 +365,15 @@ def default_tune() -> bool:
     return os.environ.get("ODCONV_TUNE", "1").strip().lower() not in ("0", "off", "false", "no")
 
 
-def resolve_target(target: str) -> str:
+def resolve_target(target: ExportTarget | str) -> str:
     """The export target for ``target``: "auto" becomes "ort-cpu" where onnxruntime's NCHWc CPU ops work and no
     CUDA EP with a GPU is available (the file will most likely run in this onnxruntime, on this CPU), else
     "portable"; the choice is logged. Other values are returned as they are once checked."""
-    from ..passes.onnx.base import TARGETS
     from ..passes.onnx.common import detect_nchwc_block
     from .runtime import cuda_available
 
-    if target != "auto":
-        if target not in TARGETS:
-            raise ValueError(f"target must be 'auto', 'portable' or 'ort-cpu', got {target!r}")
+    target = check_target(target)
+    if target != ExportTarget.AUTO:
         return target
     if cuda_available():
         chosen, why = "portable", "onnxruntime's CUDA EP and a GPU are available here"
@@ -396,7 +396,7 @@ def export_onnx(
     check: bool = True,
     tolerance: float = DEFAULT_TOLERANCE,
     batch1_branch: bool = True,
-    target: str = "auto",
+    target: ExportTarget | str = ExportTarget.AUTO,
     tune: bool | None = None,
     threads: int = 1,
 ) -> onnx.ModelProto:
@@ -425,9 +425,9 @@ def export_onnx(
     example_input = as_example_input(example_input)
     tune = default_tune() if tune is None else tune
     if not isinstance(tune, bool):
-        raise ValueError(f"tune must be True, False or None (the default: on unless ODCONV_TUNE=0), got {tune!r}")
+        raise InvalidValueError(f"tune must be True, False or None (the default: on unless ODCONV_TUNE=0), got {tune!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads must be an int >= 1 (the deployment's onnxruntime intra-op threads), got {threads!r}")
+        raise InvalidValueError(f"threads must be an int >= 1 (the deployment's onnxruntime intra-op threads), got {threads!r}")
     target = resolve_target(target)
     check_opset(opset)
     check_finite_weights(model)

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from ..errors import InvalidTypeError, InvalidValueError, UnavailableFeatureError
 from ..numerics import DEFAULT_TOLERANCE, relative_error
 from ..passes.onnx.common import OnnxModelError, detect_nchwc_block, has_odconv_nodes, load_model
 from .schema import META_NCHWC_BLOCK, metadata
@@ -51,7 +52,7 @@ def default_providers(device: str = "auto") -> list[str]:
         return ["CPUExecutionProvider"]
     if device == "cuda":
         if not cuda_available():
-            raise RuntimeError("device='cuda' requested but onnxruntime's CUDAExecutionProvider / a GPU is not available")
+            raise UnavailableFeatureError("device='cuda' requested but onnxruntime's CUDAExecutionProvider / a GPU is not available")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return (["CUDAExecutionProvider"] if cuda_available() else []) + ["CPUExecutionProvider"]
 
@@ -119,7 +120,7 @@ class OrtRunner:
         self.providers = default_providers(device)
         check_nchwc_block(proto, self.providers)
         if optimization not in _OPT_LEVELS:
-            raise ValueError(f"optimization must be one of {sorted(_OPT_LEVELS)}, got {optimization!r}")
+            raise InvalidValueError(f"optimization must be one of {sorted(_OPT_LEVELS)}, got {optimization!r}")
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         opts.graph_optimization_level = _OPT_LEVELS[optimization]
@@ -216,7 +217,7 @@ def flatten_outputs(output: Any) -> list[Any]:
     elif isinstance(output, (tuple, list)):
         values = list(output)
     else:
-        raise TypeError(
+        raise InvalidTypeError(
             f"cannot compare a model output of type {type(output).__name__}: return tensors, or tuples, lists, "
             "dicts or dataclasses of tensors"
         )

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Subset, TensorDataset
 
+from ..errors import DataNotFoundError, DatasetError, InvalidValueError
 __all__ = ["DataBundle", "load_digits_dataset", "load_image_folder", "load_dataset", "DIGITS"]
 
 DIGITS = "digits"
@@ -48,7 +49,7 @@ def load_digits_dataset(image_size: int = 32, *, test_fraction: float = 0.25, sp
     ``limit`` keeps only the first ``limit`` images of each split (for fast tests).
     """
     if image_size < 8:
-        raise ValueError(f"image_size must be >= 8 (the digits are 8x8), got {image_size}")
+        raise InvalidValueError(f"image_size must be >= 8 (the digits are 8x8), got {image_size}")
     try:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
@@ -88,7 +89,7 @@ def load_image_folder(root: str | os.PathLike, image_size: int = 64, *, test_fra
 
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data directory {root} does not exist; pass an ImageFolder root (class sub-folders, or train/ and val/)")
+        raise DataNotFoundError(f"data directory {root} does not exist; pass an ImageFolder root (class sub-folders, or train/ and val/)")
     tf = transforms.Compose(
         [
             transforms.Lambda(lambda img: img.convert("RGB")),
@@ -103,7 +104,7 @@ def load_image_folder(root: str | os.PathLike, image_size: int = 64, *, test_fra
             train = datasets.ImageFolder(root / "train", transform=tf)
             test = datasets.ImageFolder(test_dir, transform=tf)
             if train.classes != test.classes:
-                raise ValueError(f"{root}/train and {test_dir} have different class folders: {train.classes} vs {test.classes}")
+                raise DatasetError(f"{root}/train and {test_dir} have different class folders: {train.classes} vs {test.classes}")
             classes = train.classes
         else:
             full = datasets.ImageFolder(root, transform=tf)
@@ -112,10 +113,10 @@ def load_image_folder(root: str | os.PathLike, image_size: int = 64, *, test_fra
             order = torch.randperm(len(full), generator=generator).tolist()
             n_test = max(1, int(round(len(full) * test_fraction)))
             if len(full) - n_test < 1:
-                raise ValueError(f"{root} has only {len(full)} image(s): too few to split into train and test")
+                raise DatasetError(f"{root} has only {len(full)} image(s): too few to split into train and test")
             test, train = Subset(full, order[:n_test]), Subset(full, order[n_test:])
     except FileNotFoundError as exc:
-        raise FileNotFoundError(
+        raise DataNotFoundError(
             f"{root} is not an ImageFolder: expected one sub-folder of images per class ({exc})"
         ) from exc
     return DataBundle(name=root.name or str(root), train=train, test=test, num_classes=len(classes), image_size=image_size)

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from ..errors import UnavailableFeatureError
 from ..nn.attention import ODAttention
 
 __all__ = ["DistContext", "init_distributed", "CPUSyncBatchNorm", "convert_attention_sync_batchnorm", "is_sync_batchnorm", "is_main_process"]
@@ -65,7 +66,7 @@ def init_distributed(device: str | None = None) -> DistContext:
     if world_size <= 1:
         return DistContext(device=torch.device("cuda" if want_cuda else (device or "cpu")))
     if not dist.is_available():
-        raise RuntimeError("torch.distributed is not available in this torch build; run without torchrun")
+        raise UnavailableFeatureError("torch.distributed is not available in this torch build; run without torchrun")
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if want_cuda:

@@ -51,10 +51,6 @@ class ModelSpec:
         query = "&".join(f"{k}={_format_value(v)}" for k, v in self.kwargs.items())
         return f"{self.source}:{self.name}" + (f"?{query}" if query else "")
 
-    def with_kwargs(self, **overrides: Any) -> "ModelSpec":
-        """A copy with extra/overridden keyword arguments (e.g. ``num_classes`` from the dataset)."""
-        return ModelSpec(self.source, self.name, {**self.kwargs, **overrides}, self.allow_import)
-
     def factory(self) -> Callable[..., nn.Module]:
         """The callable this spec names, after the source's checks (nothing of the spec's choosing runs here)."""
         return resolve_factory(self.source, self.name, allow_import=self.allow_import)

@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..errors import InvalidValueError
 from ..atomic_file import atomic_write
 from ..checkpoint import state_dict_mismatch
 from .data import DataBundle
@@ -88,7 +89,7 @@ def trained_static_model(
         load_static_checkpoint(model, checkpoint)
     else:
         if train_config is None:
-            raise ValueError("pass train_config (the pretraining recipe) or a checkpoint")
+            raise InvalidValueError("pass train_config (the pretraining recipe) or a checkpoint")
         path = cache_dir / f"static_seed{seed}.pt"
         settings = {"seed": seed, "data": data.name, **{k: v for k, v in train_config.to_dict().items() if k != "progress"}}
         cached = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None

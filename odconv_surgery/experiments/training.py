@@ -20,7 +20,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from ..nn.optim import param_groups
+from ..errors import DatasetError, InvalidValueError
+from ..nn.optim import ATTENTION_LR_SCALE, param_groups
 from ..nn.temperature import TemperatureSchedule, set_temperature
 from .data import DataBundle
 from .distributed import DistContext, convert_attention_sync_batchnorm
@@ -43,19 +44,19 @@ class TrainConfig:
     seed: int = 0
     max_steps_per_epoch: int | None = None
     grad_clip: float | None = None
-    attention_lr_scale: float = 1.0
+    attention_lr_scale: float = ATTENTION_LR_SCALE  # the attention branches' lr relative to lr (param_groups)
     eval_batch_size: int = 256
     progress: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+            raise InvalidValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 (BatchNorm cannot train on one sample), got {self.batch_size}")
+            raise InvalidValueError(f"batch_size must be >= 2 (BatchNorm cannot train on one sample), got {self.batch_size}")
         if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise InvalidValueError(f"lr must be > 0, got {self.lr}")
         if not 0 <= self.anneal_fraction <= 1:
-            raise ValueError(f"anneal_fraction must be in [0, 1], got {self.anneal_fraction}")
+            raise InvalidValueError(f"anneal_fraction must be in [0, 1], got {self.anneal_fraction}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,7 +98,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, devic
     finally:
         model.train(was_training)
     if total == 0:
-        raise ValueError("the evaluation dataset is empty")
+        raise DatasetError("the evaluation dataset is empty")
     top5 = 100.0 * correct5 / total if (classes or 0) > 5 else None
     return 100.0 * correct1 / total, top5
 
@@ -123,7 +124,7 @@ def train_and_evaluate(model: nn.Module, data: DataBundle, config: TrainConfig, 
     per_rank = max(1, n_train // ctx.world_size)
     batch_size = min(config.batch_size, per_rank)
     if batch_size < 2:
-        raise ValueError(f"training set too small: {n_train} images for {ctx.world_size} process(es); need >= 2 per process")
+        raise DatasetError(f"training set too small: {n_train} images for {ctx.world_size} process(es); need >= 2 per process")
     generator = torch.Generator().manual_seed(config.seed)
     sampler = DistributedSampler(data.train, ctx.world_size, ctx.rank, shuffle=True, seed=config.seed, drop_last=True) if ctx.distributed else None
     loader = DataLoader(

@@ -3,6 +3,7 @@
 from .attention import BatchOneBatchNormError, ODAttention
 from .odconv import ODConv2d
 from .optim import param_groups
+from .options import LayerOptions
 from .temperature import TemperatureSchedule, get_temperature, set_temperature
 
-__all__ = ["BatchOneBatchNormError", "ODAttention", "ODConv2d", "TemperatureSchedule", "get_temperature", "param_groups", "set_temperature"]
+__all__ = ["BatchOneBatchNormError", "ODAttention", "LayerOptions", "ODConv2d", "TemperatureSchedule", "get_temperature", "param_groups", "set_temperature"]

@@ -11,9 +11,8 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
-from ..errors import BatchOneBatchNormError  # noqa: F401 - raised here, defined with every error
-
-ATTENTION_NORMS = ("bn", "ln", "none")
+from ..errors import BatchOneBatchNormError, InvalidValueError
+from .options import ATTENTION_NORMS, LayerOptions
 
 
 class Attentions(NamedTuple):
@@ -30,9 +29,9 @@ class Attentions(NamedTuple):
     kernel: Tensor | None
 
 
-def attention_channels(in_channels: int, reduction: float, min_channels: int = 16) -> int:
-    """Width A of the attention trunk: ``max(int(C_in * r), min_channels)`` as in the reference code."""
-    return max(int(in_channels * reduction), min_channels)
+def attention_channels(in_channels: int, options: LayerOptions) -> int:
+    """Width A of the attention trunk: ``max(int(C_in * r), min_attention_channels)`` as in the reference code."""
+    return max(int(in_channels * options.reduction), options.min_attention_channels)
 
 
 def kaiming_fan_out(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None = None) -> Tensor:
@@ -52,7 +51,7 @@ def _make_norm(kind: str, channels: int) -> nn.Module:
         return nn.GroupNorm(1, channels)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"attention_norm must be one of {ATTENTION_NORMS}, got {kind!r}")
+    raise AssertionError(f"attention_norm {kind!r} is not one of {ATTENTION_NORMS}: LayerOptions should have refused it")
 
 
 class ODAttention(nn.Module):
@@ -64,28 +63,26 @@ class ODAttention(nn.Module):
         out_channels: int,
         kernel_size: tuple[int, int],
         groups: int = 1,
-        kernel_num: int = 1,
-        reduction: float = 1 / 16,
-        min_channels: int = 16,
-        share_attention: bool = True,
-        attention_norm: str = "bn",
+        options: LayerOptions | None = None,
     ) -> None:
         super().__init__()
+        options = LayerOptions() if options is None else options
+        kernel_num, share_attention = options.kernel_num, options.share_attention
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = tuple(kernel_size)
         self.kernel_num = kernel_num
         self.share_attention = share_attention
-        self.attention_norm = attention_norm
+        self.attention_norm = options.attention_norm
         self.temperature = 1.0
-        hidden = attention_channels(in_channels, reduction, min_channels)
+        hidden = attention_channels(in_channels, options)
         self.hidden_channels = hidden
         per_kernel = 1 if share_attention else kernel_num
         kh, kw = self.kernel_size
 
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Conv2d(in_channels, hidden, 1, bias=False)
-        self.norm = _make_norm(attention_norm, hidden)
+        self.norm = _make_norm(options.attention_norm, hidden)
         self.relu = nn.ReLU(inplace=True)
         self.channel_fc = nn.Conv2d(hidden, in_channels * per_kernel, 1)
         is_depthwise = in_channels == groups == out_channels
@@ -122,7 +119,10 @@ class ODAttention(nn.Module):
         """
         hidden = self.hidden_channels
         if hidden < 2:
-            raise ValueError("the attention trunk needs at least 2 hidden channels for a neutral initialisation")
+            raise InvalidValueError(
+                f"the attention trunk has {hidden} hidden channel(s), a neutral or pretrained initialisation needs at "
+                "least 2: set min_attention_channels >= 2 (or a larger reduction), or use init='scratch'"
+            )
         with torch.no_grad():
             base = kaiming_fan_out(self.fc.weight.shape, generator)
             base[1::2] = base[0 : hidden - hidden % 2 : 2].clone()  # unit 2i+1 copies unit 2i

@@ -11,7 +11,7 @@ over the kernel taps. A 1x1 layer with one kernel has no per-sample kernel and r
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +20,10 @@ from torch.nn.modules.utils import _pair
 
 from .geometry import conv_output_size, same_padding
 from .attention import Attentions, ODAttention, kaiming_fan_out
-from .validation import bank_bytes, check_choice, check_int, check_layer_settings, check_memory
-from ..errors import KernelBankError  # noqa: F401 - raised here, defined with every error
+from .options import LAYER_KEYS, LayerOptions
+from .validation import bank_bytes, check_choice, check_int
+from .validation import check_memory as check_bank_memory
+from ..errors import InvalidTypeError, InvalidValueError, KernelBankError
 
 InitMode = Literal["pretrained", "neutral", "scratch"]
 INIT_MODES: tuple[str, ...] = get_args(InitMode)
@@ -31,7 +33,10 @@ class ODConv2d(nn.Module):
     """Omni-dimensional dynamic 2-D convolution with the full ``nn.Conv2d`` argument set.
 
     ``weight`` is the kernel bank of shape (n, C_out, C_in/groups, kh, kw); ``attention`` computes the four
-    attentions. ``kernel_num`` is n, ``reduction`` the trunk's r (A = max(int(C_in*r), 16)).
+    attentions. The layer settings (``kernel_num`` n, ``reduction`` r, ...) come from ``options`` (a
+    ``LayerOptions``), or as keywords (``ODConv2d(8, 16, 3, kernel_num=4)``), which replace the options' values;
+    each is also an attribute (``layer.kernel_num``). ``check_memory=False`` skips the free-memory probe, for a
+    caller that checked every layer's bank at once (``apply_odconv``).
     """
 
     def __init__(
@@ -46,48 +51,42 @@ class ODConv2d(nn.Module):
         bias: bool = False,
         padding_mode: str = "zeros",
         *,
-        kernel_num: int = 1,
-        reduction: float = 1 / 16,
-        min_attention_channels: int = 16,
-        share_attention: bool = True,
-        attention_norm: str = "bn",
+        options: LayerOptions | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        check_memory: bool = True,
+        **settings: Any,
     ) -> None:
         super().__init__()
         in_channels = check_int("in_channels", in_channels, minimum=1)
         out_channels = check_int("out_channels", out_channels, minimum=1)
         groups = check_int("groups", groups, minimum=1)
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})")
-        checked = check_layer_settings(
-            dict(kernel_num=kernel_num, reduction=reduction, min_attention_channels=min_attention_channels,
-                 share_attention=share_attention, attention_norm=attention_norm), "ODConv2d"
-        )
-        kernel_num, reduction = checked["kernel_num"], checked["reduction"]
-        check_memory(
-            bank_bytes(kernel_num, out_channels, in_channels // groups, _pair(kernel_size), dtype), device,
-            f"the ODConv2d kernel bank (kernel_num={kernel_num} x {out_channels} x {in_channels // groups} x "
-            f"{'x'.join(map(str, _pair(kernel_size)))})", "lower kernel_num",
-        )
+            raise InvalidValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must be divisible by groups ({groups})")
+        options = (LayerOptions() if options is None else options).merged(settings, "ODConv2d")
+        kernel_num = options.kernel_num
+        if check_memory:
+            check_bank_memory(
+                bank_bytes(kernel_num, out_channels, in_channels // groups, _pair(kernel_size), dtype), device,
+                f"the ODConv2d kernel bank (kernel_num={kernel_num} x {out_channels} x {in_channels // groups} x "
+                f"{'x'.join(map(str, _pair(kernel_size)))})", "lower kernel_num",
+            )
         if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
-            raise ValueError(f"padding_mode must be 'zeros', 'reflect', 'replicate' or 'circular', got {padding_mode!r}")
+            raise InvalidValueError(f"padding_mode must be 'zeros', 'reflect', 'replicate' or 'circular', got {padding_mode!r}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = _pair(kernel_size)
         self.stride = _pair(stride)
         self.padding = padding if isinstance(padding, str) else _pair(padding)
         if isinstance(self.padding, str) and self.padding not in ("same", "valid"):
-            raise ValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+            raise InvalidValueError(f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
         if self.padding == "same" and any(s != 1 for s in self.stride):
-            raise ValueError("padding='same' is not supported for strided convolutions (as in nn.Conv2d)")
+            raise InvalidValueError("padding='same' is not supported for strided convolutions (as in nn.Conv2d)")
         self.dilation = _pair(dilation)
         self.groups = groups
         self.padding_mode = padding_mode
-        self.kernel_num = kernel_num
-        self.reduction = reduction
-        self.share_attention = share_attention
-        self.attention_norm = attention_norm
+        for key, value in options.as_dict().items():  # layer.kernel_num, layer.reduction, ...
+            setattr(self, key, value)
         factory = {"device": device, "dtype": dtype}
         kh, kw = self.kernel_size
         self.weight = nn.Parameter(torch.empty(kernel_num, out_channels, in_channels // groups, kh, kw, **factory))
@@ -100,14 +99,15 @@ class ODConv2d(nn.Module):
             out_channels,
             self.kernel_size,
             groups=groups,
-            kernel_num=kernel_num,
-            reduction=reduction,
-            min_channels=min_attention_channels,
-            share_attention=share_attention,
-            attention_norm=attention_norm,
+            options=options,
         ).to(**factory)
         self._padding_for_pad = self._explicit_padding()
         self.reset_parameters()
+
+    @property
+    def options(self) -> LayerOptions:
+        """The layer's settings, read from its attributes (which code such as ``fuse_batchnorm`` may change)."""
+        return LayerOptions.from_settings({key: getattr(self, key) for key in LAYER_KEYS})
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -115,15 +115,13 @@ class ODConv2d(nn.Module):
         cls,
         conv: nn.Conv2d,
         *,
-        kernel_num: int = 1,
-        reduction: float = 1 / 16,
-        min_attention_channels: int = 16,
-        share_attention: bool = True,
-        attention_norm: str = "bn",
+        options: LayerOptions | None = None,
         init: InitMode = "pretrained",
         generator: torch.Generator | None = None,
+        check_memory: bool = True,
+        **settings: Any,
     ) -> "ODConv2d":
-        """Build an ODConv2d with ``conv``'s geometry.
+        """Build an ODConv2d with ``conv``'s geometry and ``options`` (or the settings as keywords, e.g. ``kernel_num=4``).
 
         ``init="pretrained"`` makes it function-preserving: at conversion its output equals ``conv``'s and its
         kernels keep their trained scale (see ``load_static_weight``). ``init="neutral"`` is the same without the
@@ -131,7 +129,7 @@ class ODConv2d(nn.Module):
         by a following BatchNorm). ``init="scratch"`` uses the paper's Kaiming initialisation.
         """
         if not isinstance(conv, nn.Conv2d):
-            raise TypeError(f"ODConv2d.from_conv expects an nn.Conv2d, got {type(conv).__name__}")
+            raise InvalidTypeError(f"ODConv2d.from_conv expects an nn.Conv2d, got {type(conv).__name__}")
         check_choice("init", init, INIT_MODES)
         layer = cls(
             conv.in_channels,
@@ -143,13 +141,11 @@ class ODConv2d(nn.Module):
             groups=conv.groups,
             bias=conv.bias is not None,
             padding_mode=conv.padding_mode,
-            kernel_num=kernel_num,
-            reduction=reduction,
-            min_attention_channels=min_attention_channels,
-            share_attention=share_attention,
-            attention_norm=attention_norm,
+            options=options,
             device=conv.weight.device,
             dtype=conv.weight.dtype,
+            check_memory=check_memory,
+            **settings,
         )
         if init == "scratch":
             layer.reset_parameters(generator)
@@ -199,8 +195,13 @@ class ODConv2d(nn.Module):
         """
         expected = (self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         if tuple(weight.shape) != expected:
-            raise ValueError(f"static weight has shape {tuple(weight.shape)}, expected {expected}")
+            raise InvalidValueError(f"static weight has shape {tuple(weight.shape)}, expected {expected}")
         self.attention.reset_parameters_neutral(generator)
+        if self.weight.is_meta:  # a model built on the meta device (for accounting) has no values to copy
+            return
+        if weight.is_meta:
+            raise InvalidValueError("the static weight is on the meta device (it has no values): load real weights "
+                                    "into the model first, or build the ODConv2d on the meta device too")
         base = weight.detach().to(device="cpu", dtype=torch.float32)
         bank = base.unsqueeze(0).repeat(self.kernel_num, 1, 1, 1, 1)
         if self.kernel_num > 1:
@@ -385,7 +386,7 @@ class ODConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
-            raise ValueError(f"ODConv2d expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
+            raise InvalidValueError(f"ODConv2d expects a 4-D (N, C, H, W) input, got shape {tuple(x.shape)}")
         self._check_bank()
         if x.shape[0] == 0:
             return self._forward_empty(x)

@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import InvalidValueError
 from .attention import ODAttention
 
 ATTENTION_LR_SCALE = 0.1
@@ -26,7 +27,7 @@ def param_groups(
     ``torch.optim.SGD(param_groups(model, lr=0.01, weight_decay=4e-5), lr=0.01, momentum=0.9)``
     """
     if lr <= 0 or attention_lr_scale < 0 or weight_decay < 0:
-        raise ValueError(f"need lr > 0, attention_lr_scale >= 0 and weight_decay >= 0; got {lr}, {attention_lr_scale}, {weight_decay}")
+        raise InvalidValueError(f"need lr > 0, attention_lr_scale >= 0 and weight_decay >= 0; got {lr}, {attention_lr_scale}, {weight_decay}")
     attention = {id(p) for m in model.modules() if isinstance(m, ODAttention) for p in m.parameters()}
     groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
     for p in model.parameters():

@@ -14,23 +14,19 @@ from typing import Any
 
 import torch
 
-from .attention import ATTENTION_NORMS
-from ..errors import KernelBankMemoryError  # noqa: F401 - raised here, defined with every error
+from ..errors import InvalidTypeError, InvalidValueError, KernelBankMemoryError
 
 __all__ = [
     "KernelBankMemoryError",
-    "LAYER_KEYS",
     "available_memory",
     "check_bool",
     "check_choice",
+    "check_conversion_memory",
     "check_int",
-    "check_layer_settings",
     "check_memory",
     "check_number",
     "format_bytes",
 ]
-
-LAYER_KEYS = ("kernel_num", "reduction", "min_attention_channels", "share_attention", "attention_norm")
 
 
 def _kind(value: Any) -> str:
@@ -40,9 +36,9 @@ def _kind(value: Any) -> str:
 def check_int(name: str, value: Any, *, minimum: int | None = None) -> int:
     """An ``int`` (not a bool, not a float such as 2.5 or a string such as '4'), at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {_kind(value)}")
+        raise InvalidTypeError(f"{name} must be an int, got {_kind(value)}")
     if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise InvalidValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
 
 
@@ -51,53 +47,32 @@ def check_number(
 ) -> float:
     """A finite real number (int or float, not a bool) within the given bounds."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {_kind(value)}")
+        raise InvalidTypeError(f"{name} must be a number, got {_kind(value)}")
     value = float(value)
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value}")
+        raise InvalidValueError(f"{name} must be a finite number, got {value}")
     if above is not None and not value > above:
-        raise ValueError(f"{name} must be > {above}, got {value}")
+        raise InvalidValueError(f"{name} must be > {above}, got {value}")
     if at_least is not None and value < at_least:
-        raise ValueError(f"{name} must be >= {at_least}, got {value}")
+        raise InvalidValueError(f"{name} must be >= {at_least}, got {value}")
     if at_most is not None and value > at_most:
-        raise ValueError(f"{name} must be <= {at_most}, got {value}")
+        raise InvalidValueError(f"{name} must be <= {at_most}, got {value}")
     return value
 
 
 def check_bool(name: str, value: Any) -> bool:
     """``True`` or ``False`` only: a string such as 'no' is truthy, so it is refused rather than guessed."""
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {_kind(value)}")
+        raise InvalidTypeError(f"{name} must be True or False, got {_kind(value)}")
     return value
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    """One of ``choices`` (strings), exactly."""
     choices = tuple(choices)
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+        raise InvalidValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
     return value
-
-
-def check_layer_settings(settings: Mapping[str, Any], where: str = "") -> dict[str, Any]:
-    """Validate ODConv2d settings (any subset of ``LAYER_KEYS``); ``where`` prefixes argument names in errors."""
-    if not isinstance(settings, Mapping):
-        raise TypeError(f"{where or 'settings'} must be a dict of ODConv2d settings, got {_kind(settings)}")
-    unknown = sorted(set(settings) - set(LAYER_KEYS), key=str)
-    if unknown:
-        raise ValueError(f"{where or 'settings'} has unknown settings {unknown}; allowed: {', '.join(LAYER_KEYS)}")
-    prefix = f"{where}: " if where else ""
-    out = dict(settings)
-    if "kernel_num" in out:
-        out["kernel_num"] = check_int(f"{prefix}kernel_num", out["kernel_num"], minimum=1)
-    if "reduction" in out:
-        out["reduction"] = check_number(f"{prefix}reduction", out["reduction"], above=0, at_most=1)
-    if "min_attention_channels" in out:
-        out["min_attention_channels"] = check_int(f"{prefix}min_attention_channels", out["min_attention_channels"], minimum=1)
-    if "share_attention" in out:
-        out["share_attention"] = check_bool(f"{prefix}share_attention", out["share_attention"])
-    if "attention_norm" in out:
-        out["attention_norm"] = check_choice(f"{prefix}attention_norm", out["attention_norm"], ATTENTION_NORMS)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- memory
@@ -147,4 +122,28 @@ def check_memory(needed: int, device: torch.device | str | None, what: str, fix:
         raise KernelBankMemoryError(
             f"{what} needs {format_bytes(needed)} ({needed} bytes) but only {format_bytes(free)} are available on "
             f"{torch.device('cpu' if device is None else device)}; {fix}"
+        )
+
+
+INIT_TEMPORARIES = 3  # banks of temporaries ODConv2d.from_conv holds at its peak: repeated kernel, noise, centred noise
+
+
+def check_conversion_memory(banks: Mapping[str, tuple[torch.nn.Conv2d, int]]) -> None:
+    """Refuse before allocating when the kernel banks of a conversion would not fit in their device's free memory.
+
+    ``banks`` maps each conv to convert to ``(conv, kernel_num)``. Counts every bank plus, for the largest one, the
+    temporaries its initialisation holds (``INIT_TEMPORARIES`` banks). The one free-memory probe per device of a
+    conversion: the layers are then built with ``check_memory=False``.
+    """
+    per_device: dict[torch.device, list[tuple[int, str]]] = {}
+    for name, (conv, kernel_num) in banks.items():
+        size = bank_bytes(kernel_num, conv.out_channels, conv.in_channels // conv.groups, tuple(conv.kernel_size),
+                          conv.weight.dtype)
+        per_device.setdefault(conv.weight.device, []).append((size, name))
+    for device, sizes in per_device.items():
+        largest, name = max(sizes)
+        check_memory(
+            sum(size for size, _ in sizes) + INIT_TEMPORARIES * largest, device,
+            f"converting {len(sizes)} layer(s) (largest bank: {name}, {format_bytes(largest)})",
+            "lower kernel_num, convert fewer layers, or convert on a device with more memory",
         )

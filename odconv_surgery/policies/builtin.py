@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from ..errors import PolicyError
 from ..passes.fx.candidates import ConvLayer, ModelAnalysis
 from .registry import Decision, Policy, register_policy, register_policy_factory
 
@@ -63,17 +64,17 @@ def last_k_blocks(k: int) -> Policy:
     """Convs in the last ``k`` blocks and every conv after them (the head), as CondConv places its layers
     (Table 9, row 5: last 6 residual blocks of MobileNetV2)."""
     if k < 1:
-        raise ValueError(f"last_k needs k >= 1, got {k}")
+        raise PolicyError(f"last_k needs k >= 1, got {k}")
 
     def policy(layer: ConvLayer, analysis: ModelAnalysis) -> Decision:
         if not analysis.blocks:
-            raise ValueError(
+            raise PolicyError(
                 "policy 'last:k' needs residual/multi-branch blocks, but none were found "
                 f"({'the model was not traceable by torch.fx' if analysis.method != 'fx' else 'the model has no add/cat joins'}); "
                 "select layers with include=/exclude= or another policy instead"
             )
         if k > len(analysis.blocks):
-            raise ValueError(f"policy 'last:{k}' asks for {k} blocks but the model has {len(analysis.blocks)}")
+            raise PolicyError(f"policy 'last:{k}' asks for {k} blocks but the model has {len(analysis.blocks)}")
         first_block = analysis.blocks[-k]
         start = min(l.order for l in analysis.layers if l.block == first_block)
         if layer.is_shortcut:
@@ -88,7 +89,7 @@ def last_k_blocks(k: int) -> Policy:
 
 def _parse_last(arg: str) -> Policy:
     if not re.fullmatch(r"\d+", arg):
-        raise ValueError(f"policy 'last:K' needs an integer K, got {arg!r} (e.g. 'last:6')")
+        raise PolicyError(f"policy 'last:K' needs an integer K, got {arg!r} (e.g. 'last:6')")
     return last_k_blocks(int(arg))
 
 

@@ -12,6 +12,7 @@ from typing import Union
 
 import numpy as np
 
+from ..errors import InvalidTypeError, InvalidValueError, PolicyError
 from ..passes.fx.candidates import ConvLayer, ModelAnalysis
 
 Decision = Union[bool, tuple[bool, str]]
@@ -27,7 +28,7 @@ def register_policy(name: str, policy: Policy | None = None, *, overwrite: bool 
     def add(fn: Policy) -> Policy:
         key = name.lower()
         if not overwrite and key in _POLICIES:
-            raise ValueError(f"a policy named {name!r} is already registered; pass overwrite=True to replace it")
+            raise InvalidValueError(f"a policy named {name!r} is already registered; pass overwrite=True to replace it")
         _POLICIES[key] = fn
         return fn
 
@@ -49,14 +50,14 @@ def get_policy(policy: str | Policy) -> Policy:
     if callable(policy):
         return policy
     if not isinstance(policy, str):
-        raise TypeError(f"policy must be a name, a callable or None, got {type(policy).__name__}")
+        raise InvalidTypeError(f"policy must be a name, a callable or None, got {type(policy).__name__}")
     key = policy.strip().lower()
     if key in _POLICIES:
         return _POLICIES[key]
     prefix, sep, arg = key.partition(":")
     if sep and prefix in _FACTORIES:
         return _FACTORIES[prefix](arg)
-    raise ValueError(f"unknown placement policy {policy!r}; available: {', '.join(available_policies())}")
+    raise PolicyError(f"unknown placement policy {policy!r}; available: {', '.join(available_policies())}")
 
 
 def decide(policy: Policy, layer: ConvLayer, analysis: ModelAnalysis) -> tuple[bool, str]:
@@ -81,9 +82,9 @@ def decide(policy: Policy, layer: ConvLayer, analysis: ModelAnalysis) -> tuple[b
     return selected, str(reason)
 
 
-def _bad_answer(policy: Policy, layer: ConvLayer, answer: object) -> TypeError:
+def _bad_answer(policy: Policy, layer: ConvLayer, answer: object) -> InvalidTypeError:
     name = getattr(policy, "__name__", type(policy).__name__)
-    return TypeError(
+    return InvalidTypeError(
         f"policy {name} returned {answer!r} ({type(answer).__name__}) for conv {layer.name!r}; a policy must return "
         "True/False or (True/False, reason)"
     )

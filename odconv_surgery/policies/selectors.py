@@ -13,6 +13,7 @@ from typing import Any, Union
 
 from torch import nn
 
+from ..errors import InvalidTypeError, InvalidValueError
 from ..passes.fx.candidates import ConvLayer
 from ..errors import EmptySelectionError  # noqa: F401 - raised here, defined with every error
 
@@ -24,19 +25,19 @@ def _matcher(selector: Selector, role: str) -> Callable[[ConvLayer], bool]:
         try:
             pattern = re.compile(selector)
         except re.error as err:
-            raise ValueError(f"{role} selector {selector!r} is not a valid regular expression ({err}); escape special "
+            raise InvalidValueError(f"{role} selector {selector!r} is not a valid regular expression ({err}); escape special "
                              "characters with re.escape or a backslash") from None
         return lambda layer: pattern.fullmatch(layer.name) is not None
     if isinstance(selector, type):
         if not issubclass(selector, nn.Module):
-            raise TypeError(f"{role} selector {selector.__name__} is a class but not an nn.Module subclass")
+            raise InvalidTypeError(f"{role} selector {selector.__name__} is a class but not an nn.Module subclass")
         return lambda layer: isinstance(layer.module, selector)
     if _is_kernel_size(selector):
         size = (selector, selector) if isinstance(selector, int) else tuple(selector)
         return lambda layer: layer.kernel_size == size
     if callable(selector):
         return lambda layer: bool(selector(layer.name, layer.module))
-    raise TypeError(
+    raise InvalidTypeError(
         f"unsupported {role} selector {selector!r} ({type(selector).__name__}): use a name regex, a module class, "
         "a kernel size (3 or (1, 7)) or a callable (name, module) -> bool"
     )
@@ -57,7 +58,7 @@ def as_selector_list(selectors: Selector | Iterable[Selector] | None, role: str 
         return [selectors]
     if isinstance(selectors, (list, tuple, set, frozenset)):
         return list(selectors)
-    raise TypeError(
+    raise InvalidTypeError(
         f"{role} must be a selector (name regex, module class, kernel size, callable (name, module) -> bool) or a "
         f"list of them, got {selectors!r} ({type(selectors).__name__})"
     )

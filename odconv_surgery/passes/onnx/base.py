@@ -19,11 +19,13 @@ from typing import Callable, ClassVar
 import onnx
 import onnx_graphsurgeon as gs
 
+from ...deploy.targets import LOWERING_TARGETS
+from ...errors import InvalidValueError
 from .common import detect_nchwc_block, export_graph, import_graph
 
 logger = logging.getLogger("odconv_surgery.passes.onnx")
 
-TARGETS = ("portable", "ort-cpu")
+TARGETS = LOWERING_TARGETS
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,9 @@ class PassContext:
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
-            raise ValueError(
-                f"target must be 'portable' or 'ort-cpu', got {self.target!r} ('auto' is resolved by export_onnx: "
-                "odconv_surgery.deploy.export.resolve_target)"
+            raise InvalidValueError(
+                f"target must be one of {', '.join(map(repr, TARGETS))}, got {self.target!r} ('auto' is resolved by "
+                "export_onnx: odconv_surgery.deploy.export.resolve_target)"
             )
 
     @classmethod

@@ -105,7 +105,7 @@ class OdLayer:
         # The exporter deduplicates equal initializers behind Identity nodes: constant_value follows them.
         value = constant_value(self.node.inputs[1 + self.roles.index(role)])
         if value is None:
-            raise ValueError(f"ODConv layer {self.name!r}: parameter {role!r} is not a constant initializer")
+            raise OnnxModelError(f"ODConv layer {self.name!r}: parameter {role!r} is not a constant initializer")
         return value
 
     def params(self) -> dict[str, np.ndarray]:

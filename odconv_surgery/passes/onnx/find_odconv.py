@@ -14,6 +14,7 @@ import json
 import onnx
 
 from ...deploy.schema import META_LAYERS, metadata
+from ...errors import OnnxModelError
 from .base import OnnxPass, PassContext
 from .common import OdLayer, import_graph, odconv_layers
 
@@ -27,16 +28,16 @@ def find_odconv(model: onnx.ModelProto) -> list[OdLayer]:
         a = layer.attrs
         roles = layer.roles
         if len(roles) != len(layer.node.inputs) - 1:
-            raise ValueError(f"ODConv layer {layer.name!r}: {len(roles)} roles for {len(layer.node.inputs) - 1} parameters")
+            raise OnnxModelError(f"ODConv layer {layer.name!r}: {len(roles)} roles for {len(layer.node.inputs) - 1} parameters")
         params = layer.params()  # raises if a parameter is not constant
         n, cout, cin, g = a["kernel_num"], a["out_channels"], a["in_channels"], a["group"]
         kh, kw = a["kernel_shape"]
         expected = (n, cout, cin // g, kh, kw)
         if tuple(params["weight"].shape) != expected:
-            raise ValueError(f"ODConv layer {layer.name!r}: kernel bank shape {params['weight'].shape}, expected {expected}")
+            raise OnnxModelError(f"ODConv layer {layer.name!r}: kernel bank shape {params['weight'].shape}, expected {expected}")
         module = a.get("layer_name", layer.name)  # a module called at several sites has one marker per call
         if listed_names is not None and module not in listed_names:
-            raise ValueError(f"ODConv layer {module!r} is not listed in the model's odconv.layers metadata")
+            raise OnnxModelError(f"ODConv layer {module!r} is not listed in the model's odconv.layers metadata")
     return layers
 
 

@@ -26,10 +26,10 @@ from .lowering import lower
 from .lowering.plan import Planner
 
 
-def _rename(graph: onnx.GraphProto, prefix: str, keep: set[str]) -> None:
+def _rename(graph: onnx.GraphProto, prefix: str) -> None:
     """Prefix every value produced inside ``graph`` (node outputs) so the two branches never clash."""
     produced = {o for node in graph.node for o in node.output if o}
-    mapping = {name: prefix + name for name in produced if name not in keep}
+    mapping = {name: prefix + name for name in produced}
     for node in graph.node:
         node.name = prefix + node.name
         for i, name in enumerate(node.output):
@@ -174,7 +174,7 @@ def _lower_by_batch_regime(model: onnx.ModelProto, ctx: PassContext) -> onnx.Mod
         del g.initializer[:]
         del g.input[:]
         del g.value_info[:]
-        _rename(g, prefix, keep=set())
+        _rename(g, prefix)
         g.name = prefix.rstrip(":") + "_branch"
         branches.append(g)
     outputs = [o.name for o in model.graph.output]

@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 
 from ...deploy.schema import META_NCHWC_BLOCK, META_PASSES, META_TARGET, NCHWC_DOMAIN, set_metadata
+from ...errors import InvalidValueError
 from ...numerics import DEFAULT_TOLERANCE
 from .base import FunctionPass, OnnxPass, PassContext
 from .check import CHECK_BATCH, check_pass, ort_run, random_batch
@@ -51,7 +52,7 @@ NAIVE_PIPELINE: list[str] = ["find_odconv", "lower_naive", "check_and_infer_shap
 def register_pass(name: str, fn: "OnnxPass | Callable[[onnx.ModelProto], onnx.ModelProto]") -> None:
     """Register an ``OnnxPass`` (or a plain ``fn(model) -> model``) under ``name`` for ``run_pipeline``."""
     if name in REGISTRY:
-        raise ValueError(f"ONNX pass {name!r} is already registered")
+        raise InvalidValueError(f"ONNX pass {name!r} is already registered")
     REGISTRY[name] = fn if isinstance(fn, OnnxPass) else FunctionPass(name, fn)
 
 
@@ -82,7 +83,7 @@ def run_pipeline(
         passes = (PIPELINE if batch1_branch else PIPELINE_NO_BATCH1) if fuse else NAIVE_PIPELINE
     unknown = [p for p in passes if p not in REGISTRY]
     if unknown:
-        raise ValueError(f"unknown ONNX pass(es) {unknown}; registered: {sorted(REGISTRY)}")
+        raise InvalidValueError(f"unknown ONNX pass(es) {unknown}; registered: {sorted(REGISTRY)}")
     feed = reference = None
     if check_input is not None:
         feed = random_batch(np.shape(check_input), batch=check_batch)

@@ -12,6 +12,7 @@ import logging
 import onnx
 import onnx_graphsurgeon as gs
 
+from ....errors import InvalidValueError
 from ..base import export_sorted
 from ..chain_nchwc import ChainNchwc
 from ..common import import_graph, odconv_layers
@@ -48,7 +49,7 @@ def lower_graph(graph: gs.Graph, form: str, prefix: str = "", nchwc_block: int |
     ``chain_nchwc`` then keeps the whole network blocked between them, and ``nchwc_guard`` makes the outputs NaN
     on a machine whose onnxruntime uses another block."""
     if form not in FORMS:
-        raise ValueError(f"unknown lowering form {form!r}; expected one of {sorted(FORMS)}")
+        raise InvalidValueError(f"unknown lowering form {form!r}; expected one of {sorted(FORMS)}")
     nchwc_block = nchwc_block if form in ("batch1", "any") else None
     if nchwc_block and planner is None:
         planner = Planner(nchwc_block)

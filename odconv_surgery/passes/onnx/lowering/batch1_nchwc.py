@@ -23,6 +23,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ....deploy.schema import NCHWC_DOMAIN
+from ....errors import InvalidValueError
 from ..common import OdLayer, constant_value
 from .attention import attention_heads, attention_norm_relu
 from .builder import Builder, Geometry, kernel_mix, tap_slices
@@ -116,7 +117,7 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int, form: str) -> gs.Va
     """``layer`` at batch 1 as NCHWc Convs of block ``blk`` in ``form`` ('kernel', 'activations' or 'columns'; the
     choice is ``plan.py``'s)."""
     if form not in ("kernel", "activations", "columns"):
-        raise ValueError(f"unknown NCHWc form {form!r} for layer {layer.name!r}; expected kernel, activations or columns")
+        raise InvalidValueError(f"unknown NCHWc form {form!r} for layer {layer.name!r}; expected kernel, activations or columns")
     a = layer.attrs
     geo = Geometry.of(layer)
     n, cout, cin, g = a["kernel_num"], a["out_channels"], a["in_channels"], a["group"]
@@ -133,7 +134,7 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int, form: str) -> gs.Va
     bias = [b.const("bias", _pad_axis(layer.param("bias"), 0, cout_p) if layer.has("bias") else np.zeros(cout_p, np.float32))]
     if form == "columns":
         if not (layer.kind == "dense" and n == 1 and cin_p == cin and "spatial" in att and geo.k2 > 1):
-            raise ValueError(f"layer {layer.name!r} has no columns form (dense k x k, n = 1, a spatial head, block channels)")
+            raise InvalidValueError(f"layer {layer.name!r} has no columns form (dense k x k, n = 1, a spatial head, block channels)")
         return _columns_form(b, layer, att, geo, bias, blk)
     cin, cout = cin_p, cout_p  # from here on the kernel and the blocked tensors have the padded channels
     if depthwise:

@@ -37,6 +37,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ....deploy.schema import NCHWC_DOMAIN
+from ....errors import InvalidValueError
 from ..common import OdLayer
 from .builder import Builder, Geometry, layer_view
 
@@ -138,7 +139,7 @@ class Planner:
     def __init__(self, blk: int, tune: bool = False, threads: int = 1, cache_path: Path | None | str = "default",
                  progress: bool = True, force: str | None = None) -> None:
         if force is not None and force not in NCHWC_FORMS:
-            raise ValueError(f"force must be one of {NCHWC_FORMS} or None, got {force!r}")
+            raise InvalidValueError(f"force must be one of {NCHWC_FORMS} or None, got {force!r}")
         self.force = force
         self.blk = blk
         self.tune = tune

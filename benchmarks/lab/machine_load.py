@@ -8,7 +8,11 @@ machine unless told otherwise, and record the load at start and end beside their
 from __future__ import annotations
 
 import os
-from ..errors import BusyMachineError  # noqa: F401 - raised here, defined with every error
+
+
+class BusyMachineError(RuntimeError):
+    """The machine is too busy for timings to mean anything."""
+
 
 #: One-minute load average per CPU core above which the machine counts as busy.
 BUSY_LOAD_PER_CORE = 0.5

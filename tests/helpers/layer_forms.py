@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import randomise_attention
+from helpers.randomise import randomise_attention
 from odconv_surgery import ODConv2d, apply_odconv
 
 FORM_METHODS = {

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from lab.machine_load import BusyMachineError, describe_load, load_average, require_quiet
+from odconv_surgery.deploy.machine import describe_cpu
 from lab.onnx_tables import default_cases, render_summary, run_benchmark, write_markdown
 from lab.paper import MODELS
 from odconv_surgery.deploy.benchmark import Case, render_markdown, write_json
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
     except BusyMachineError as err:
         print(f"error: {err}")
         return 2
-    print(f"machine at start: {describe_load(load_start)}")
+    print(f"machine at start: {describe_cpu()}; {describe_load(load_start)}")
     if args.quick:
         cases = [Case("mobilenet_v2_0.5", pol, 1) for pol in PAPER_POLICIES]
         args.no_b8 = True

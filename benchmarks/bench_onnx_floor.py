@@ -34,6 +34,7 @@ from torch import nn
 
 from lab.machine_load import BusyMachineError, describe_load, load_average, require_quiet
 from lab.onnx_tables import write_markdown
+from odconv_surgery.deploy.machine import describe_cpu
 from lab.paper import paper_cpu_ratio, static_model
 from odconv_surgery.deploy.benchmark import ratios_to, time_variant_rounds
 from odconv_surgery.deploy.export import export_onnx
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
         model_name, policy = case.split(":", 1)
         results[case] = run_case(model_name, policy, input_size=args.input_size, repeats=args.repeats, rounds=args.rounds)
         print(case, {k: round(v, 3) for k, v in results[case].items()}, flush=True)
-    loads = f"machine: {describe_load(load_start)} at start, {describe_load(load_average())} at the end"
+    loads = f"machine: {describe_cpu()}; {describe_load(load_start)} at start, {describe_load(load_average())} at the end"
     table = render(results)
     print(f"\n{loads}\n\n{table}")
     if args.md:

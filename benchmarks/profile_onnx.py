@@ -20,6 +20,7 @@ import tempfile
 import torch
 
 from lab.machine_load import describe_load, load_average
+from odconv_surgery.deploy.machine import describe_cpu
 from lab.paper import static_model
 from odconv_surgery import apply_odconv
 from odconv_surgery.deploy.export import export_onnx
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
     s_ops, s_run = op_profile(export_onnx(static, None, x, check=False, target="ort-cpu"), args.runs)
     c_ops, c_run = op_profile(export_onnx(converted.eval(), None, x, check=False, target="ort-cpu"), args.runs)
     title = (f"# onnxruntime operator profile: {args.model}, policy {args.policy}, n={args.kernel_num}, ort-cpu, "
-             f"CPU, 1 thread, batch 1, {args.input_size} px, {args.runs} runs\n\n"
+             f"CPU, 1 thread, batch 1, {args.input_size} px, {args.runs} runs\n\nMachine: {describe_cpu()}\n\n"
              f"Command: `python benchmarks/profile_onnx.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
              f"{describe_load(load)} at start.\n")
     text = f"{title}\n{render(s_ops, c_ops, s_run, c_run)}\n"

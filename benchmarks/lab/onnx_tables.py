@@ -54,7 +54,10 @@ def render_summary(rows: Sequence[Row]) -> str:
 
 
 def write_markdown(path: str | os.PathLike, title: str, command: str, *sections: str) -> None:
-    """A benchmark's markdown file: the title, the command that made it, then ``sections`` (load, tables)."""
-    body = "\n\n".join([f"# {title}", f"Command: `{command}`", *sections])
+    """A benchmark's markdown file: the title, the machine (CPU model, ISA, NCHWc block, onnxruntime version), the
+    command that made it, then ``sections`` (load, tables)."""
+    from odconv_surgery.deploy.machine import describe_cpu
+
+    body = "\n\n".join([f"# {title}", f"Machine: {describe_cpu()}", f"Command: `{command}`", *sections])
     with open(path, "w") as fh:
         fh.write(body + "\n")

@@ -86,7 +86,7 @@ def _scan_or_empty(b1_model: onnx.ModelProto, inp: str, outputs: list[str], outp
     own = [t for t in body.initializer if t.name in used]
     del body.initializer[:]
     body.initializer.extend(own)
-    _rename(body, "scan:", keep=set())
+    _rename(body, "scan:")
     mapping = {t.name: "scan:" + t.name for t in body.initializer}
     for t in body.initializer:
         t.name = mapping[t.name]

@@ -25,7 +25,6 @@ import functools
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import time
@@ -310,36 +309,9 @@ def machine_key() -> str:
     """What makes timings comparable: CPU model, its vector ISA, onnxruntime's version (the block is keyed apart)."""
     import onnxruntime as ort
 
+    from ....deploy.machine import cpu_model, isa_level
+
     return f"{cpu_model()} | {isa_level()} | onnxruntime {ort.__version__}"
-
-
-def _cpuinfo() -> dict[str, str]:
-    info: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    return info
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
-    return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown CPU"
-
-
-def isa_level() -> str:
-    """The vector ISA level that decides onnxruntime's kernels: 'AMX', 'AVX-512', 'AVX2', or the machine's arch."""
-    flags = set(_cpuinfo().get("flags", "").split())
-    if "amx_tile" in flags:
-        return "AVX-512+AMX"
-    if "avx512f" in flags:
-        return "AVX-512"
-    if "avx2" in flags:
-        return "AVX2"
-    return platform.machine() or "unknown"
 
 
 class TuningCache:

@@ -46,6 +46,18 @@ class ReadOnlyTargetError(ODConvError, PermissionError):
     """The target file is read-only; it was not replaced."""
 
 
+class NotRegularFileError(ODConvError, OSError):
+    """A path to read or write is a symbolic link, device, FIFO or socket, not a regular file; nothing was done."""
+
+
+class InputOverwriteError(ODConvError, ValueError):
+    """The output path is one of the command's input files; it was not overwritten."""
+
+
+class ForeignFileError(ODConvError, FileExistsError):
+    """The target exists and is not a file of the kind being written (or not one the sweep wrote); not replaced."""
+
+
 # ---- ONNX export and runtime -----------------------------------------------------------------------------------
 class UnsupportedOpsetError(ODConvError, ValueError):
     """The requested ONNX opset is outside what the exporter and the passes support."""

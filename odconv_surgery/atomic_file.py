@@ -271,8 +271,8 @@ def _open_regular(path: Path, flags: int, action: str, *, follow: bool = False) 
 def open_for_append(path: str | os.PathLike) -> BinaryIO:
     """A regular file opened for appending (created if missing; no link followed, no FIFO or device)."""
     path = Path(path).expanduser()
-    fd = _open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "appended to")
-    return os.fdopen(fd, "ab")
+    fd = _open_regular(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, "appended to")  # read: the last byte
+    return os.fdopen(fd, "ab+")
 
 
 def open_lock_file(path: str | os.PathLike) -> int:

@@ -191,21 +191,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .experiments.sweep import DEFAULT_POLICIES, SweepConfig, prepare_output, run_sweep
+    from .experiments.sweep import check_output, prepare_output, run_sweep
 
-    _spec(args.model, args)  # fail fast on a bad spec
+    config = sweep_config_from_args(args)  # every setting checked before anything runs or is written
+    _spec(config.model, args)  # fail fast on a bad spec
+    if args.nproc < 1:
+        raise CliError(f"--nproc must be >= 1, got {args.nproc}")
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        prepare_output(Path(args.output).expanduser())  # one-line errors here rather than from every torchrun worker
+        out = Path(args.output).expanduser()
+        check_output(out, config)  # one-line errors here rather than from every torchrun worker
+        prepare_output(out)
         return _relaunch_torchrun(args.nproc, args.argv)
-    config = SweepConfig(
-        model=args.model, policies=args.policies or DEFAULT_POLICIES, kernel_nums=args.kernel_num,
-        seeds=list(range(args.seeds)) if args.seed_list is None else args.seed_list, data=args.data,
-        image_size=args.image_size, pretrain_epochs=args.pretrain_epochs, pretrain_lr=args.pretrain_lr,
-        from_checkpoint=args.from_checkpoint, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        attention_lr_scale=args.attention_lr_scale, reduction=args.reduction, init=args.init,
-        latency=not args.no_latency, quiet=args.quiet,
-        limit=args.limit, max_steps_per_epoch=args.max_steps, allow_import=args.allow_import,
-    )
     result = run_sweep(config, Path(args.output).expanduser())
     if int(os.environ.get("RANK", "0")) == 0:
         if not args.quiet:
@@ -218,10 +214,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _relaunch_torchrun(nproc: int, argv: Sequence[str]) -> int:
-    """Re-run this same command under torchrun with ``nproc`` processes (DDP training)."""
-    import subprocess
+def _safe_path_flag() -> str:
+    """The interpreter flag that keeps the working directory off ``sys.path``: ``-P`` (3.11+), else ``-I``."""
+    return "-P" if sys.version_info >= (3, 11) else "-I"
 
+
+def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
+    """The command that re-runs this CLI under torchrun with ``nproc`` workers.
+
+    Neither the launcher nor the workers put the working directory on ``sys.path`` (``python -P``, and
+    ``--no-python`` so torchrun starts the workers with that same flag): a ``networkx.py`` or ``tqdm.py`` in the
+    directory the user runs from is never imported.
+    """
     child: list[str] = []
     skip = False
     for arg in argv:  # drop --nproc N / --nproc=N: torchrun's own parser would take it for --nproc-per-node
@@ -234,8 +238,17 @@ def _relaunch_torchrun(nproc: int, argv: Sequence[str]) -> int:
         if arg.startswith("--nproc="):
             continue
         child.append(arg)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "odconv_surgery.cli", *child]
-    return subprocess.call(cmd)
+    safe = _safe_path_flag()
+    return [sys.executable, safe, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "--no-python", sys.executable, safe, "-m", "odconv_surgery.cli", *child]
+
+
+def _relaunch_torchrun(nproc: int, argv: Sequence[str]) -> int:
+    """Re-run this same command under torchrun with ``nproc`` processes (DDP training)."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONSAFEPATH="1")  # children of the workers inherit it too
+    return subprocess.call(torchrun_command(nproc, argv), env=env)
 
 
 # --------------------------------------------------------------------------------------------- parser
@@ -299,31 +312,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("sweep", help="placement-policy sweep (accuracy + speed, the paper's Table 9)",
-                       description="Train and evaluate MODEL under several placement policies and seeds; resumable.")
-    model_arg(p, nargs="?", default="torchvision:mobilenet_v2?width_mult=0.5", help=SPEC_HELP + " (default mobilenet_v2 width 0.5)")
-    p.add_argument("--policies", nargs="+", default=None, help=f"policies incl. 'baseline' (default: baseline {' '.join(PAPER_POLICIES)})")
-    p.add_argument("-n", "--kernel-num", type=int, nargs="+", default=[1], help="kernel numbers n to sweep (default 1)")
-    p.add_argument("--data", default=None, help="ImageFolder root (class folders, or train/ and val/); default: sklearn digits")
-    p.add_argument("--image-size", type=int, default=None, help="input size (default 32 for digits, 64 for ImageFolder)")
-    p.add_argument("--pretrain-epochs", type=int, default=5, help="train the static model this many epochs per seed, then convert and fine-tune it (default 5; 0 trains every configuration from scratch)")
-    p.add_argument("--pretrain-lr", type=float, default=0.05, help="learning rate of that pretraining (default 0.05)")
-    p.add_argument("--from", dest="from_checkpoint", default=None, metavar="CKPT", help="start from your trained static weights (torch.save(model.state_dict())) instead of pretraining")
-    p.add_argument("--epochs", type=int, default=None, help="fine-tuning (or from-scratch training) epochs per configuration (default 3 fine-tuning, 5 from scratch)")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds 0..S-1 (default 3)")
-    p.add_argument("--seed-list", type=int, nargs="+", default=None, help="explicit seeds (overrides --seeds)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size per process (default 64)")
-    p.add_argument("--lr", type=float, default=None, help="initial learning rate, cosine to 0 (default 0.01 fine-tuning, 0.05 from scratch)")
-    p.add_argument("--attention-lr-scale", type=float, default=None, help="ODConv attention learning rate relative to --lr (default 0.1)")
-    p.add_argument("--reduction", "-r", type=_float, default=1 / 16, help="attention reduction ratio (default 1/16)")
-    p.add_argument("--init", choices=INIT_MODES, default=None, help="ODConv init (default: pretrained, i.e. function-preserving, when fine-tuning; neutral from scratch)")
-    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
-    p.add_argument("--nproc", type=int, default=1, help="train with DDP on this many processes (re-launches under torchrun)")
-    p.add_argument("--limit", type=int, default=None, help="use only this many images per split (smoke tests)")
-    p.add_argument("--max-steps", type=int, default=None, help="cap steps per epoch (smoke tests)")
-    p.add_argument("-o", "--output", default="results", help="output directory (results.jsonl, csv, json, table.md, PNGs)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (CI)")
+                       description="Train and evaluate MODEL under several placement policies and seeds; resumable. "
+                                   "Every setting is checked before anything is trained or written.")
+    _sweep_options(p, model_arg)
     p.set_defaults(func=cmd_sweep)
     return parser
+
+
+def _sweep_options(p: argparse.ArgumentParser, model_arg) -> None:
+    """The sweep's options, made from ``SweepConfig``'s fields (flags, types and help in their metadata, defaults
+    read from the dataclass): no default is restated here. Options left out keep the dataclass default."""
+    from dataclasses import fields
+
+    from .experiments.sweep_config import SweepConfig, cli_fields, cli_help
+
+    default_model = next(f.default for f in fields(SweepConfig) if f.name == "model")
+    model_arg(p, nargs="?", default=None, help=SPEC_HELP + f" (default {default_model})")
+    types = {"fraction": _float}
+    for f in cli_fields():
+        meta = dict(f.metadata)
+        kwargs: dict = {"dest": f.name, "default": None, "help": cli_help(f)}
+        if "const" in meta:
+            kwargs.update(action="store_const", const=meta["const"])
+        else:
+            kwargs["type"] = types.get(meta["type"], meta["type"]) or str
+            for key in ("nargs", "choices", "metavar"):
+                if key in meta:
+                    kwargs[key] = meta[key]
+        p.add_argument(*meta["flags"], **kwargs)
+    p.add_argument("--seeds", type=int, default=None, dest="seed_count", metavar="S", help="use the seeds 0..S-1 (short for --seed-list 0 1 ... S-1)")
+    p.add_argument("--nproc", type=int, default=1, help="train with DDP on this many processes (re-launches under torchrun)")
+    p.add_argument("-o", "--output", default="results", help="output directory (results.jsonl, csv, json, table.md, PNGs; default %(default)s)")
+
+
+def sweep_config_from_args(args: argparse.Namespace):
+    """The ``SweepConfig`` an ``odconv-surgery sweep`` command line asks for (validated: ``SweepSettingsError``)."""
+    from .experiments.sweep_config import SweepConfig, cli_fields
+
+    given = {f.name: getattr(args, f.name) for f in cli_fields() if getattr(args, f.name, None) is not None}
+    if args.model is not None:
+        given["model"] = args.model
+    if args.seed_count is not None:
+        if "seeds" in given:
+            raise CliError("give --seeds S or --seed-list, not both")
+        if not 1 <= args.seed_count <= 10_000:
+            raise CliError(f"--seeds must be between 1 and 10000, got {args.seed_count}")
+        given["seeds"] = list(range(args.seed_count))
+    return SweepConfig(**given, allow_import=args.allow_import)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -115,6 +115,14 @@ class SweepOutputError(ODConvError, ValueError):
     """The output directory cannot hold the sweep's results (a file where a directory should be, ...)."""
 
 
+class SweepSettingsError(ODConvError, ValueError):
+    """A sweep setting is out of range or of the wrong type; refused before anything runs or is written."""
+
+
+class TrainingDivergedError(ODConvError, FloatingPointError):
+    """Training produced a non-finite loss or non-finite weights (lower the learning rate)."""
+
+
 class BusyMachineError(ODConvError, RuntimeError):
     """The machine is too busy for timings to mean anything."""
 

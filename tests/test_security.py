@@ -112,3 +112,190 @@ def test_f11_load_from_a_fifo_fails_at_once(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(NotRegularFileError, match="FIFO"):
         _finishes(lambda: load(Tiny(), fifo))
+
+
+# ---- sweeps: shared helpers ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_data():
+    from odconv_surgery.experiments.data import load_digits_dataset
+
+    return load_digits_dataset(12, limit=48)
+
+
+def _sweep_config(**kw):
+    from odconv_surgery.experiments.sweep import SweepConfig
+
+    base = dict(model="tests:Tiny", policies=["baseline"], seeds=[0], epochs=1, image_size=12, limit=48,
+                max_steps_per_epoch=1, batch_size=16, latency=False, quiet=True, pretrain_epochs=0)
+    base.update(kw)
+    return SweepConfig(**base)
+
+
+# ---- F2: --nproc workers never import from the working directory ------------------------------------------------
+def test_f2_torchrun_relaunch_ignores_modules_planted_in_the_working_directory(tmp_path, monkeypatch):
+    from odconv_surgery.cli import _relaunch_torchrun, torchrun_command
+
+    for name in ("argparse", "tqdm", "networkx", "odconv_surgery"):
+        (tmp_path / f"{name}.py").write_text(f"open({str(tmp_path / ('PLANTED_' + name))!r}, 'w').close()\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", ROOT)  # the workers import this tree's package, as an installed one would be
+    command = torchrun_command(2, ["list", "--help", "--nproc", "2"])
+    assert "--nproc" not in command and command.count("-P" if command[1] == "-P" else "-I") == 2
+    assert _finishes(lambda: _relaunch_torchrun(1, ["list", "--help"]), 300) == 0
+    assert not list(tmp_path.glob("PLANTED_*"))
+
+
+# ---- F5: the lock and the results file are never written through a planted link ---------------------------------
+@pytest.mark.parametrize("name", [".lock", "results.jsonl"])
+def test_f5_sweep_never_writes_through_a_planted_link(tmp_path, tiny_data, name):
+    from odconv_surgery.experiments.sweep import run_sweep
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).symlink_to(victim)
+    with pytest.raises(ODConvError, match="link|not a regular file"):
+        run_sweep(_sweep_config(), out, model_factory=Tiny, data=tiny_data)
+    assert victim.read_text() == "precious" and (out / name).is_symlink()
+
+
+# ---- F6: the pretrained cache is keyed on everything that shapes the model --------------------------------------
+def test_f6_pretrained_cache_is_not_reused_for_other_data_or_model(tmp_path, monkeypatch):
+    from odconv_surgery.experiments import pretrain
+    from odconv_surgery.experiments.data import load_digits_dataset
+    from odconv_surgery.experiments.distributed import DistContext
+    from odconv_surgery.experiments.training import TrainConfig
+
+    trained = []
+    real = pretrain.train_and_evaluate
+    monkeypatch.setattr(pretrain, "train_and_evaluate", lambda model, data, *a, **k: trained.append(len(data.train)) or real(model, data, *a, **k))
+    recipe = TrainConfig(epochs=1, batch_size=8, max_steps_per_epoch=1, progress=False)
+    smoke, real_run = load_digits_dataset(12, limit=16), load_digits_dataset(12, limit=48)
+    ctx = DistContext()
+    pretrain.trained_static_model(Tiny, smoke, 0, recipe, tmp_path, ctx)
+    pretrain.trained_static_model(Tiny, smoke, 0, recipe, tmp_path, ctx)  # same everything: reused
+    pretrain.trained_static_model(Tiny, real_run, 0, recipe, tmp_path, ctx)  # the real run: retrained
+    assert trained == [len(smoke.train), len(real_run.train)]
+
+    class Wider(Tiny):
+        def __init__(self, num_classes: int = 10) -> None:
+            super().__init__(num_classes)
+            self.features[0].weight.data.mul_(2)  # same shapes, other model
+
+    pretrain.trained_static_model(Wider, real_run, 0, recipe, tmp_path, ctx)
+    assert len(trained) == 3
+
+
+# ---- F8: outputs only into files the sweep owns -----------------------------------------------------------------
+def test_f8_sweep_refuses_to_overwrite_files_it_did_not_write(tmp_path, tiny_data):
+    from odconv_surgery.experiments.sweep import SweepOutputError, run_sweep
+
+    (tmp_path / "summary.json").write_text('{"mine": true}')
+    (tmp_path / "table.md").write_text("my notes")
+    with pytest.raises(SweepOutputError, match="did not write.*summary.json, table.md"):
+        run_sweep(_sweep_config(), tmp_path, model_factory=Tiny, data=tiny_data)
+    assert (tmp_path / "summary.json").read_text() == '{"mine": true}' and (tmp_path / "table.md").read_text() == "my notes"
+    assert not (tmp_path / "results.jsonl").exists()
+    # Its own outputs it rewrites; one changed by hand afterwards is left alone.
+    out = tmp_path / "own"
+    run_sweep(_sweep_config(), out, model_factory=Tiny, data=tiny_data)
+    run_sweep(_sweep_config(), out, model_factory=Tiny, data=tiny_data)
+    (out / "table.md").write_text("edited")
+    with pytest.raises(SweepOutputError, match=r"table.md \(changed since the sweep wrote it\)"):
+        run_sweep(_sweep_config(), out, model_factory=Tiny, data=tiny_data)
+    assert (out / "table.md").read_text() == "edited"
+
+
+# ---- F9: hostile results lines are skipped with a warning, never fatal -----------------------------------------
+def test_f9_hostile_result_lines_are_skipped(tmp_path):
+    import json
+
+    from odconv_surgery.experiments.sweep import SweepResultsWarning, read_results, summarise
+
+    good = {"key": "baseline|n=0|seed=0", "policy": "baseline", "kernel_num": 0, "seed": 0, "status": "ok",
+            "settings": {}, "top1": 50.0}
+    lines = [
+        json.dumps(good),
+        '{"key": "x", "top1": ' + "9" * 5000 + "}",
+        "[" * 100_000 + "]" * 100_000,
+        json.dumps(good | {"train_seconds": "slow"}),
+        json.dumps(good | {"latency_ms": [1, 2]}),
+        json.dumps(good | {"top1_static": {"a": 1}}),
+        json.dumps(good | {"error": ["not", "text"]}),
+        json.dumps(good | {"settings": {"a": [[[[[[[[[[1]]]]]]]]]]}}),
+    ]
+    (tmp_path / "results.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.warns(SweepResultsWarning) as caught:
+        records = _finishes(lambda: read_results(tmp_path))
+    assert records == [good] and len(caught) == len(lines) - 1
+    assert summarise(records)[0]["top1_mean"] == 50.0
+
+
+# ---- F10: settings checked up front (nothing written); divergence after the last step caught --------------------
+@pytest.mark.parametrize("setting", [
+    {"lr": float("nan")}, {"lr": float("inf")}, {"lr": -1.0}, {"attention_lr_scale": float("nan")},
+    {"pretrain_lr": float("nan")}, {"epochs": 0}, {"batch_size": 1}, {"policies": ["bogus"]}, {"policies": ["last:0"]},
+    {"policies": ["baseline", "baseline"]}, {"reduction": 0.0}, {"kernel_nums": [100_000_000]}, {"kernel_nums": [0]},
+    {"seeds": [2**70]}, {"seeds": [-1]}, {"max_steps_per_epoch": 0}, {"image_size": 100_000}, {"limit": 0},
+    {"weight_decay": float("nan")}, {"grad_clip": float("inf")}, {"from_checkpoint": "/etc/passwd"},
+    {"init": "bogus"}, {"latency_runs": 0},
+])
+def test_f10_bad_settings_are_refused_before_anything_runs(setting, tmp_path):
+    from odconv_surgery.errors import SweepSettingsError
+
+    if setting.get("from_checkpoint") == "/etc/passwd":  # readable but not a checkpoint: refused before training
+        from odconv_surgery.experiments.sweep import run_sweep
+
+        with pytest.raises(ODConvError, match="passwd"):
+            run_sweep(_sweep_config(**setting), tmp_path / "out", model_factory=Tiny)
+        assert not (tmp_path / "out").exists()
+        return
+    with pytest.raises(SweepSettingsError) as err:
+        _sweep_config(**setting)
+    message = str(err.value)
+    assert "\n" not in message and next(iter(setting)) in message
+
+
+def test_f10_cli_refuses_nan_lr_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from odconv_surgery.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "resnet18", "--lr", "nan", "--no-latency", "-q", "-o", "out"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--lr" in err and "nan" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_f10_cli_sweep_options_come_from_the_dataclass():
+    from dataclasses import fields
+
+    from odconv_surgery.cli import build_parser, sweep_config_from_args
+    from odconv_surgery.experiments.sweep import SweepConfig
+
+    args = build_parser().parse_args(["sweep"])
+    assert sweep_config_from_args(args) == SweepConfig()
+    defaults = {f.name: f.default for f in fields(SweepConfig)}
+    help_text = build_parser()._subparsers._group_actions[0].choices["sweep"].format_help()
+    assert f"default {defaults['batch_size']})" in help_text and f"default {defaults['pretrain_lr']})" in help_text
+
+
+def test_f10_non_finite_weights_after_the_last_step_are_divergence(tiny_data):
+    from odconv_surgery.errors import TrainingDivergedError
+    from odconv_surgery.experiments.training import TrainConfig, train_and_evaluate
+
+    class Loud(Tiny):  # finite loss at the only step, then a step that overflows the weights
+        def forward(self, x):
+            return super().forward(x) * 1e30
+
+    config = TrainConfig(epochs=1, batch_size=16, lr=1e10, max_steps_per_epoch=1, progress=False)
+    with pytest.raises(TrainingDivergedError, match="not finite after epoch 0, step 0"):
+        train_and_evaluate(Loud(), tiny_data, config)
+
+
+def test_sweep_report_does_not_import_the_sweep():
+    import ast
+
+    source = open(os.path.join(ROOT, "odconv_surgery", "experiments", "sweep_report.py")).read()
+    imported = {node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)}
+    assert "sweep" not in imported

@@ -36,6 +36,21 @@ class DirectoryLock:
         """Take the lock or raise ``DirectoryLocked`` naming the holder's pid and the fix."""
         if fcntl is None or self._fd is not None:
             return self
+        fd = self._locked_fd()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def check_free(self) -> None:
+        """Raise ``DirectoryLocked`` when another process holds the lock; creates and writes nothing."""
+        if fcntl is None or self._fd is not None or not os.path.lexists(self.path):
+            return
+        fd = self._locked_fd()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def _locked_fd(self) -> int:
         fd = open_lock_file(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -49,10 +64,7 @@ class DirectoryLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-        return self
+        return fd
 
     def release(self) -> None:
         if self._fd is not None:

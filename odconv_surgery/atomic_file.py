@@ -45,6 +45,7 @@ __all__ = [
     "KINDS",
     "atomic_write",
     "check_not_input",
+    "check_target",
     "open_for_append",
     "open_for_read",
     "open_lock_file",
@@ -203,6 +204,14 @@ def _check_target(path: Path, replaces: str | None = None) -> int | None:
     if replaces is not None:
         _check_kind(path, replaces)
     return mode
+
+
+def check_target(path: str | os.PathLike, *, inputs: Sequence[str | os.PathLike] = (), replaces: str | None = None) -> Path:
+    """Every refusal ``atomic_write`` would make for ``path``, without writing: call it before long work."""
+    path = Path(path).expanduser()
+    check_not_input(path, inputs)
+    _check_target(path, replaces)
+    return path
 
 
 def atomic_write(

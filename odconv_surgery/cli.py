@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from .atomic_file import atomic_write
+from .atomic_file import atomic_write, check_target
 from .nn.attention import ATTENTION_NORMS
 from .nn.odconv import INIT_MODES
 from .policies import PAPER_POLICIES
@@ -129,6 +129,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from .surgery import apply_odconv
 
     spec = _spec(args.model, args)
+    out = check_target(args.output, replaces="checkpoint")  # refusals before the work, not after it
+    check_target(_spec_sidecar(out), replaces="json")
     model = spec.build(**_classes(args))
     before = count_cost(model, _input_shape(args))
     model, report = apply_odconv(
@@ -136,10 +138,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
         attention_norm=args.attention_norm, inplace=True,
     )
     after = count_cost(model, _input_shape(args))
-    out = Path(args.output).expanduser()
     save(model, out)
     sidecar = json.dumps({"model": str(spec), "kwargs": _classes(args)}).encode()
-    atomic_write(_spec_sidecar(out), lambda fh: fh.write(sidecar))
+    atomic_write(_spec_sidecar(out), lambda fh: fh.write(sidecar), replaces="json")
     if not args.quiet:
         print(report.summary() if hasattr(report, "summary") else report)
         print(
@@ -156,8 +157,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         from .deploy.schema import META_TARGET, metadata
     except ImportError as exc:
         raise CliError(f"ONNX export is not available ({exc}); install the extras: pip install 'odconv-surgery[onnx]'") from exc
-    model = _load_model_or_checkpoint(args).eval()
     out = Path(args.output).expanduser()
+    inputs = [Path(args.model).expanduser()]
+    check_target(out, inputs=inputs + [_spec_sidecar(inputs[0])], replaces="onnx")  # before any work (`-o m.pt` on m.pt)
+    model = _load_model_or_checkpoint(args).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     proto = export_onnx(model, out, _example(args), dynamic_batch=not args.static_batch, fuse=not args.no_fuse, target=args.target)
     if not args.quiet:
@@ -175,6 +178,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CliError(f"the ONNX benchmark is not available ({exc}); install the extras: pip install 'odconv-surgery[onnx]'") from exc
 
+    if args.json:
+        check_target(args.json, replaces="json")  # `--json ck.pt` is refused before the benchmark, not after it
     static = _spec(args.model, args).build(**_classes(args)).eval()
     x = torch.randn(*_input_shape(args))
     rows = []

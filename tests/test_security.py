@@ -299,3 +299,65 @@ def test_sweep_report_does_not_import_the_sweep():
     source = open(os.path.join(ROOT, "odconv_surgery", "experiments", "sweep_report.py")).read()
     imported = {node.module for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom)}
     assert "sweep" not in imported
+
+
+# ---- F7: export and bench never destroy an input or a file of another kind -------------------------------------
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    import sys
+
+    from conftest import write_plugin_package
+    from test_cli import TINY
+
+    write_plugin_package(tmp_path, "sec_tiny_models", TINY, {"sec_tiny": "sec_tiny_models:tiny"})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    yield "entrypoint:sec_tiny"
+    sys.modules.pop("sec_tiny_models", None)
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0, err
+    return err
+
+
+def test_f7_export_never_overwrites_its_input_or_a_checkpoint(plugin, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from odconv_surgery.cli import main
+
+    assert main(["apply", plugin, "-p", "1x1", "-o", "m.pt", "--image-size", "16", "-q"]) == 0
+    ckpt = (tmp_path / "m.pt").read_bytes()
+    assert main(["export", "m.pt", "-o", "m.pt", "--image-size", "16", "-q"]) == 1
+    assert "is the input file" in _error_line(capsys) and (tmp_path / "m.pt").read_bytes() == ckpt
+    (tmp_path / "other.pt").write_bytes(ckpt)
+    assert main(["export", "m.pt", "-o", "other.pt", "--image-size", "16", "-q"]) == 1
+    assert "holds a checkpoint" in _error_line(capsys) and (tmp_path / "other.pt").read_bytes() == ckpt
+    # A full disk while writing leaves the previous .onnx whole (temp + rename), and a read-only one is refused.
+    assert main(["export", "m.pt", "-o", "m.onnx", "--image-size", "16", "--target", "portable", "-q"]) == 0
+    onnx_bytes = (tmp_path / "m.onnx").read_bytes()
+    import odconv_surgery.atomic_file as atomic_file
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic_file.os, "fsync", full_disk)
+    assert main(["export", "m.pt", "-o", "m.onnx", "--image-size", "16", "--target", "portable", "-q"]) == 1
+    assert "No space left" in _error_line(capsys) and (tmp_path / "m.onnx").read_bytes() == onnx_bytes
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.onnx").chmod(0o444)  # refused as root too, like save()
+    assert main(["export", "m.pt", "-o", "m.onnx", "--image-size", "16", "-q"]) == 1
+    assert "read-only" in _error_line(capsys) and (tmp_path / "m.onnx").read_bytes() == onnx_bytes
+
+
+def test_f7_bench_json_refuses_a_checkpoint_before_benchmarking(plugin, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from odconv_surgery.cli import main
+    from odconv_surgery.deploy import benchmark
+
+    torch.save({"w": torch.zeros(1)}, tmp_path / "ck.pt")
+    before = (tmp_path / "ck.pt").read_bytes()
+    monkeypatch.setattr(benchmark, "run_case", lambda *a, **k: pytest.fail("benchmarked before refusing --json"))
+    assert main(["bench", plugin, "--json", "ck.pt", "--image-size", "16", "-q"]) == 1
+    assert "holds a checkpoint" in _error_line(capsys) and (tmp_path / "ck.pt").read_bytes() == before

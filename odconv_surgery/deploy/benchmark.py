@@ -223,15 +223,19 @@ def write_json(rows: Sequence[Row], path: str | os.PathLike, extra: dict | None 
         "rows": [asdict(r) for r in rows],
         **(extra or {}),
     }
-    with open(path, "w") as fh:
-        json.dump(payload, fh, indent=2)
+    from ..atomic_file import atomic_write
+
+    text = json.dumps(payload, indent=2).encode("utf-8")
+    atomic_write(path, lambda fh: fh.write(text), replaces="json")  # never over a checkpoint, a link or a device
 
 
 def write_markdown(path: str | os.PathLike, title: str, command: str, *sections: str) -> None:
     """A benchmark's markdown file: the title, the command that made it, then ``sections`` (load, tables)."""
     body = "\n\n".join([f"# {title}", f"Command: `{command}`", *sections])
-    with open(path, "w") as fh:
-        fh.write(body + "\n")
+    from ..atomic_file import atomic_write
+
+    text = (body + "\n").encode("utf-8")
+    atomic_write(path, lambda fh: fh.write(text), replaces="text")
 
 
 @dataclass

@@ -434,8 +434,11 @@ def export_onnx(
         )
     except PassNumericsError as err:
         raise PassNumericsError(err.pass_name, err.max_err, err.tol, "; ".join(filter(None, [err.detail, note]))) from err
-    if path is not None:
-        onnx.save(proto, os.fspath(path))
+    if path is not None:  # temp + fsync + rename: never a partial file, a link, a device or a checkpoint replaced
+        from ..atomic_file import atomic_write
+
+        data = proto.SerializeToString()
+        atomic_write(path, lambda fh: fh.write(data), replaces="onnx")
     return proto
 
 

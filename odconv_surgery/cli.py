@@ -29,8 +29,9 @@ SPEC_HELP = (
     "'entrypoint:NAME' (a package's odconv_surgery.models entry point), or 'package.module:callable[?...]' with --allow-import"
 )
 ALLOW_IMPORT_HELP = (
-    "allow a MODEL of the form 'package.module:callable', which imports and calls that Python code (also when the "
-    "spec is read from CKPT.model.json); only for specs you trust"
+    "allow a MODEL of the form 'package.module:callable' (also when the spec is read from CKPT.model.json): this runs "
+    "arbitrary code (the module's import and the call, with your permissions); no check makes it safe, so only for "
+    "specs you trust"
 )
 
 

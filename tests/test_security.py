@@ -361,3 +361,59 @@ def test_f7_bench_json_refuses_a_checkpoint_before_benchmarking(plugin, tmp_path
     monkeypatch.setattr(benchmark, "run_case", lambda *a, **k: pytest.fail("benchmarked before refusing --json"))
     assert main(["bench", plugin, "--json", "ck.pt", "--image-size", "16", "-q"]) == 1
     assert "holds a checkpoint" in _error_line(capsys) and (tmp_path / "ck.pt").read_bytes() == before
+
+
+# ---- F1: model sources never unpickle -----------------------------------------------------------------------------
+def test_f1_torchvision_specs_load_no_backbone_weights_unless_named(monkeypatch):
+    import torchvision.models._api as tv_api
+
+    from odconv_surgery.experiments.model_spec import build_model
+
+    loads = []
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", lambda url, *a, **k: loads.append(url) or {})
+    build_model("torchvision:lraspp_mobilenet_v3_large")  # weights_backbone defaults to ImageNet in torchvision
+    assert loads == []
+
+
+class _Planted:
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_f1_named_weights_load_with_weights_only(tmp_path, monkeypatch):
+    import pickle
+
+    import torchvision.models as tvm
+
+    from odconv_surgery.experiments.model_spec import ModelSpecError, build_model
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    url = tvm.MobileNet_V3_Small_Weights.IMAGENET1K_V1.url
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    marker = tmp_path / "PWNED"
+    (cache / url.rsplit("/", 1)[1]).write_bytes(pickle.dumps(_Planted(str(marker))))
+    with pytest.raises(ModelSpecError, match="refused") as err:
+        build_model("torchvision:mobilenet_v3_small?weights=IMAGENET1K_V1")
+    assert not marker.exists() and "\n" not in str(err.value)
+    assert os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD") is None  # restored after the build
+
+
+# ---- F3: --allow-import says it runs arbitrary code; refusals name what they refused ---------------------------
+def test_f3_allow_import_is_described_as_running_arbitrary_code():
+    from odconv_surgery.cli import build_parser
+    from odconv_surgery.experiments import model_sources
+    from odconv_surgery.experiments.model_spec import ImportNotAllowedError, build_model
+
+    help_text = build_parser()._subparsers._group_actions[0].choices["apply"].format_help()
+    assert "arbitrary code" in " ".join(help_text.split())
+    assert "not a sandbox" in model_sources.__doc__ and "runs arbitrary code" in model_sources.__doc__
+    with pytest.raises(ImportNotAllowedError, match="runs that code") as refused:
+        build_model("pkg.models:factory")
+    assert "\n" not in str(refused.value)
+    with pytest.raises(ImportNotAllowedError) as err:
+        build_model("torch.hub:load", allow_import=True)
+    assert "torch.hub.load" in str(err.value) and "is torch.load" not in str(err.value)

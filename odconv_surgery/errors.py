@@ -21,6 +21,10 @@ class EmptySelectionError(ODConvError, ValueError):
     """A selector matched no convolution."""
 
 
+class RegexTimeoutError(ODConvError, ValueError):
+    """A name regex (include/exclude selector) took too long to match: catastrophic backtracking."""
+
+
 class UntraceableModelError(ODConvError, RuntimeError):
     """torch.fx could not trace the model and no example inputs were given for the hook fallback."""
 

@@ -417,3 +417,27 @@ def test_f3_allow_import_is_described_as_running_arbitrary_code():
     with pytest.raises(ImportNotAllowedError) as err:
         build_model("torch.hub:load", allow_import=True)
     assert "torch.hub.load" in str(err.value) and "is torch.load" not in str(err.value)
+
+
+# ---- F11: selector regexes are time-guarded -----------------------------------------------------------------------
+def test_f11_catastrophic_regex_fails_fast():
+    import time
+
+    from odconv_surgery.errors import RegexTimeoutError
+
+    class Named(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.blocks = nn.ModuleDict({"a" * 40 + "b": nn.Conv2d(3, 8, 3, padding=1), "c": nn.Conv2d(8, 8, 1)})
+
+        def forward(self, x):
+            for m in self.blocks.values():
+                x = m(x)
+            return x
+
+    start = time.monotonic()
+    with pytest.raises(RegexTimeoutError, match="catastrophic backtracking"):
+        _finishes(lambda: apply_odconv(Named(), None, include=r"blocks\.(a|aa)+"), 20)
+    assert time.monotonic() - start < 10
+    with pytest.raises(ValueError, match="at most 1000"):
+        apply_odconv(Named(), None, include="a" * 5000)

@@ -7,7 +7,7 @@ include/exclude/overrides -> swap modules by qualified name in the original modu
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -243,26 +243,44 @@ def _nothing_selected(model: nn.Module, analysis: ModelAnalysis, policy: str | P
     )
 
 
-def check_bank_memory(analysis: ModelAnalysis, settings: Mapping[str, Mapping[str, Any]]) -> None:
-    """Refuse before allocating when the new kernel banks would not fit in the memory their device has free.
+def conversion_bytes(conv: nn.Conv2d, layer_settings: Mapping[str, Any]) -> tuple[int, int]:
+    """Bytes the kernel bank and the attention branch of ``conv`` converted with ``layer_settings`` take (settings
+    left out take ODConv2d's defaults); every size argument counts, ``min_attention_channels`` included."""
+    from .nn.attention import attention_channels
 
-    Counts every selected layer's bank plus, for the largest one, the temporaries its initialisation holds
-    (the repeated static kernel and the perturbation noise, ``INIT_TEMPORARIES`` banks).
-    """
-    by_name = {layer.name: layer for layer in analysis.layers}
-    per_device: dict[torch.device, list[tuple[int, str]]] = {}
-    for name, layer_settings in settings.items():
-        conv = by_name[name].module
-        size = bank_bytes(layer_settings["kernel_num"], conv.out_channels, conv.in_channels // conv.groups,
-                          tuple(conv.kernel_size), conv.weight.dtype)
-        per_device.setdefault(conv.weight.device, []).append((size, name))
+    n = layer_settings.get("kernel_num", 1)
+    kh, kw = conv.kernel_size
+    bank = bank_bytes(n, conv.out_channels, conv.in_channels // conv.groups, (kh, kw), conv.weight.dtype)
+    hidden = attention_channels(conv.in_channels, layer_settings.get("reduction", 1 / 16),
+                                layer_settings.get("min_attention_channels", 16))
+    per_kernel = 1 if layer_settings.get("share_attention", True) else n
+    heads = conv.in_channels + (conv.in_channels + conv.out_channels + kh * kw) * per_kernel + n
+    return bank, (hidden * heads + 4 * hidden) * conv.weight.dtype.itemsize
+
+
+def check_conversion_memory(layers: Iterable[tuple[str, nn.Conv2d, Mapping[str, Any]]]) -> None:
+    """Refuse (``KernelBankMemoryError``) before allocating when converting ``(name, conv, settings)`` would not
+    fit in the memory the convs' devices have free: every bank and attention branch, plus the temporaries the
+    initialisation of the largest bank holds at its peak (``INIT_TEMPORARIES`` banks)."""
+    per_device: dict[torch.device, list[tuple[int, int, str]]] = {}
+    for name, conv, layer_settings in layers:
+        bank, attention = conversion_bytes(conv, layer_settings)
+        per_device.setdefault(conv.weight.device, []).append((bank, attention, name))
     for device, banks in per_device.items():
-        largest, name = max(banks)
+        largest, _, name = max(banks)
         check_memory(
-            sum(size for size, _ in banks) + INIT_TEMPORARIES * largest, device,
-            f"converting {len(banks)} layer(s) (largest bank: {name}, {format_bytes(largest)})",
-            "lower kernel_num, convert fewer layers, or convert on a device with more memory",
+            sum(bank + attention for bank, attention, _ in banks) + INIT_TEMPORARIES * largest, device,
+            f"converting {len(banks)} layer(s) (largest bank: {name}, {format_bytes(largest)}, attention branches "
+            "included)",
+            "lower kernel_num or min_attention_channels, convert fewer layers, or convert on a device with more memory",
         )
+
+
+def check_bank_memory(analysis: ModelAnalysis, settings: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse before allocating when the new kernel banks would not fit in the memory their device has free
+    (``check_conversion_memory`` for the layers ``settings`` selects)."""
+    by_name = {layer.name: layer for layer in analysis.layers}
+    check_conversion_memory((name, by_name[name].module, layer_settings) for name, layer_settings in settings.items())
 
 
 def _merged_recipe(

@@ -441,3 +441,51 @@ def test_f11_catastrophic_regex_fails_fast():
     assert time.monotonic() - start < 10
     with pytest.raises(ValueError, match="at most 1000"):
         apply_odconv(Named(), None, include="a" * 5000)
+
+
+# ---- F12 / F13: recipes are checked like arguments; memory counts the init's peak and every size ---------------
+def _crafted(converted, tmp_path, **changes):
+    """A checkpoint of ``converted`` whose recipe (and each layer's settings) is rewritten with ``changes``."""
+    from odconv_surgery.checkpoint import FORMAT
+    from odconv_surgery.recipe import get_recipe
+
+    recipe = get_recipe(converted).to_dict()
+    layers = changes.pop("layers", None)
+    recipe.update(changes)
+    recipe["layers"] = layers if layers is not None else {
+        name: {**settings, **{k: v for k, v in changes.items() if k in settings}} for name, settings in recipe["layers"].items()}
+    path = tmp_path / "crafted.pt"
+    torch.save({"format": FORMAT, "recipe": recipe, "state_dict": converted.state_dict()}, path)
+    return path
+
+
+def test_f12_crafted_recipe_memory_counts_the_init_peak(converted, tmp_path, monkeypatch):
+    from odconv_surgery.errors import KernelBankMemoryError
+    from odconv_surgery.nn import validation
+    from odconv_surgery.nn.validation import bank_bytes
+
+    path = _crafted(converted, tmp_path, kernel_num=64)
+    bank = bank_bytes(64, 16, 8, (1, 1), torch.float32)  # the 1x1 layer's bank at n = 64
+    monkeypatch.setattr(validation, "available_memory", lambda device: 2 * bank)  # one bank fits, the init's peak does not
+    with pytest.raises(KernelBankMemoryError, match="attention branches included"):
+        load(Tiny(), path)
+    monkeypatch.undo()
+    huge = _crafted(converted, tmp_path, min_attention_channels=10**12)
+    with pytest.raises(KernelBankMemoryError, match="min_attention_channels"):
+        load(Tiny(), huge)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"layers": ["features.3"]}, "layers must be a dict"),
+    ({"kernel_num": "8"}, "kernel_num"),
+    ({"reduction": float("nan")}, "reduction"),
+    ({"layers": {"features.3": {"kernel_num": -1}}}, "kernel_num"),
+    ({"layers": {"features.3": {"attention_norm": "evil"}}}, "attention_norm"),
+    ({"init": 3}, "init"),
+])
+def test_f13_recipe_values_are_checked_on_load(converted, tmp_path, changes, message):
+    from odconv_surgery.errors import CheckpointMismatchError
+
+    with pytest.raises(CheckpointMismatchError, match=message) as err:
+        load(Tiny(), _crafted(converted, tmp_path, **changes))
+    assert "\n" not in str(err.value)

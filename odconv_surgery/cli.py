@@ -42,7 +42,14 @@ def _spec(text: str, args: argparse.Namespace):
 
 
 def _input_shape(args: argparse.Namespace) -> tuple[int, ...]:
-    return (1, args.in_channels, args.image_size, args.image_size)
+    """The batch-1 input; refuses (``KernelBankMemoryError``) an --image-size whose activations cannot fit."""
+    from .nn.validation import check_memory
+
+    shape = (1, args.in_channels, args.image_size, args.image_size)
+    check_memory(4 * args.in_channels * args.image_size**2 * ACTIVATION_FACTOR, "cpu",
+                 f"a {args.image_size}x{args.image_size} input ({args.in_channels} channels) and its activations",
+                 "lower --image-size")
+    return shape
 
 
 def _example(args: argparse.Namespace):
@@ -60,6 +67,25 @@ def _float(text: str) -> float:
         return float(text)
     except (ValueError, ZeroDivisionError):
         raise argparse.ArgumentTypeError(f"expected a number such as 0.0625 or 1/16, got {text!r}") from None
+
+
+def _int_in(low: int, high: int):
+    """An argparse type: an integer in [low, high], refused in one line naming the range otherwise."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {text[:40]!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+MAX_IMAGE_SIZE = 4096
+ACTIVATION_FACTOR = 64  # a CNN's activations at batch 1 are tens of times its input; checked before allocating
 
 
 def _spec_sidecar(ckpt: Path) -> Path:
@@ -111,12 +137,27 @@ def _load_model_or_checkpoint(args: argparse.Namespace):
     return _spec(target, args).build(**kwargs)
 
 
+def _checked_policies(policies: Sequence[str]) -> list[str]:
+    """Known placement policies, each once (``CliError`` naming --policies otherwise)."""
+    from .policies import get_policy
+
+    repeated = sorted({p for p in policies if list(policies).count(p) > 1})
+    if repeated:
+        raise CliError(f"--policies lists {', '.join(repeated)} more than once; give each policy once")
+    for policy in policies:
+        try:
+            get_policy(policy)
+        except (ValueError, TypeError) as exc:
+            raise CliError(f"--policies: {exc}") from None
+    return list(policies)
+
+
 # --------------------------------------------------------------------------------------------- commands
 def cmd_list(args: argparse.Namespace) -> int:
     from .surgery import list_candidates
 
+    policies = _checked_policies(args.policies) if args.policies else None
     model = _spec(args.model, args).build(**_classes(args))
-    policies = args.policies or None
     if policies:
         list_candidates(model, policies=policies)
     else:
@@ -179,6 +220,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CliError(f"the ONNX benchmark is not available ({exc}); install the extras: pip install 'odconv-surgery[onnx]'") from exc
 
+    _checked_policies(args.policies)
+    if len(set(args.kernel_num)) != len(args.kernel_num):
+        raise CliError(f"-n lists a kernel number twice ({' '.join(map(str, args.kernel_num))}); give each once")
     if args.json:
         check_target(args.json, replaces="json")  # `--json ck.pt` is refused before the benchmark, not after it
     static = _spec(args.model, args).build(**_classes(args)).eval()
@@ -201,8 +245,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     config = sweep_config_from_args(args)  # every setting checked before anything runs or is written
     _spec(config.model, args)  # fail fast on a bad spec
-    if args.nproc < 1:
-        raise CliError(f"--nproc must be >= 1, got {args.nproc}")
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         out = Path(args.output).expanduser()
         check_output(out, config)  # one-line errors here rather than from every torchrun worker
@@ -271,21 +313,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--allow-import", action="store_true", help=ALLOW_IMPORT_HELP)
 
     def common(p: argparse.ArgumentParser, image_size: int = 224) -> None:
-        p.add_argument("--num-classes", type=int, default=None, help="override the model's number of classes")
-        p.add_argument("--image-size", type=int, default=image_size, help=f"input height/width (default {image_size})")
-        p.add_argument("--in-channels", type=int, default=3, help="input channels (default 3)")
+        p.add_argument("--num-classes", type=_int_in(1, 1 << 20), default=None, help="override the model's number of classes")
+        p.add_argument("--image-size", type=_int_in(1, MAX_IMAGE_SIZE), default=image_size, help=f"input height/width (default {image_size})")
+        p.add_argument("--in-channels", type=_int_in(1, 1 << 16), default=3, help="input channels (default 3)")
         p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
     p = sub.add_parser("list", help="conv candidates and which policy converts each", description="Show every convolution and which placement policy would convert it.")
     model_arg(p)
     p.add_argument("--policies", nargs="+", default=None, help="policies to show (default: the built-in ones)")
-    p.add_argument("--num-classes", type=int, default=None, help="override the model's number of classes")
+    p.add_argument("--num-classes", type=_int_in(1, 1 << 20), default=None, help="override the model's number of classes")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("apply", help="convert and save weights + recipe", description="Convert MODEL with a placement policy and save a checkpoint (weights + recipe).")
     model_arg(p)
     p.add_argument("--policy", "-p", default="all_but_first", help="placement policy (all_but_first, 1x1, 3x3, last:K, all)")
-    p.add_argument("-n", "--kernel-num", type=int, default=1, help="number of kernels n (default 1)")
+    p.add_argument("-n", "--kernel-num", type=_int_in(1, 1 << 16), default=1, help="number of kernels n (default 1)")
     p.add_argument("--reduction", "-r", type=_float, default=1 / 16, help="attention reduction ratio r (default 1/16)")
     p.add_argument("--init", choices=INIT_MODES, default="pretrained", help="function-preserving (default), neutral (no kernel rescaling, for training from scratch) or the paper's scratch init")
     p.add_argument("--attention-norm", choices=ATTENTION_NORMS, default="bn", help="attention trunk normalisation")
@@ -309,9 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Export MODEL statically and with ODConv (naive and fused) and time them in onnxruntime.")
     model_arg(p)
     p.add_argument("--policies", nargs="+", default=list(PAPER_POLICIES), help="policies to benchmark (default: the paper's Table 9 set)")
-    p.add_argument("-n", "--kernel-num", type=int, nargs="+", default=[1], help="kernel numbers (default 1)")
-    p.add_argument("--repeats", type=int, default=10, help="timed runs per round (default 10)")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("-n", "--kernel-num", type=_int_in(1, 1 << 16), nargs="+", default=[1], help="kernel numbers (default 1)")
+    p.add_argument("--repeats", type=_int_in(1, 1 << 20), default=10, help="timed runs per round (default 10)")
+    p.add_argument("--rounds", type=_int_in(1, 1 << 16), default=5, help="interleaved rounds (default 5)")
     p.add_argument("--batch8", action="store_true", help="also time CPU batch 8 with all threads")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     common(p)
@@ -346,8 +388,8 @@ def _sweep_options(p: argparse.ArgumentParser, model_arg) -> None:
                 if key in meta:
                     kwargs[key] = meta[key]
         p.add_argument(*meta["flags"], **kwargs)
-    p.add_argument("--seeds", type=int, default=None, dest="seed_count", metavar="S", help="use the seeds 0..S-1 (short for --seed-list 0 1 ... S-1)")
-    p.add_argument("--nproc", type=int, default=1, help="train with DDP on this many processes (re-launches under torchrun)")
+    p.add_argument("--seeds", type=_int_in(1, 10_000), default=None, dest="seed_count", metavar="S", help="use the seeds 0..S-1 (short for --seed-list 0 1 ... S-1)")
+    p.add_argument("--nproc", type=_int_in(1, 1024), default=1, help="train with DDP on this many processes (re-launches under torchrun)")
     p.add_argument("-o", "--output", default="results", help="output directory (results.jsonl, csv, json, table.md, PNGs; default %(default)s)")
 
 
@@ -361,8 +403,6 @@ def sweep_config_from_args(args: argparse.Namespace):
     if args.seed_count is not None:
         if "seeds" in given:
             raise CliError("give --seeds S or --seed-list, not both")
-        if not 1 <= args.seed_count <= 10_000:
-            raise CliError(f"--seeds must be between 1 and 10000, got {args.seed_count}")
         given["seeds"] = list(range(args.seed_count))
     return SweepConfig(**given, allow_import=args.allow_import)
 
@@ -404,8 +444,21 @@ def _print_warning(message: Warning | str, category: type[Warning], *args: objec
     print(f"odconv-surgery: warning: {message}", file=sys.stderr)
 
 
+MAX_MESSAGE = 600  # characters of an error line; the full text with ODCONV_DEBUG=1
+_CUT = " ... (cut; ODCONV_DEBUG=1 shows all) ... "
+
+
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or repr(exc)
+    """The message on one line, at most ``MAX_MESSAGE`` characters: a long one (a C++ backtrace, a huge value)
+    keeps its start (what failed) and its end (the fix) around a marked cut."""
+    raw = str(exc)
+    if len(raw) > 8 * MAX_MESSAGE:
+        raw = raw[: 4 * MAX_MESSAGE] + "\n" + raw[-4 * MAX_MESSAGE :]
+    text = " ".join(raw.split()) or repr(exc)[:MAX_MESSAGE]
+    if len(text) > MAX_MESSAGE:
+        tail = (MAX_MESSAGE - len(_CUT)) // 3
+        text = text[: MAX_MESSAGE - len(_CUT) - tail] + _CUT + text[-tail:]
+    return text
 
 
 if __name__ == "__main__":

@@ -162,7 +162,9 @@ def apply_odconv(
     check_choice("init", init, INIT_MODES)
     check_bool("inplace", inplace)
     if seed is not None:
-        check_int("seed", seed)
+        check_int("seed", seed, minimum=-(2**63))
+        if seed >= 2**64:  # torch.Generator.manual_seed takes 64 bits
+            raise ValueError(f"seed must be below 2**64, got {seed}")
     example_inputs = as_example_inputs(example_inputs)
     if not inplace:
         model = copy.deepcopy(model)
@@ -254,8 +256,14 @@ def conversion_bytes(conv: nn.Conv2d, layer_settings: Mapping[str, Any]) -> tupl
     hidden = attention_channels(conv.in_channels, layer_settings.get("reduction", 1 / 16),
                                 layer_settings.get("min_attention_channels", 16))
     per_kernel = 1 if layer_settings.get("share_attention", True) else n
-    heads = conv.in_channels + (conv.in_channels + conv.out_channels + kh * kw) * per_kernel + n
-    return bank, (hidden * heads + 4 * hidden) * conv.weight.dtype.itemsize
+    depthwise = conv.in_channels == conv.groups == conv.out_channels
+    outputs = [conv.in_channels * per_kernel]  # the heads (1x1 convs with bias) of nn/attention.py's ODAttention
+    outputs += [] if depthwise else [conv.out_channels * per_kernel]
+    outputs += [] if kh * kw == 1 else [kh * kw * per_kernel]
+    outputs += [] if n == 1 else [n]
+    norm = {"bn": 4 * hidden, "ln": 2 * hidden}.get(layer_settings.get("attention_norm", "bn"), 0)
+    attention = conv.in_channels * hidden + norm + sum((hidden + 1) * width for width in outputs)
+    return bank, attention * conv.weight.dtype.itemsize
 
 
 def check_conversion_memory(layers: Iterable[tuple[str, nn.Conv2d, Mapping[str, Any]]]) -> None:

@@ -395,7 +395,7 @@ def test_f1_named_weights_load_with_weights_only(tmp_path, monkeypatch):
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)
     marker = tmp_path / "PWNED"
-    (cache / url.rsplit("/", 1)[1]).write_bytes(pickle.dumps(_Planted(str(marker))))
+    (cache / url.rsplit("/", 1)[1]).write_bytes(pickle.dumps(_Planted(str(marker)), protocol=2))
     with pytest.raises(ModelSpecError, match="refused") as err:
         build_model("torchvision:mobilenet_v3_small?weights=IMAGENET1K_V1")
     assert not marker.exists() and "\n" not in str(err.value)
@@ -489,3 +489,62 @@ def test_f13_recipe_values_are_checked_on_load(converted, tmp_path, changes, mes
     with pytest.raises(CheckpointMismatchError, match=message) as err:
         load(Tiny(), _crafted(converted, tmp_path, **changes))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "resnet18", "--repeats", "0"], "--repeats"),
+    (["list", "resnet18", "--num-classes", "0"], "--num-classes"),
+    (["apply", "resnet18", "-o", "x.pt", "--image-size", "100000"], "--image-size"),
+    (["sweep", "resnet18", "--max-steps", "0"], "--max-steps"),
+    (["sweep", "resnet18", "--seed-list", str(2**70)], "seeds"),
+    (["sweep", "resnet18", "--policies", "1x1", "1x1"], "repeat"),
+])
+def test_f13_cli_arguments_fail_in_one_line_naming_the_argument(argv, message, tmp_path, monkeypatch, capsys):
+    from odconv_surgery.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse: usage line + error line
+        code = exit_.code
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code in (1, 2) and message in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_f13_list_refuses_unknown_and_repeated_policies(capsys):
+    from odconv_surgery.cli import main
+
+    assert main(["list", "resnet18", "--policies", "bogus"]) == 1
+    assert "unknown placement policy 'bogus'" in _error_line(capsys)
+    assert main(["list", "resnet18", "--policies", "1x1", "1x1"]) == 1
+    assert "more than once" in _error_line(capsys)
+
+
+def test_f13_library_arguments_are_checked():
+    from odconv_surgery import ODConv2d
+
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        ODConv2d(4, 4, 3, stride=0)
+    with pytest.raises(ValueError, match="seed must be below 2\\*\\*64"):
+        apply_odconv(Tiny(), "1x1", seed=2**70)
+    pytest.importorskip("onnx")
+    from odconv_surgery.deploy.export import export_onnx
+
+    with pytest.raises(TypeError, match="fuse must be True or False"):
+        export_onnx(Tiny().eval(), None, torch.randn(1, 3, 8, 8), fuse="no")
+    with pytest.raises(ValueError, match="tolerance"):
+        export_onnx(Tiny().eval(), None, torch.randn(1, 3, 8, 8), tolerance=-1)
+
+
+def test_f13_cli_messages_are_one_short_line(capsys, monkeypatch):
+    from odconv_surgery import cli
+    from odconv_surgery.errors import CliError
+
+    def boom(args):
+        raise CliError("frame 1\n" * 12 + "x" * 1_300_000)
+
+    monkeypatch.setattr(cli, "cmd_list", boom)
+    assert cli.main(["list", "resnet18"]) == 1
+    line = _error_line(capsys)
+    assert len(line) <= 700 and "ODCONV_DEBUG=1" in line

@@ -49,10 +49,7 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "odconv_surgery.models"
-ALLOW_IMPORT_HINT = (
-    "pass --allow-import on the command line (allow_import=True in Python), which runs that code (its import and the "
-    "call) with your permissions, only if you trust it"
-)
+ALLOW_IMPORT_HINT = "pass --allow-import (allow_import=True in Python), which runs that code, only if you trust it"
 
 
 _ENV_LOCK = threading.Lock()

@@ -548,3 +548,15 @@ def test_f13_cli_messages_are_one_short_line(capsys, monkeypatch):
     assert cli.main(["list", "resnet18"]) == 1
     line = _error_line(capsys)
     assert len(line) <= 700 and "ODCONV_DEBUG=1" in line
+
+
+def test_f10_divergence_is_recorded_as_diverged(tmp_path, tiny_data, monkeypatch):
+    from odconv_surgery.errors import TrainingDivergedError
+    from odconv_surgery.experiments import sweep as sweep_module
+
+    def diverges(*args, **kwargs):
+        raise TrainingDivergedError("training diverged: fc.weight is not finite after epoch 0, step 0")
+
+    monkeypatch.setattr(sweep_module, "train_and_evaluate", diverges)
+    result = sweep_module.run_sweep(_sweep_config(), tmp_path, model_factory=Tiny, data=tiny_data)
+    assert [r["status"] for r in result.records] == ["diverged"] and result.failures

@@ -477,7 +477,7 @@ def test_f12_crafted_recipe_memory_counts_the_init_peak(converted, tmp_path, mon
 
 @pytest.mark.parametrize("changes, message", [
     ({"layers": ["features.3"]}, "layers must be a dict"),
-    ({"kernel_num": "8"}, "kernel_num"),
+    ({"policy": ["all"]}, "policy"),
     ({"reduction": float("nan")}, "reduction"),
     ({"layers": {"features.3": {"kernel_num": -1}}}, "kernel_num"),
     ({"layers": {"features.3": {"attention_norm": "evil"}}}, "attention_norm"),

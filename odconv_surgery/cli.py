@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from .atomic_file import atomic_write, check_target
+from .atomic_file import atomic_write, check_target, open_for_read
 from .nn.attention import ATTENTION_NORMS
 from .nn.odconv import INIT_MODES
 from .policies import PAPER_POLICIES
@@ -99,8 +99,9 @@ def _build_from_sidecar(sidecar: Path, allow_import: bool, overrides: dict):
 
     fix = "fix it, or pass --base MODEL (the spec given to 'apply')"
     try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        with open_for_read(sidecar) as fh:  # a FIFO is refused, never blocked on
+            meta = json.loads(fh.read(1 << 20).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CliError(f"cannot read {sidecar} ({type(exc).__name__}: {exc}); {fix}") from exc
     if not isinstance(meta, dict) or not isinstance(meta.get("model"), str):
         raise CliError(f"{sidecar} must be a JSON object with a string \"model\" (a model spec); {fix}")

@@ -51,6 +51,7 @@ from .sweep_results import RESULTS_FILE, SweepResultsWarning, append_record, con
 from .sweep_report import markdown_table, summarise, write_outputs
 from .training import evaluate, train_and_evaluate
 from ..errors import (  # noqa: F401 - raised here, defined with every error
+    ODConvError,
     SweepOutputError,
     SweepSettingsError,
     SweepSettingsMismatch,
@@ -291,7 +292,7 @@ def _agree(ctx: DistContext, step: Callable[[], None]) -> None:
     if ctx.is_main:
         try:
             step()
-        except (SweepOutputError, DirectoryLocked, OSError) as exc:
+        except (ODConvError, OSError) as exc:  # output, lock, settings-mismatch and foreign-file refusals
             error = exc
     if ctx.distributed:
         import torch.distributed as dist

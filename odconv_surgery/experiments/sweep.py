@@ -14,7 +14,11 @@ on (it is retried on the next resume).
 Stability: with so few steps the temperature reaches 1 within a fraction of an epoch, and the attention's
 BatchNorm over pooled features (small batch variance) can amplify gradients until training diverges; the sweep
 therefore clips the gradient norm at 10 for every configuration, baseline included (``grad_clip``; the paper does
-not clip). A configuration that still diverges is recorded as failed.
+not clip). A configuration that still diverges (a non-finite loss, or non-finite weights after any step) is
+recorded with ``status: "diverged"``.
+
+Safety: every setting is checked before anything is trained or written (``SweepConfig`` and ``preflight``), and
+the sweep writes only files it owns (``sweep_manifest``), through the careful writer (``atomic_file``).
 
 Initialisation and learning rates per mode are ``FINETUNE_DEFAULTS`` and ``SCRATCH_DEFAULTS``; the measurements
 behind them are in ``benchmarks/sweep_digits_*`` and the README.
@@ -31,12 +35,13 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
 from ..accounting import count_cost
+from ..atomic_file import open_for_append
 from .data import DataBundle, load_dataset
 from .distributed import DistContext, init_distributed
 from .dir_lock import DirectoryLock, DirectoryLocked
@@ -45,7 +50,6 @@ from .model_spec import ModelSpec, parse_model_spec
 from .pretrain import CACHE_DIR as PRETRAINED_DIR
 from .pretrain import load_static_checkpoint, trained_static_model
 from .sweep_config import BASELINE, DEFAULT_POLICIES, FINETUNE_DEFAULTS, SCRATCH_DEFAULTS, SweepConfig
-from ..atomic_file import open_for_append
 from .sweep_manifest import foreign_outputs, record_owned
 from .sweep_results import RESULTS_FILE, SweepResultsWarning, append_record, config_key, read_results
 from .sweep_report import markdown_table, summarise, write_outputs

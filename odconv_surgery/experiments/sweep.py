@@ -44,7 +44,7 @@ from ..accounting import count_cost
 from ..atomic_file import open_for_append
 from .data import DataBundle, load_dataset
 from .distributed import DistContext, init_distributed
-from .dir_lock import DirectoryLock, DirectoryLocked
+from .dir_lock import DirectoryLock, DirectoryLocked  # noqa: F401 - DirectoryLocked re-exported (run_sweep raises it)
 from .latency import measure_latency
 from .model_spec import ModelSpec, parse_model_spec
 from .pretrain import CACHE_DIR as PRETRAINED_DIR

@@ -110,6 +110,10 @@ def test_f4_append_and_lock_never_follow_links(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(NotRegularFileError, match="FIFO"):
         _finishes(lambda: open_for_append(fifo))
+    hard = tmp_path / ".lock"
+    os.link(victim, hard)  # a hard link is the victim itself
+    with pytest.raises(NotRegularFileError, match="hard links"):
+        open_lock_file(hard)
     assert victim.read_text() == "precious"
 
 
@@ -576,3 +580,17 @@ def test_f11_sweep_from_a_fifo_fails_at_once(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(SweepSettingsError, match="regular file"):
         _finishes(lambda: _sweep_config(from_checkpoint=str(fifo)))
+
+
+def test_f8_a_sweep_directory_of_an_older_version_is_adopted(tmp_path, tiny_data):
+    import json
+
+    from odconv_surgery.experiments.sweep import read_results, run_sweep
+
+    run_sweep(_sweep_config(), tmp_path, model_factory=Tiny, data=tiny_data)
+    (tmp_path / ".odconv-sweep.json").unlink()  # as written before manifests existed
+    (tmp_path / "table.md").write_text("old table")
+    result = run_sweep(_sweep_config(), tmp_path, model_factory=Tiny, data=tiny_data)
+    assert result.skipped == 1 and len(read_results(tmp_path)) == 1
+    assert (tmp_path / "table.md").read_text() != "old table"
+    assert "table.md" in json.loads((tmp_path / ".odconv-sweep.json").read_text())["files"]

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from odconv_surgery.atomic_file import open_for_append
 from odconv_surgery.cli import main as cli_main
 
 
@@ -34,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - start
     out = Path(argv[argv.index("-o") + 1] if "-o" in argv else argv[argv.index("--output") + 1])
     if int(os.environ.get("RANK", "0")) == 0 and out.is_dir():
-        with open(out / "wall_time.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps({"argv": argv, "wall_seconds": round(wall, 1), "exit_code": rc, "cpu_count": os.cpu_count(),
-                                 "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        with open_for_append(out / "wall_time.jsonl") as fh:  # a regular file, never through a link
+            fh.write((json.dumps({"argv": argv, "wall_seconds": round(wall, 1), "exit_code": rc, "cpu_count": os.cpu_count(),
+                                  "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n").encode("utf-8"))
         print(f"sweep wall time: {wall / 60:.1f} min (exit code {rc})", file=sys.stderr)
     return rc
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .atomic_file import atomic_write
+from .atomic_file import atomic_write, open_for_read
 from .nn.odconv import ODConv2d
 from .recipe import Recipe, apply_recipe, get_recipe
 from .errors import CheckpointMismatchError  # noqa: F401 - raised here, defined with every error
@@ -21,7 +21,7 @@ def save(model: nn.Module, path: str | os.PathLike) -> Path:
 
     The write is atomic and durable (``atomic_file.atomic_write``: temp file, fsync, rename, fsync of the
     directory), a new file follows the umask, and a read-only target is refused (``ReadOnlyTargetError``) rather
-    than replaced. Refuses a model whose recipe does not describe exactly its ODConv2d layers (it would not load).
+    than replaced, as are links, devices, FIFOs and a file that is not a checkpoint (``atomic_write``). Refuses a model whose recipe does not describe exactly its ODConv2d layers (it would not load).
     """
     from .surgery import unwrap_parallel
 
@@ -31,7 +31,7 @@ def save(model: nn.Module, path: str | os.PathLike) -> Path:
         raise ValueError("model has no ODConv recipe: convert it with apply_odconv() (or load()) before save()")
     check_recipe_covers(model, recipe)
     payload = {"format": FORMAT, "recipe": recipe.to_dict(), "state_dict": model.state_dict()}
-    return atomic_write(path, lambda fh: torch.save(payload, fh))
+    return atomic_write(path, lambda fh: torch.save(payload, fh), replaces="checkpoint")
 
 
 def check_recipe_covers(model: nn.Module, recipe: Recipe) -> None:
@@ -55,12 +55,11 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path).expanduser()
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory, not a checkpoint file; give the .pt file written by save()")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as err:
-        raise ValueError(f"{path} is not a readable odconv-surgery checkpoint ({type(err).__name__}: {err})") from err
+    with open_for_read(path) as fh:  # a FIFO or device is refused here rather than blocked on
+        try:
+            payload = torch.load(fh, map_location=map_location, weights_only=True)
+        except Exception as err:
+            raise ValueError(f"{path} is not a readable odconv-surgery checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not an odconv-surgery checkpoint (expected format {FORMAT!r}); write it with odconv_surgery.save()")
     if not isinstance(payload.get("recipe"), dict) or not isinstance(payload.get("state_dict"), dict):

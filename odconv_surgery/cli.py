@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from .atomic_file import atomic_write
+from .atomic_file import atomic_write, check_target, open_for_read
 from .deploy.targets import TARGET_HELP, ExportTarget
 from .nn.odconv import INIT_MODES
 from .nn.options import LAYER_KEYS, LayerOptions
@@ -31,8 +31,9 @@ SPEC_HELP = (
     "'entrypoint:NAME' (a package's odconv_surgery.models entry point), or 'package.module:callable[?...]' with --allow-import"
 )
 ALLOW_IMPORT_HELP = (
-    "allow a MODEL of the form 'package.module:callable', which imports and calls that Python code (also when the "
-    "spec is read from CKPT.model.json); only for specs you trust"
+    "allow a MODEL of the form 'package.module:callable' (also when the spec is read from CKPT.model.json): this runs "
+    "arbitrary code (the module's import and the call, with your permissions); no check makes it safe, so only for "
+    "specs you trust"
 )
 
 
@@ -43,7 +44,14 @@ def _spec(text: str, args: argparse.Namespace):
 
 
 def _input_shape(args: argparse.Namespace) -> tuple[int, ...]:
-    return (1, args.in_channels, args.image_size, args.image_size)
+    """The batch-1 input; refuses (``KernelBankMemoryError``) an --image-size whose activations cannot fit."""
+    from .nn.validation import check_memory
+
+    shape = (1, args.in_channels, args.image_size, args.image_size)
+    check_memory(4 * args.in_channels * args.image_size**2 * ACTIVATION_FACTOR, "cpu",
+                 f"a {args.image_size}x{args.image_size} input ({args.in_channels} channels) and its activations",
+                 "lower --image-size")
+    return shape
 
 
 def _example(args: argparse.Namespace):
@@ -63,6 +71,25 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number such as 0.0625 or 1/16, got {text!r}") from None
 
 
+def _int_in(low: int, high: int):
+    """An argparse type: an integer in [low, high], refused in one line naming the range otherwise."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {text[:40]!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer in [{low}, {high}], got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+MAX_IMAGE_SIZE = 4096
+ACTIVATION_FACTOR = 64  # a CNN's activations at batch 1 are tens of times its input; checked before allocating
+
+
 def _spec_sidecar(ckpt: Path) -> Path:
     return ckpt.with_name(ckpt.name + ".model.json")
 
@@ -74,8 +101,9 @@ def _build_from_sidecar(sidecar: Path, allow_import: bool, overrides: dict):
 
     fix = "fix it, or pass --base MODEL (the spec given to 'apply')"
     try:
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        with open_for_read(sidecar) as fh:  # a FIFO is refused, never blocked on
+            meta = json.loads(fh.read(1 << 20).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CliError(f"cannot read {sidecar} ({type(exc).__name__}: {exc}); {fix}") from exc
     if not isinstance(meta, dict) or not isinstance(meta.get("model"), str):
         raise CliError(f"{sidecar} must be a JSON object with a string \"model\" (a model spec); {fix}")
@@ -112,12 +140,27 @@ def _load_model_or_checkpoint(args: argparse.Namespace):
     return _spec(target, args).build(**kwargs)
 
 
+def _checked_policies(policies: Sequence[str]) -> list[str]:
+    """Known placement policies, each once (``CliError`` naming --policies otherwise)."""
+    from .policies import get_policy
+
+    repeated = sorted({p for p in policies if list(policies).count(p) > 1})
+    if repeated:
+        raise CliError(f"--policies lists {', '.join(repeated)} more than once; give each policy once")
+    for policy in policies:
+        try:
+            get_policy(policy)
+        except (ValueError, TypeError) as exc:
+            raise CliError(f"--policies: {exc}") from None
+    return list(policies)
+
+
 # --------------------------------------------------------------------------------------------- commands
 def cmd_list(args: argparse.Namespace) -> int:
     from .surgery import list_candidates
 
+    policies = _checked_policies(args.policies) if args.policies else None
     model = _spec(args.model, args).build(**_classes(args))
-    policies = args.policies or None
     if policies:
         list_candidates(model, policies=policies)
     else:
@@ -131,15 +174,16 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from .surgery import apply_odconv
 
     spec = _spec(args.model, args)
+    out = check_target(args.output, replaces="checkpoint")  # refusals before the work, not after it
+    check_target(_spec_sidecar(out), replaces="json")
     model = spec.build(**_classes(args))
     before = count_cost(model, _input_shape(args))
     options = LayerOptions(**{key: getattr(args, key) for key in LAYER_KEYS})
     model, report = apply_odconv(model, args.policy, options=options, init=args.init, inplace=True)
     after = count_cost(model, _input_shape(args))
-    out = Path(args.output).expanduser()
     save(model, out)
     sidecar = json.dumps({"model": str(spec), "kwargs": _classes(args)}).encode()
-    atomic_write(_spec_sidecar(out), lambda fh: fh.write(sidecar))
+    atomic_write(_spec_sidecar(out), lambda fh: fh.write(sidecar), replaces="json")
     if not args.quiet:
         print(report.summary())
         print(
@@ -156,8 +200,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         from .deploy.schema import META_TARGET, metadata
     except ImportError as exc:
         raise CliError(f"ONNX export is not available ({exc}); install the extras: pip install 'odconv-surgery[onnx]'") from exc
-    model = _load_model_or_checkpoint(args).eval()
     out = Path(args.output).expanduser()
+    inputs = [Path(args.model).expanduser()]
+    check_target(out, inputs=inputs + [_spec_sidecar(inputs[0])], replaces="onnx")  # before any work (`-o m.pt` on m.pt)
+    model = _load_model_or_checkpoint(args).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     proto = export_onnx(model, out, _example(args), dynamic_batch=not args.static_batch, fuse=not args.no_fuse, target=args.target)
     if not args.quiet:
@@ -175,6 +221,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CliError(f"the ONNX benchmark is not available ({exc}); install the extras: pip install 'odconv-surgery[onnx]'") from exc
 
+    _checked_policies(args.policies)
+    if len(set(args.kernel_num)) != len(args.kernel_num):
+        raise CliError(f"-n lists a kernel number twice ({' '.join(map(str, args.kernel_num))}); give each once")
+    if args.json:
+        check_target(args.json, replaces="json")  # `--json ck.pt` is refused before the benchmark, not after it
     static = _spec(args.model, args).build(**_classes(args)).eval()
     x = torch.randn(*_input_shape(args))
     rows = []
@@ -191,21 +242,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from .experiments.sweep import DEFAULT_POLICIES, SweepConfig, prepare_output, run_sweep
+    from .experiments.sweep import check_output, prepare_output, run_sweep
 
-    _spec(args.model, args)  # fail fast on a bad spec
+    config = sweep_config_from_args(args)  # every setting checked before anything runs or is written
+    _spec(config.model, args)  # fail fast on a bad spec
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        prepare_output(Path(args.output).expanduser())  # one-line errors here rather than from every torchrun worker
+        out = Path(args.output).expanduser()
+        check_output(out, config)  # one-line errors here rather than from every torchrun worker
+        prepare_output(out)
         return _relaunch_torchrun(args.nproc, args.argv)
-    config = SweepConfig(
-        model=args.model, policies=args.policies or DEFAULT_POLICIES, kernel_nums=args.kernel_num,
-        seeds=list(range(args.seeds)) if args.seed_list is None else args.seed_list, data=args.data,
-        image_size=args.image_size, pretrain_epochs=args.pretrain_epochs, pretrain_lr=args.pretrain_lr,
-        from_checkpoint=args.from_checkpoint, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        attention_lr_scale=args.attention_lr_scale, reduction=args.reduction, init=args.init,
-        latency=not args.no_latency, quiet=args.quiet,
-        limit=args.limit, max_steps_per_epoch=args.max_steps, allow_import=args.allow_import,
-    )
     result = run_sweep(config, Path(args.output).expanduser())
     if int(os.environ.get("RANK", "0")) == 0:
         if not args.quiet:
@@ -218,10 +263,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _relaunch_torchrun(nproc: int, argv: Sequence[str]) -> int:
-    """Re-run this same command under torchrun with ``nproc`` processes (DDP training)."""
-    import subprocess
+def _safe_path_flag() -> str:
+    """The interpreter flag that keeps the working directory off ``sys.path``: ``-P`` (3.11+), else ``-I``."""
+    return "-P" if sys.version_info >= (3, 11) else "-I"
 
+
+def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
+    """The command that re-runs this CLI under torchrun with ``nproc`` workers.
+
+    Neither the launcher nor the workers put the working directory on ``sys.path`` (``python -P``, and
+    ``--no-python`` so torchrun starts the workers with that same flag): a ``networkx.py`` or ``tqdm.py`` in the
+    directory the user runs from is never imported.
+    """
     child: list[str] = []
     skip = False
     for arg in argv:  # drop --nproc N / --nproc=N: torchrun's own parser would take it for --nproc-per-node
@@ -234,8 +287,17 @@ def _relaunch_torchrun(nproc: int, argv: Sequence[str]) -> int:
         if arg.startswith("--nproc="):
             continue
         child.append(arg)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "odconv_surgery.cli", *child]
-    return subprocess.call(cmd)
+    safe = _safe_path_flag()
+    return [sys.executable, safe, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "--no-python", sys.executable, safe, "-m", "odconv_surgery.cli", *child]
+
+
+def _relaunch_torchrun(nproc: int, argv: Sequence[str]) -> int:
+    """Re-run this same command under torchrun with ``nproc`` processes (DDP training)."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONSAFEPATH="1")  # children of the workers inherit it too
+    return subprocess.call(torchrun_command(nproc, argv), env=env)
 
 
 # --------------------------------------------------------------------------------------------- parser
@@ -279,15 +341,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--allow-import", action="store_true", help=ALLOW_IMPORT_HELP)
 
     def common(p: argparse.ArgumentParser, image_size: int = 224) -> None:
-        p.add_argument("--num-classes", type=int, default=None, help="override the model's number of classes")
-        p.add_argument("--image-size", type=int, default=image_size, help=f"input height/width (default {image_size})")
-        p.add_argument("--in-channels", type=int, default=3, help="input channels (default 3)")
+        p.add_argument("--num-classes", type=_int_in(1, 1 << 20), default=None, help="override the model's number of classes")
+        p.add_argument("--image-size", type=_int_in(1, MAX_IMAGE_SIZE), default=image_size, help=f"input height/width (default {image_size})")
+        p.add_argument("--in-channels", type=_int_in(1, 1 << 16), default=3, help="input channels (default 3)")
         p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
     p = sub.add_parser("list", help="conv candidates and which policy converts each", description="Show every convolution and which placement policy would convert it.")
     model_arg(p)
     p.add_argument("--policies", nargs="+", default=None, help="policies to show (default: the built-in ones)")
-    p.add_argument("--num-classes", type=int, default=None, help="override the model's number of classes")
+    p.add_argument("--num-classes", type=_int_in(1, 1 << 20), default=None, help="override the model's number of classes")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("apply", help="convert and save weights + recipe", description="Convert MODEL with a placement policy and save a checkpoint (weights + recipe).")
@@ -314,40 +376,60 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Export MODEL statically and with ODConv (naive and fused) and time them in onnxruntime.")
     model_arg(p)
     p.add_argument("--policies", nargs="+", default=list(PAPER_POLICIES), help="policies to benchmark (default: the paper's Table 9 set)")
-    p.add_argument("-n", "--kernel-num", type=int, nargs="+", default=[1], help="kernel numbers (default 1)")
-    p.add_argument("--repeats", type=int, default=10, help="timed runs per round (default 10)")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    p.add_argument("-n", "--kernel-num", type=_int_in(1, 1 << 16), nargs="+", default=[1], help="kernel numbers (default 1)")
+    p.add_argument("--repeats", type=_int_in(1, 1 << 20), default=10, help="timed runs per round (default 10)")
+    p.add_argument("--rounds", type=_int_in(1, 1 << 16), default=5, help="interleaved rounds (default 5)")
     p.add_argument("--batch8", action="store_true", help="also time CPU batch 8 with all threads")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     common(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("sweep", help="placement-policy sweep (accuracy + speed, the paper's Table 9)",
-                       description="Train and evaluate MODEL under several placement policies and seeds; resumable.")
-    model_arg(p, nargs="?", default="torchvision:mobilenet_v2?width_mult=0.5", help=SPEC_HELP + " (default mobilenet_v2 width 0.5)")
-    p.add_argument("--policies", nargs="+", default=None, help=f"policies incl. 'baseline' (default: baseline {' '.join(PAPER_POLICIES)})")
-    p.add_argument("-n", "--kernel-num", type=int, nargs="+", default=[1], help="kernel numbers n to sweep (default 1)")
-    p.add_argument("--data", default=None, help="ImageFolder root (class folders, or train/ and val/); default: sklearn digits")
-    p.add_argument("--image-size", type=int, default=None, help="input size (default 32 for digits, 64 for ImageFolder)")
-    p.add_argument("--pretrain-epochs", type=int, default=5, help="train the static model this many epochs per seed, then convert and fine-tune it (default 5; 0 trains every configuration from scratch)")
-    p.add_argument("--pretrain-lr", type=float, default=0.05, help="learning rate of that pretraining (default 0.05)")
-    p.add_argument("--from", dest="from_checkpoint", default=None, metavar="CKPT", help="start from your trained static weights (torch.save(model.state_dict())) instead of pretraining")
-    p.add_argument("--epochs", type=int, default=None, help="fine-tuning (or from-scratch training) epochs per configuration (default 3 fine-tuning, 5 from scratch)")
-    p.add_argument("--seeds", type=int, default=3, help="number of seeds 0..S-1 (default 3)")
-    p.add_argument("--seed-list", type=int, nargs="+", default=None, help="explicit seeds (overrides --seeds)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size per process (default 64)")
-    p.add_argument("--lr", type=float, default=None, help="initial learning rate, cosine to 0 (default 0.01 fine-tuning, 0.05 from scratch)")
-    p.add_argument("--attention-lr-scale", type=float, default=None, help="ODConv attention learning rate relative to --lr (default 0.1)")
-    p.add_argument("--reduction", "-r", type=_float, default=1 / 16, help="attention reduction ratio (default 1/16)")
-    p.add_argument("--init", choices=INIT_MODES, default=None, help="ODConv init (default: pretrained, i.e. function-preserving, when fine-tuning; neutral from scratch)")
-    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
-    p.add_argument("--nproc", type=int, default=1, help="train with DDP on this many processes (re-launches under torchrun)")
-    p.add_argument("--limit", type=int, default=None, help="use only this many images per split (smoke tests)")
-    p.add_argument("--max-steps", type=int, default=None, help="cap steps per epoch (smoke tests)")
-    p.add_argument("-o", "--output", default="results", help="output directory (results.jsonl, csv, json, table.md, PNGs)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (CI)")
+                       description="Train and evaluate MODEL under several placement policies and seeds; resumable. "
+                                   "Every setting is checked before anything is trained or written.")
+    _sweep_options(p, model_arg)
     p.set_defaults(func=cmd_sweep)
     return parser
+
+
+def _sweep_options(p: argparse.ArgumentParser, model_arg) -> None:
+    """The sweep's options, made from ``SweepConfig``'s fields (flags, types and help in their metadata, defaults
+    read from the dataclass): no default is restated here. Options left out keep the dataclass default."""
+    from dataclasses import fields
+
+    from .experiments.sweep_config import SweepConfig, cli_fields, cli_help
+
+    default_model = next(f.default for f in fields(SweepConfig) if f.name == "model")
+    model_arg(p, nargs="?", default=None, help=SPEC_HELP + f" (default {default_model})")
+    types = {"fraction": _float}
+    for f in cli_fields():
+        meta = dict(f.metadata)
+        kwargs: dict = {"dest": f.name, "default": None, "help": cli_help(f)}
+        if "const" in meta:
+            kwargs.update(action="store_const", const=meta["const"])
+        else:
+            kwargs["type"] = types.get(meta["type"], meta["type"]) or str
+            for key in ("nargs", "choices", "metavar"):
+                if key in meta:
+                    kwargs[key] = meta[key]
+        p.add_argument(*meta["flags"], **kwargs)
+    p.add_argument("--seeds", type=_int_in(1, 10_000), default=None, dest="seed_count", metavar="S", help="use the seeds 0..S-1 (short for --seed-list 0 1 ... S-1)")
+    p.add_argument("--nproc", type=_int_in(1, 1024), default=1, help="train with DDP on this many processes (re-launches under torchrun)")
+    p.add_argument("-o", "--output", default="results", help="output directory (results.jsonl, csv, json, table.md, PNGs; default %(default)s)")
+
+
+def sweep_config_from_args(args: argparse.Namespace):
+    """The ``SweepConfig`` an ``odconv-surgery sweep`` command line asks for (validated: ``SweepSettingsError``)."""
+    from .experiments.sweep_config import SweepConfig, cli_fields
+
+    given = {f.name: getattr(args, f.name) for f in cli_fields() if getattr(args, f.name, None) is not None}
+    if args.model is not None:
+        given["model"] = args.model
+    if args.seed_count is not None:
+        if "seeds" in given:
+            raise CliError("give --seeds S or --seed-list, not both")
+        given["seeds"] = list(range(args.seed_count))
+    return SweepConfig(**given, allow_import=args.allow_import)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -387,8 +469,21 @@ def _print_warning(message: Warning | str, category: type[Warning], *args: objec
     print(f"odconv-surgery: warning: {message}", file=sys.stderr)
 
 
+MAX_MESSAGE = 600  # characters of an error line; the full text with ODCONV_DEBUG=1
+_CUT = " ... (cut; ODCONV_DEBUG=1 shows all) ... "
+
+
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or repr(exc)
+    """The message on one line, at most ``MAX_MESSAGE`` characters: a long one (a C++ backtrace, a huge value)
+    keeps its start (what failed) and its end (the fix) around a marked cut."""
+    raw = str(exc)
+    if len(raw) > 8 * MAX_MESSAGE:
+        raw = raw[: 4 * MAX_MESSAGE] + "\n" + raw[-4 * MAX_MESSAGE :]
+    text = " ".join(raw.split()) or repr(exc)[:MAX_MESSAGE]
+    if len(text) > MAX_MESSAGE:
+        tail = (MAX_MESSAGE - len(_CUT)) // 3
+        text = text[: MAX_MESSAGE - len(_CUT) - tail] + _CUT + text[-tail:]
+    return text
 
 
 if __name__ == "__main__":

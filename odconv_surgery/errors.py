@@ -21,6 +21,10 @@ class EmptySelectionError(ODConvError, ValueError):
     """A selector matched no convolution."""
 
 
+class RegexTimeoutError(ODConvError, ValueError):
+    """A name regex (include/exclude selector) took too long to match: catastrophic backtracking."""
+
+
 class UntraceableModelError(ODConvError, RuntimeError):
     """torch.fx could not trace the model and no example inputs were given for the hook fallback."""
 
@@ -44,6 +48,18 @@ class CheckpointMismatchError(ODConvError, ValueError):
 
 class ReadOnlyTargetError(ODConvError, PermissionError):
     """The target file is read-only; it was not replaced."""
+
+
+class NotRegularFileError(ODConvError, OSError):
+    """A path to read or write is a symbolic link, device, FIFO or socket, not a regular file; nothing was done."""
+
+
+class InputOverwriteError(ODConvError, ValueError):
+    """The output path is one of the command's input files; it was not overwritten."""
+
+
+class ForeignFileError(ODConvError, FileExistsError):
+    """The target exists and is not a file of the kind being written (or not one the sweep wrote); not replaced."""
 
 
 # ---- ONNX export and runtime -----------------------------------------------------------------------------------
@@ -101,6 +117,14 @@ class SweepSettingsMismatch(ODConvError, RuntimeError):
 
 class SweepOutputError(ODConvError, ValueError):
     """The output directory cannot hold the sweep's results (a file where a directory should be, ...)."""
+
+
+class SweepSettingsError(ODConvError, ValueError):
+    """A sweep setting is out of range or of the wrong type; refused before anything runs or is written."""
+
+
+class TrainingDivergedError(ODConvError, FloatingPointError):
+    """Training produced a non-finite loss or non-finite weights (lower the learning rate)."""
 
 
 class CliError(ODConvError):

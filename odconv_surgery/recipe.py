@@ -11,9 +11,11 @@ from torch import nn
 
 from .nn.odconv import ODConv2d
 from .passes.fx.swap_modules import swap_module
-from .nn.options import LAYER_KEYS, LayerOptions
-from .nn.validation import check_conversion_memory
-from .errors import InvalidTypeError, InvalidValueError, RecipeMismatchError
+from .nn.attention import ATTENTION_NORMS  # noqa: F401 - the recipe's attention_norm choices
+from .nn.odconv import INIT_MODES
+from .nn.options import LAYER_KEYS, LayerOptions, check_layer_settings
+from .nn.validation import check_choice, check_conversion_memory
+from .errors import CheckpointMismatchError, InvalidTypeError, RecipeMismatchError
 
 RECIPE_ATTRIBUTE = "odconv_recipe"
 
@@ -47,12 +49,40 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Recipe":
+        """A recipe read from a file, every value checked like the matching argument of ``apply_odconv``
+        (``CheckpointMismatchError`` naming the field otherwise): a checkpoint is data from anywhere."""
+        if not isinstance(data, dict):
+            raise CheckpointMismatchError(f"the recipe must be a dict, got {type(data).__name__}; save the model again")
         own = {f.name for f in fields(cls)} - {"options"}
         unknown = set(data) - own - set(LAYER_KEYS)
         if unknown:
-            raise InvalidValueError(f"recipe has unknown fields {sorted(unknown)}; was it written by a newer odconv-surgery?")
-        options = LayerOptions.from_settings({k: v for k, v in data.items() if k in LAYER_KEYS}, "recipe")
-        return cls(options=options, **{k: v for k, v in data.items() if k in own})
+            raise CheckpointMismatchError(f"recipe has unknown fields {sorted(map(str, unknown))}; was it written by a newer odconv-surgery?")
+        try:
+            options = LayerOptions.from_settings({k: v for k, v in data.items() if k in LAYER_KEYS}, "recipe")
+            return cls(options=options, **_checked_fields({k: v for k, v in data.items() if k in own}))
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, CheckpointMismatchError):
+                raise
+            raise CheckpointMismatchError(f"the checkpoint's recipe is invalid: {' '.join(str(exc).split())[:300]}") from None
+
+
+def _checked_fields(data: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's own fields (not the layer options), each checked."""
+    out = dict(data)
+    if out.get("policy") is not None and not isinstance(out["policy"], str):
+        raise TypeError(f"recipe policy must be a string or None, got {type(out['policy']).__name__}")
+    if "init" in out:
+        out["init"] = check_choice("recipe init", out["init"], INIT_MODES)
+    if "version" in out and not isinstance(out["version"], str):
+        raise TypeError(f"recipe version must be a string, got {type(out['version']).__name__}")
+    layers = out.get("layers", {})
+    if not isinstance(layers, dict):
+        raise TypeError(f"recipe layers must be a dict of layer name -> settings, got {type(layers).__name__}")
+    for name, settings in layers.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"recipe layer names must be non-empty strings, got {name!r}")
+        layers[name] = check_layer_settings(settings, f"recipe layer {name!r}")
+    return out
 
 
 def get_recipe(model: nn.Module) -> Recipe | None:
@@ -79,7 +109,8 @@ def apply_recipe(model: nn.Module, recipe: Recipe) -> nn.Module:
             raise InvalidTypeError(f"recipe layer {name!r} is a {type(conv).__name__}, expected nn.Conv2d: is this the same architecture?")
         known = {k: v for k, v in settings.items() if k in LAYER_KEYS}
         todo[name] = (conv, LayerOptions.from_settings(known, f"recipe layer {name!r}"))
-    check_conversion_memory({name: (conv, options.kernel_num) for name, (conv, options) in todo.items()})
+    # Every bank, attention branch and init temporary counted before anything is allocated (a crafted recipe).
+    check_conversion_memory((name, conv, options.as_dict()) for name, (conv, options) in todo.items())
     for conv, options in todo.values():
         with torch.no_grad():
             layer = ODConv2d.from_conv(conv, init="scratch", options=options, check_memory=False)

@@ -7,7 +7,7 @@ include/exclude/overrides -> swap modules by qualified name in the original modu
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -154,7 +154,9 @@ def apply_odconv(
     check_choice("init", init, INIT_MODES)
     check_bool("inplace", inplace)
     if seed is not None:
-        check_int("seed", seed)
+        check_int("seed", seed, minimum=-(2**63))
+        if seed >= 2**64:  # torch.Generator.manual_seed takes 64 bits
+            raise ValueError(f"seed must be below 2**64, got {seed}")
     example_inputs = as_example_inputs(example_inputs)
     if not inplace:
         model = copy.deepcopy(model)
@@ -163,7 +165,7 @@ def apply_odconv(
     if not layer_settings:
         raise _nothing_selected(model, analysis, policy)
     by_name = {layer.name: layer.module for layer in analysis.layers}
-    check_conversion_memory({name: (by_name[name], s["kernel_num"]) for name, s in layer_settings.items()})
+    check_conversion_memory((name, by_name[name], s) for name, s in layer_settings.items())
     params_before = _count_params(model)
     uncalled = uncalled_convs(model, analysis)
     aliases = {layer.name: aliases_of(model, layer.module) for layer in analysis.layers}

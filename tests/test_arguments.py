@@ -137,8 +137,9 @@ def test_memory_estimate_counts_all_banks(monkeypatch):
     import odconv_surgery.nn.validation as validation
 
     # banks of Net at kernel_num=4, float32: c1 4*8*3*9*4 = 3456, c2 4*8*8*9*4 = 9216, c3 4*8*8*1*4 = 1024 bytes;
+    # their attention branches (parameters and BatchNorm buffers, hidden width 16): c1 2080, c2 2740, c3 2128 bytes;
     # plus the largest bank's init temporaries (3 banks of c2).
-    need = 3456 + 9216 + 1024 + 3 * 9216
+    need = 3456 + 9216 + 1024 + 2080 + 2740 + 2128 + 3 * 9216
     monkeypatch.setattr(validation, "available_memory", lambda device: need - 1)
     with pytest.raises(KernelBankMemoryError, match=rf"needs .* \({need} bytes\) but only"):
         apply_odconv(Net(), "all", kernel_num=4)

@@ -118,10 +118,11 @@ def test_save_respects_umask(converted, tmp_path, umask, mode):
 
 def test_save_keeps_mode_and_refuses_read_only(converted, tmp_path):
     path = tmp_path / "m.pt"
-    path.write_bytes(b"old")
+    torch.save({"old": 1}, path)  # an older checkpoint (save() refuses to replace files of other kinds)
+    old = path.read_bytes()
     path.chmod(0o640)
     save(converted, path)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o640 and path.read_bytes() != b"old"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640 and path.read_bytes() != old
     path.chmod(0o444)
     before = path.read_bytes()
     with pytest.raises(ReadOnlyTargetError, match=r"read-only \(mode 0444\).*chmod u\+w"):

@@ -24,6 +24,7 @@ from odconv_surgery.experiments.sweep import (
     summarise,
 )
 from odconv_surgery.experiments.training import TrainConfig, train_and_evaluate
+from odconv_surgery.errors import PretrainedCheckpointError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -91,13 +92,24 @@ def test_tiny_sweep_resume_and_outputs(tmp_path, tiny_data):
     assert third.skipped == 2 and len(read_results(tmp_path)) == 2
 
 
-def test_failure_is_recorded_and_sweep_goes_on(tmp_path, tiny_data):
-    cfg = _config(policies=["no_such_policy", "baseline"], latency=False)
+def test_failure_is_recorded_and_sweep_goes_on(tmp_path, tiny_data, monkeypatch):
+    from odconv_surgery import ODConv2d
+    from odconv_surgery.experiments import sweep as sweep_module
+
+    real = sweep_module.train_and_evaluate
+
+    def fails_for_odconv(model, *args, **kwargs):  # a failure only training reveals (bad settings fail up front)
+        if any(isinstance(m, ODConv2d) for m in model.modules()):
+            raise RuntimeError("boom in training")
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(sweep_module, "train_and_evaluate", fails_for_odconv)
+    cfg = _config(policies=["all_but_first", "baseline"], latency=False)
     result = run_sweep(cfg, tmp_path, model_factory=Tiny, data=tiny_data)
     by_key = {r["key"]: r for r in result.records}
-    assert by_key["no_such_policy|n=1|seed=0"]["status"] == "error"
-    assert "no_such_policy" in by_key["no_such_policy|n=1|seed=0"]["error"]
-    assert "Traceback" in by_key["no_such_policy|n=1|seed=0"]["traceback"]
+    assert by_key["all_but_first|n=1|seed=0"]["status"] == "error"
+    assert "boom in training" in by_key["all_but_first|n=1|seed=0"]["error"]
+    assert "Traceback" in by_key["all_but_first|n=1|seed=0"]["traceback"]
     assert by_key["baseline|n=0|seed=0"]["status"] == "ok"
     assert "Failed configurations" in (tmp_path / "table.md").read_text()
     # Failures are retried on resume (and recorded again); successes are not re-run.
@@ -303,9 +315,10 @@ def test_from_checkpoint_sweep_uses_the_users_weights(tmp_path, tiny_data):
     assert result.records[1]["top1_converted"] == expected
 
     torch.save({"fc.weight": torch.zeros(3, 3)}, tmp_path / "wrong.pt")
-    bad = run_sweep(_config(policies=["baseline"], from_checkpoint=str(tmp_path / "wrong.pt"), latency=False),
-                    tmp_path / "bad", model_factory=Tiny, data=tiny_data)
-    assert bad.records[0]["status"] == "error" and "does not fit the sweep's model" in bad.records[0]["error"]
+    with pytest.raises(PretrainedCheckpointError, match="does not fit the sweep's model"):  # before anything runs
+        run_sweep(_config(policies=["baseline"], from_checkpoint=str(tmp_path / "wrong.pt"), latency=False),
+                  tmp_path / "bad", model_factory=Tiny, data=tiny_data)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_scratch_mode_defaults():

@@ -153,8 +153,10 @@ def write_json(rows: Sequence[Row], path: str | os.PathLike, extra: dict | None 
         "rows": [asdict(r) for r in rows],
         **(extra or {}),
     }
-    with open(path, "w") as fh:
-        json.dump(payload, fh, indent=2)
+    from ..atomic_file import atomic_write
+
+    text = json.dumps(payload, indent=2).encode("utf-8")
+    atomic_write(path, lambda fh: fh.write(text), replaces="json")  # never over a checkpoint, a link or a device
 
 
 @dataclass

@@ -21,6 +21,7 @@ import contextlib
 import io
 import json
 import logging
+import numbers
 import os
 import warnings
 from collections import Counter
@@ -422,6 +423,11 @@ def export_onnx(
     from ..passes.onnx import PassNumericsError, run_pipeline
     from ..passes.onnx.check import CHECK_BATCH, random_batch
 
+    for name, flag in (("dynamic_batch", dynamic_batch), ("fuse", fuse), ("check", check), ("batch1_branch", batch1_branch)):
+        if not isinstance(flag, bool):  # fuse="no" must not mean True
+            raise TypeError(f"export_onnx {name} must be True or False, got {flag!r}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not 0 <= float(tolerance) < float("inf"):
+        raise ValueError(f"export_onnx tolerance must be a finite number >= 0, got {tolerance!r}")
     example_input = as_example_input(example_input)
     tune = default_tune() if tune is None else tune
     if not isinstance(tune, bool):
@@ -452,8 +458,11 @@ def export_onnx(
         )
     except PassNumericsError as err:
         raise PassNumericsError(err.pass_name, err.max_err, err.tol, "; ".join(filter(None, [err.detail, note]))) from err
-    if path is not None:
-        onnx.save(proto, os.fspath(path))
+    if path is not None:  # temp + fsync + rename: never a partial file, a link, a device or a checkpoint replaced
+        from ..atomic_file import atomic_write
+
+        data = proto.SerializeToString()
+        atomic_write(path, lambda fh: fh.write(data), replaces="onnx")
     return proto
 
 

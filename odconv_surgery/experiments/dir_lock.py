@@ -2,13 +2,16 @@
 
 The lock is ``fcntl.flock`` on ``DIR/.lock`` (the file holds the holder's pid, for the error message). The kernel
 releases it when the holder exits, however it exits (SIGKILL included), so a crashed run never leaves a stale
-lock; the file itself stays and is reused. Where ``fcntl`` does not exist (Windows) no lock is taken.
+lock; the file itself stays and is reused. The file is opened without following a symbolic link and must be a
+regular file with one link (``atomic_file.open_lock_file``): a ``.lock`` planted as a link to another file is
+refused, never truncated. Where ``fcntl`` does not exist (Windows) no lock is taken.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from ..atomic_file import open_lock_file
 from ..errors import DirectoryLocked  # noqa: F401 - raised here, defined with every error
 
 try:
@@ -33,7 +36,22 @@ class DirectoryLock:
         """Take the lock or raise ``DirectoryLocked`` naming the holder's pid and the fix."""
         if fcntl is None or self._fd is not None:
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        fd = self._locked_fd()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def check_free(self) -> None:
+        """Raise ``DirectoryLocked`` when another process holds the lock; creates and writes nothing."""
+        if fcntl is None or self._fd is not None or not os.path.lexists(self.path):
+            return
+        fd = self._locked_fd()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def _locked_fd(self) -> int:
+        fd = open_lock_file(self.path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -46,10 +64,7 @@ class DirectoryLock:
         except BaseException:
             os.close(fd)
             raise
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-        return self
+        return fd
 
     def release(self) -> None:
         if self._fd is not None:

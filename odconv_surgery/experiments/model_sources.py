@@ -4,27 +4,35 @@ A spec is text that may come from a command line, a sweep's settings or a file b
 it must not be able to call arbitrary Python (``os:system?command=...``). The registered sources build only
 models their library lists:
 
-* ``torchvision:NAME``: a name in ``torchvision.models.list_models()``, built with ``torchvision.models.get_model``;
+* ``torchvision:NAME``: a name in ``torchvision.models.list_models()``, built with ``torchvision.models.get_model``
+  with every weights argument (``weights``, ``weights_backbone``, ...) ``None`` unless the spec names it, so no
+  weights are downloaded or read from the torch hub cache unless asked;
 * ``timm:NAME``: a model timm knows (``timm.is_model``), built with ``timm.create_model`` (when timm is installed);
 * ``entrypoint:NAME``: a factory an installed package declares in the ``odconv_surgery.models`` entry-point group
   (``[project.entry-points."odconv_surgery.models"] NAME = "pkg.module:factory"``).
 
-Any other ``module:callable`` imports and calls what the spec names, so it is refused unless the caller opts in
-(``allow_import=True``; the CLI's ``--allow-import``). Even then the target must be an ``nn.Module`` subclass or a
-Python function defined outside the standard library and torch (so ``subprocess:run`` or ``torch.hub:load`` are
-refused with the flag too).
+Weights a torchvision or timm spec does name are loaded with ``torch.load(weights_only=True)`` forced
+(``weights_only_loads``): a pickle planted in a shared ``$TORCH_HOME`` cache is refused, never run.
+
+Any other ``module:callable`` imports and calls what the spec names: with ``allow_import=True`` (the CLI's
+``--allow-import``) that runs arbitrary code, the module's import included, and no check can make it safe, so opt
+in only for specs you trust. The few refusals that remain (standard-library and torch functions, dunder names,
+objects that are neither an ``nn.Module`` class nor a Python function) catch mistakes; they are not a sandbox.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
 import math
+import os
 import sys
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from torch import nn
@@ -35,12 +43,35 @@ __all__ = [
     "ImportNotAllowedError",
     "ModelSpecError",
     "available_sources",
+    "weights_only_loads",
     "model_names",
     "resolve_factory",
 ]
 
 ENTRY_POINT_GROUP = "odconv_surgery.models"
-ALLOW_IMPORT_HINT = "pass --allow-import on the command line (allow_import=True in Python) if you trust it"
+ALLOW_IMPORT_HINT = "pass --allow-import (allow_import=True in Python), which runs that code, only if you trust it"
+
+
+_ENV_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """Within the block every ``torch.load`` runs with ``weights_only=True``, whatever its caller passes (torch's
+    ``TORCH_FORCE_WEIGHTS_ONLY_LOAD``; process-wide while the block runs, restored after)."""
+    names = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    with _ENV_LOCK:
+        saved = {name: os.environ.get(name) for name in names}
+        os.environ[names[0]] = "1"
+        os.environ.pop(names[1], None)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
 
 class _Source:
@@ -73,7 +104,12 @@ class _Torchvision(_Source):
     def create(self, name: str, kwargs: dict[str, Any]) -> nn.Module:
         import torchvision.models as tvm
 
-        return tvm.get_model(name, **{"weights": None, **kwargs})  # never download weights implicitly
+        # Every weights argument (weights_backbone defaults to ImageNet for segmentation and detection) is None
+        # unless the spec names it: no implicit download, no unpickling from the hub cache.
+        builder = inspect.signature(tvm.get_model_builder(name)).parameters
+        unnamed = {arg: None for arg in builder if arg.startswith("weights") and arg not in kwargs}
+        with weights_only_loads():
+            return tvm.get_model(name, **{"weights": None, **unnamed, **kwargs})
 
 
 class _Timm(_Source):
@@ -104,7 +140,8 @@ class _Timm(_Source):
                 f"timm argument(s) {refused} are not accepted in a model spec; build the model in Python and "
                 "load weights there (timm.create_model / odconv_surgery.load)"
             )
-        return timm.create_model(name, **kwargs)
+        with weights_only_loads():
+            return timm.create_model(name, **kwargs)
 
 
 class _EntryPoints(_Source):
@@ -225,7 +262,7 @@ def _import_callable(module_name: str, name: str) -> Callable[..., nn.Module]:
     home = (getattr(obj, "__module__", None) or "").split(".")[0]
     if home in sys.stdlib_module_names or home in ("builtins", "torch"):
         raise ImportNotAllowedError(
-            f"{spec!r} is {home}.{obj.__qualname__}, a {home} function, not a model factory; point the spec at your "
+            f"{spec!r} is {obj.__module__}.{obj.__qualname__}, a {home} function, not a model factory; point the spec at your "
             "own model class or factory function"
         )
     return obj

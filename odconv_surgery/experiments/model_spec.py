@@ -9,6 +9,7 @@ scalars (int, float, bool, None, str), and ``module:callable`` needs the caller'
 from __future__ import annotations
 
 import math
+import pickle
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -63,6 +64,12 @@ class ModelSpec:
             model = factory(**kwargs)
         except ModelSpecError:
             raise
+        except pickle.UnpicklingError as exc:  # weights_only=True refused a weights file (model_sources)
+            raise ModelSpecError(
+                f"cannot build '{self}': a weights file it loads is not plain weights and was refused "
+                f"({' '.join(str(exc).split())[:200]}); delete it from the torch hub cache ($TORCH_HOME/hub/checkpoints) "
+                "and let it download again, or leave weights out"
+            ) from exc
         except OSError as exc:  # urllib's URLError included: weights requested while offline
             raise ModelSpecError(
                 f"cannot build '{self}': {type(exc).__name__}: {exc}. If it was downloading weights, connect to the "

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Sequence
+
+from .sweep_manifest import write_owned
 
 __all__ = ["plot_sweep"]
 
 
-def _scatter(summary: Sequence[dict[str, Any]], x_key: str, x_err: str | None, x_label: str, x_scale: float, path: Path, title: str) -> Path | None:
+def _scatter(summary: Sequence[dict[str, Any]], x_key: str, x_err: str | None, x_label: str, x_scale: float, out: Path,
+             name: str, title: str) -> Path | None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -31,22 +35,24 @@ def _scatter(summary: Sequence[dict[str, Any]], x_key: str, x_err: str | None, x
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")  # rendered in memory, written by the careful writer
     plt.close(fig)
-    return path
+    return write_owned(out, name, lambda fh: fh.write(buffer.getvalue()), "png")
 
 
 def plot_sweep(summary: Sequence[dict[str, Any]], out_dir: str | Path) -> dict[str, Path]:
-    """Write ``acc_vs_latency.png`` (when latency was measured) and ``acc_vs_params.png``; returns their paths."""
+    """Write ``acc_vs_latency.png`` (when latency was measured) and ``acc_vs_params.png`` into files the sweep owns
+    (``sweep_manifest``); returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
     backend = next((r.get("latency_backend") for r in summary if r.get("latency_backend")), "")
     lat = _scatter(summary, "latency_ms_mean", "latency_ms_std", "CPU latency, batch 1 (ms)", 1.0,
-                   out / "acc_vs_latency.png", f"Accuracy vs latency ({backend})")
+                   out, "acc_vs_latency.png", f"Accuracy vs latency ({backend})")
     if lat:
         files["plot_latency"] = lat
-    params = _scatter(summary, "params", None, "parameters (M)", 1e6, out / "acc_vs_params.png", "Accuracy vs parameters")
+    params = _scatter(summary, "params", None, "parameters (M)", 1e6, out, "acc_vs_params.png", "Accuracy vs parameters")
     if params:
         files["plot_params"] = params
     return files

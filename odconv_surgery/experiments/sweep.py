@@ -14,7 +14,11 @@ on (it is retried on the next resume).
 Stability: with so few steps the temperature reaches 1 within a fraction of an epoch, and the attention's
 BatchNorm over pooled features (small batch variance) can amplify gradients until training diverges; the sweep
 therefore clips the gradient norm at 10 for every configuration, baseline included (``grad_clip``; the paper does
-not clip). A configuration that still diverges is recorded as failed.
+not clip). A configuration that still diverges (a non-finite loss, or non-finite weights after any step) is
+recorded with ``status: "diverged"``.
+
+Safety: every setting is checked before anything is trained or written (``SweepConfig`` and ``preflight``), and
+the sweep writes only files it owns (``sweep_manifest``), through the careful writer (``atomic_file``).
 
 Initialisation and learning rates per mode are ``FINETUNE_DEFAULTS`` and ``SCRATCH_DEFAULTS``; the measurements
 behind them are in ``benchmarks/sweep_digits_*`` and the README.
@@ -31,149 +35,51 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
 from ..accounting import count_cost
-from ..nn.odconv import INIT_MODES
-from ..nn.optim import ATTENTION_LR_SCALE
-from ..policies import PAPER_POLICIES
+from ..atomic_file import open_for_append
 from .data import DataBundle, load_dataset
 from .distributed import DistContext, init_distributed
-from .dir_lock import DirectoryLock, DirectoryLocked
+from .dir_lock import DirectoryLock, DirectoryLocked  # noqa: F401 - DirectoryLocked re-exported (run_sweep raises it)
 from .latency import measure_latency
 from .model_spec import ModelSpec, parse_model_spec
 from .pretrain import CACHE_DIR as PRETRAINED_DIR
-from .pretrain import file_digest, trained_static_model
+from .pretrain import load_static_checkpoint, trained_static_model
+from .sweep_config import BASELINE, DEFAULT_POLICIES, FINETUNE_DEFAULTS, SCRATCH_DEFAULTS, SweepConfig
+from .sweep_manifest import foreign_outputs, record_owned
 from .sweep_results import RESULTS_FILE, SweepResultsWarning, append_record, config_key, read_results
-from .sweep_report import BASELINE, markdown_table, summarise, write_outputs
-from .training import TrainConfig, evaluate, train_and_evaluate
-from ..errors import SweepOutputError, SweepSettingsMismatch  # noqa: F401 - raised here, defined with every error
+from .sweep_report import markdown_table, summarise, write_outputs
+from .training import evaluate, train_and_evaluate
+from ..errors import (  # noqa: F401 - raised here, defined with every error
+    ODConvError,
+    SweepOutputError,
+    SweepSettingsError,
+    SweepSettingsMismatch,
+    TrainingDivergedError,
+)
 
 __all__ = [
     "BASELINE",
     "DEFAULT_POLICIES",
+    "FINETUNE_DEFAULTS",
+    "SCRATCH_DEFAULTS",
     "SweepConfig",
     "SweepResult",
     "SweepOutputError",
     "SweepResultsWarning",
+    "SweepSettingsError",
     "SweepSettingsMismatch",
+    "preflight",
     "run_sweep",
     "read_results",
     "summarise",
     "markdown_table",
     "measure_latency",
 ]
-
-DEFAULT_POLICIES = (BASELINE, *PAPER_POLICIES)
-
-# Fine-tuning a trained model: the function-preserving init and a smaller learning rate. In both modes the attention
-# branches train at a tenth of the learning rate (``nn/optim.py`` says why).
-FINETUNE_DEFAULTS: dict[str, Any] = {"epochs": 3, "lr": 0.01, "attention_lr_scale": ATTENTION_LR_SCALE, "init": "pretrained"}
-# From scratch: the paper's recipe scaled down; init see module docstring.
-SCRATCH_DEFAULTS: dict[str, Any] = {"epochs": 5, "lr": 0.05, "attention_lr_scale": ATTENTION_LR_SCALE, "init": "neutral"}
-
-
-@dataclass
-class SweepConfig:
-    """What to sweep. ``model`` is a spec string (see ``model_spec``); ``num_classes`` comes from the data.
-
-    Two starting points. From a trained model (default, ``pretrain_epochs > 0`` or ``from_checkpoint``): per seed
-    the static model is trained for ``pretrain_epochs`` (cached in the output directory) or loaded from the user's
-    ``from_checkpoint``, then every policy converts it with the function-preserving init and fine-tunes it for
-    ``epochs``; the baseline is the static model fine-tuned the same way. From scratch (``pretrain_epochs=0``):
-    every configuration is built fresh and trained for ``epochs``. ``None`` settings take the mode's default
-    (``FINETUNE_DEFAULTS`` / ``SCRATCH_DEFAULTS``).
-    """
-
-    model: str = "torchvision:mobilenet_v2?width_mult=0.5"
-    policies: Sequence[str] = DEFAULT_POLICIES
-    kernel_nums: Sequence[int] = (1,)
-    seeds: Sequence[int] = (0, 1, 2)
-    data: str | None = None  # None / "digits" or an ImageFolder root
-    image_size: int | None = None  # digits: 32, ImageFolder: 64
-    pretrain_epochs: int = 5
-    pretrain_lr: float = 0.05
-    from_checkpoint: str | None = None
-    epochs: int | None = None
-    batch_size: int = 64
-    lr: float | None = None
-    attention_lr_scale: float | None = None
-    weight_decay: float = 4e-5
-    grad_clip: float | None = 10.0  # see module docstring
-    reduction: float = 1 / 16
-    init: str | None = None
-    attention_norm: str = "bn"
-    latency: bool = True
-    latency_runs: int = 30
-    limit: int | None = None  # images per split (tests)
-    max_steps_per_epoch: int | None = None  # tests
-    quiet: bool = False
-    allow_import: bool = False  # let ``model`` be 'module:callable' (see model_spec); not a setting of the results
-
-    def __post_init__(self) -> None:
-        if not self.policies:
-            raise ValueError("no policies to sweep; pass at least one (e.g. baseline all_but_first)")
-        if not self.seeds:
-            raise ValueError("no seeds; pass at least one seed")
-        if any(n < 1 for n in self.kernel_nums) or not self.kernel_nums:
-            raise ValueError(f"kernel numbers must be >= 1, got {list(self.kernel_nums)}")
-        if self.pretrain_epochs < 0:
-            raise ValueError(f"pretrain_epochs must be >= 0 (0 trains every configuration from scratch), got {self.pretrain_epochs}")
-        if self.from_checkpoint is not None:
-            self.from_checkpoint = str(Path(self.from_checkpoint).expanduser().resolve())
-        for key, value in (FINETUNE_DEFAULTS if self.from_trained else SCRATCH_DEFAULTS).items():
-            if getattr(self, key) is None:
-                setattr(self, key, value)
-        if self.init not in INIT_MODES:
-            raise ValueError(f"init must be one of {INIT_MODES}, got {self.init!r}")
-        self.policies = tuple(self.policies)
-        self.kernel_nums = tuple(int(n) for n in self.kernel_nums)
-        self.seeds = tuple(int(s) for s in self.seeds)
-
-    @property
-    def from_trained(self) -> bool:
-        """Whether configurations start from a trained static model (fine-tuning) rather than from scratch."""
-        return self.pretrain_epochs > 0 or self.from_checkpoint is not None
-
-    def train_config(self, seed: int) -> TrainConfig:
-        """The recipe every configuration (baseline included) trains or fine-tunes with."""
-        return TrainConfig(
-            epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-            grad_clip=self.grad_clip, attention_lr_scale=self.attention_lr_scale, seed=seed,
-            max_steps_per_epoch=self.max_steps_per_epoch, progress=not self.quiet,
-        )
-
-    def pretrain_config(self, seed: int) -> TrainConfig:
-        """The recipe that trains each seed's static starting point."""
-        return TrainConfig(
-            epochs=self.pretrain_epochs, batch_size=self.batch_size, lr=self.pretrain_lr, weight_decay=self.weight_decay,
-            grad_clip=self.grad_clip, seed=seed, max_steps_per_epoch=self.max_steps_per_epoch, progress=not self.quiet,
-        )
-
-    def settings(self) -> dict[str, Any]:
-        """Everything that changes a configuration's result; stored with each record and checked on resume."""
-        keys = ("model", "data", "image_size", "pretrain_epochs", "pretrain_lr", "from_checkpoint", "epochs", "batch_size",
-                "lr", "attention_lr_scale", "weight_decay", "grad_clip", "reduction", "init", "attention_norm", "limit",
-                "max_steps_per_epoch")
-        out = {k: getattr(self, k) for k in keys}
-        out["data"] = None if self.data in (None, "digits") else str(Path(self.data).resolve())
-        if self.from_checkpoint is not None:
-            out["from_checkpoint_sha256"] = file_digest(self.from_checkpoint)
-        return out
-
-    def configurations(self) -> list[tuple[str, int, int]]:
-        """(policy, n, seed) triples, seed-major (an interrupted sweep has every policy for the first seeds);
-        the baseline runs once per seed with n = 0."""
-        runs = []
-        for seed in self.seeds:
-            for policy in self.policies:
-                for n in ((0,) if policy == BASELINE else self.kernel_nums):
-                    runs.append((policy, n, seed))
-        return runs
-
 
 @dataclass
 class SweepResult:
@@ -215,7 +121,7 @@ def _starting_model(seed: int, config: SweepConfig, data: DataBundle, factory: M
         return factory(data.num_classes), {}
     model, top1 = trained_static_model(
         factory, data, seed, config.pretrain_config(seed) if config.pretrain_epochs else None, cache_dir, ctx,
-        checkpoint=config.from_checkpoint,
+        checkpoint=config.from_checkpoint, identity=config.pretrain_settings(),
     )
     return model, {"top1_static": top1}
 
@@ -277,9 +183,10 @@ def run_sweep(
 
     ``model_factory(num_classes)`` overrides ``config.model`` (which must then still describe it, for the
     record); ``data`` overrides ``config.data``. ``max_configs`` stops after that many new configurations
-    (used to simulate an interruption). Raises ``SweepSettingsMismatch`` when ``output_dir`` holds results
-    of a sweep with other settings, and ``DirectoryLocked`` when another sweep is writing to it (the lock is
-    ``output_dir/.lock``, held by rank 0 for the whole run).
+    (used to simulate an interruption). Before anything is trained or written: the output directory is checked
+    (``check_output``: ``SweepOutputError``, ``DirectoryLocked`` when another sweep is writing to it,
+    ``SweepSettingsMismatch`` when it holds results of other settings) and every setting that needs the model is
+    tried on it (``preflight``: ``SweepSettingsError``). The lock is ``output_dir/.lock``, held by rank 0.
     """
     out = Path(output_dir).expanduser()
     results_path = out / RESULTS_FILE
@@ -287,12 +194,77 @@ def run_sweep(
     ctx = ctx or init_distributed()
     lock = DirectoryLock(out, "sweep")
     try:
+        _agree(ctx, lambda: check_output(out, config))
+        if data is None:
+            data = load_dataset(config.data, config.image_size, limit=config.limit)
+        factory = model_factory or _factory_from_spec(parse_model_spec(config.model, allow_import=config.allow_import))
+        preflight(config, data, factory)
         _agree(ctx, lambda: prepare_output(out, lock))
-        return _run_sweep(config, out, results_path, ctx, model_factory, data, max_configs)
+        return _run_sweep(config, out, results_path, ctx, factory, data, max_configs)
     finally:
         lock.release()
         if own_ctx:
             ctx.close()
+
+
+def check_output(out: Path, config: SweepConfig | None = None) -> None:
+    """Refuse an output directory the sweep cannot or must not write to, without writing anything: a file where
+    the directory should be, a results path that is not a regular file, a lock held by another sweep, files the
+    sweep did not write at its output paths (``sweep_manifest``), results of other settings (with ``config``)."""
+    results_path = out / RESULTS_FILE
+    if os.path.lexists(out) and not out.is_dir():
+        raise SweepOutputError(f"{out} is not a directory; give the sweep an output directory (-o DIR) for its results")
+    if os.path.lexists(results_path) and (results_path.is_symlink() or not results_path.is_file()):
+        raise SweepOutputError(f"{results_path} is not a regular file; move it away so the sweep can append its results")
+    DirectoryLock(out, "sweep").check_free()
+    _refuse_foreign(out)
+    if config is not None:
+        _check_settings(read_results(results_path, warn=False), config.settings(), results_path)
+
+
+def _refuse_foreign(out: Path) -> None:
+    foreign = foreign_outputs(out)
+    if foreign:
+        raise SweepOutputError(
+            f"{out} holds files the sweep did not write at its output paths ({', '.join(foreign[:8])}"
+            f"{' ...' if len(foreign) > 8 else ''}); they were not touched. Use another output directory (-o), or "
+            "move them away"
+        )
+
+
+def _check_settings(existing: list[dict[str, Any]], settings: dict[str, Any], results_path: Path) -> None:
+    for rec in existing:
+        if rec.get("settings") != settings:
+            diff = {k: (rec.get("settings", {}).get(k), v) for k, v in settings.items() if rec.get("settings", {}).get(k) != v}
+            raise SweepSettingsMismatch(
+                f"{results_path} holds results of a sweep with other settings (recorded vs now: {diff}). "
+                "Use another output directory, or move that results file away to start over."
+            )
+
+
+def preflight(config: SweepConfig, data: DataBundle, factory: ModelFactory) -> None:
+    """Try every setting that only the model can check, before any training: build the model, load ``--from``
+    into it, and convert a copy for every (policy, n). Raises ``SweepSettingsError`` naming the setting."""
+    import copy
+
+    from ..surgery import apply_odconv
+
+    torch.manual_seed(0)
+    model = factory(data.num_classes)
+    if config.from_checkpoint is not None:
+        load_static_checkpoint(model, config.from_checkpoint)
+    for policy in config.policies:
+        if policy == BASELINE:
+            continue
+        for n in config.kernel_nums:
+            try:
+                apply_odconv(copy.deepcopy(model), policy, kernel_num=n, reduction=config.reduction, init=config.init,
+                             attention_norm=config.attention_norm, seed=0, inplace=True)
+            except (ValueError, TypeError, KeyError, RuntimeError, MemoryError) as exc:
+                raise SweepSettingsError(
+                    f"sweep settings policy {policy!r} with kernel number {n} (--policies, -n) cannot convert "
+                    f"{config.model}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                ) from exc
 
 
 def prepare_output(out: Path, lock: DirectoryLock | None = None) -> None:
@@ -304,15 +276,15 @@ def prepare_output(out: Path, lock: DirectoryLock | None = None) -> None:
     results_path = out / RESULTS_FILE
     probe = lock is None
     lock = lock or DirectoryLock(out, "sweep")
-    if out.exists() and not out.is_dir():
-        raise SweepOutputError(f"{out} is not a directory; give the sweep an output directory (-o DIR) for its results")
+    check_output(out)
     out.mkdir(parents=True, exist_ok=True)
     lock.acquire()
     try:
-        if results_path.exists() and not results_path.is_file():
-            raise SweepOutputError(f"{results_path} is not a regular file; move it away so the sweep can append its results")
-        with open(results_path, "a", encoding="utf-8"):  # fails now (permissions, read-only disk), not after training
-            pass
+        _refuse_foreign(out)  # again, now that no other sweep can write here
+        if not probe:
+            with open_for_append(results_path):  # fails now (permissions, read-only disk, a link), not after training
+                pass
+            record_owned(out, results_path)
     finally:
         if probe:
             lock.release()
@@ -324,7 +296,7 @@ def _agree(ctx: DistContext, step: Callable[[], None]) -> None:
     if ctx.is_main:
         try:
             step()
-        except (SweepOutputError, DirectoryLocked, OSError) as exc:
+        except (ODConvError, OSError) as exc:  # output, lock, settings-mismatch and foreign-file refusals
             error = exc
     if ctx.distributed:
         import torch.distributed as dist
@@ -336,25 +308,16 @@ def _agree(ctx: DistContext, step: Callable[[], None]) -> None:
         raise error
 
 
-def _run_sweep(config: SweepConfig, out: Path, results_path: Path, ctx: DistContext, model_factory: ModelFactory | None,
-               data: DataBundle | None, max_configs: int | None) -> SweepResult:
+def _run_sweep(config: SweepConfig, out: Path, results_path: Path, ctx: DistContext, factory: ModelFactory,
+               data: DataBundle, max_configs: int | None) -> SweepResult:
     settings = config.settings()
     existing = read_results(results_path, warn=ctx.is_main)
-    for rec in existing:
-        if rec.get("settings") != settings:
-            diff = {k: (rec.get("settings", {}).get(k), v) for k, v in settings.items() if rec.get("settings", {}).get(k) != v}
-            raise SweepSettingsMismatch(
-                f"{results_path} holds results of a sweep with other settings (recorded vs now: {diff}). "
-                "Use another output directory, or move that results file away to start over."
-            )
+    _check_settings(existing, settings, results_path)
     done = {key for key, rec in _latest(existing).items() if rec.get("status") == "ok"}
     todo = [c for c in config.configurations() if config_key(*c) not in done]
     skipped = len(config.configurations()) - len(todo)
     ctx.barrier()  # every rank has read the file before rank 0 appends to it
 
-    if data is None:
-        data = load_dataset(config.data, config.image_size, limit=config.limit)
-    factory = model_factory or _factory_from_spec(parse_model_spec(config.model, allow_import=config.allow_import))
     torch_threads = torch.get_num_threads()
 
     bar = None
@@ -376,6 +339,8 @@ def _run_sweep(config: SweepConfig, out: Path, results_path: Path, ctx: DistCont
                 record.update(run_configuration(policy, n, seed, config, data, factory, ctx, out / PRETRAINED_DIR))
             except KeyboardInterrupt:
                 raise
+            except TrainingDivergedError as exc:  # recorded as such, not as an ok row at chance accuracy
+                record.update({"status": "diverged", "error": f"{type(exc).__name__}: {exc}"})
             except Exception as exc:  # record and go on
                 record.update({"status": "error", "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()})
             finally:
@@ -397,5 +362,6 @@ def _run_sweep(config: SweepConfig, out: Path, results_path: Path, ctx: DistCont
     summary = summarise(records, config.policies)
     files: dict[str, Path] = {"results": results_path}
     if ctx.is_main:
-        files.update(write_outputs(records, summary, out, config))
+        dataset = records[0].get("dataset", data.name) if records else data.name
+        files.update(write_outputs(records, summary, out, settings=settings, title=config.title(dataset)))
     return SweepResult(records, summary, files, skipped)

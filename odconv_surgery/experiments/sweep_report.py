@@ -3,19 +3,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 from ..accounting import format_count
+from .sweep_config import BASELINE
+from .sweep_manifest import write_owned
 
-if TYPE_CHECKING:
-    from .sweep import SweepConfig
-
-#: The policy name of the unconverted model, the reference of every ratio and gain.
-BASELINE = "baseline"
 POLICY_LABELS = {
     "all_but_first": "all conv layers except the first",
     "1x1": "all 1x1 conv layers",
@@ -113,34 +111,26 @@ def markdown_table(summary: Sequence[dict[str, Any]], title: str = "") -> str:
     return "\n".join(lines)
 
 
-def write_outputs(records: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]], out: Path, config: "SweepConfig") -> dict[str, Path]:
-    """results.csv (per run), summary.json, table.md and the PNG plots."""
+def write_outputs(records: Sequence[dict[str, Any]], summary: Sequence[dict[str, Any]], out: Path, *,
+                  settings: dict[str, Any], title: str) -> dict[str, Path]:
+    """results.csv (per run), summary.json (``settings`` and the summary), table.md (headed ``title``) and the PNG
+    plots, each through the careful writer into a file the sweep owns (``sweep_manifest``)."""
     import csv
 
     files: dict[str, Path] = {}
     columns = ["key", "policy", "kernel_num", "seed", "status", "top1", "top5", "top1_static", "top1_converted", "params", "madds", "extra_madds",
                "latency_ms", "latency_backend", "train_seconds", "seconds", "error"]
-    csv_path = out / "results.csv"
-    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        for rec in sorted(records, key=lambda r: r["key"]):
-            writer.writerow({c: rec.get(c) for c in columns})
-    files["csv"] = csv_path
-    json_path = out / "summary.json"
-    json_path.write_text(json.dumps({"settings": config.settings(), "summary": list(summary)}, indent=2, default=str))
-    files["json"] = json_path
-    dataset = records[0].get("dataset", config.data or "digits") if records else config.data
-    if config.from_checkpoint:
-        start = f"fine-tuned {config.epochs} epochs from {Path(config.from_checkpoint).name}"
-    elif config.from_trained:
-        start = f"static model trained {config.pretrain_epochs} epochs, then converted and fine-tuned {config.epochs} epochs"
-    else:
-        start = f"trained from scratch {config.epochs} epochs (init={config.init})"
-    title = f"{config.model} on {dataset}: {start}"
-    table_path = out / "table.md"
-    table_path.write_text(markdown_table(summary, title) + "\n")
-    files["table"] = table_path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
+    writer.writeheader()
+    for rec in sorted(records, key=lambda r: r["key"]):
+        writer.writerow({c: rec.get(c) for c in columns})
+    csv_bytes = text.getvalue().encode("utf-8")
+    files["csv"] = write_owned(out, "results.csv", lambda fh: fh.write(csv_bytes), "text")
+    summary_bytes = json.dumps({"settings": settings, "summary": list(summary)}, indent=2, default=str).encode("utf-8")
+    files["json"] = write_owned(out, "summary.json", lambda fh: fh.write(summary_bytes), "json")
+    table_bytes = (markdown_table(summary, title) + "\n").encode("utf-8")
+    files["table"] = write_owned(out, "table.md", lambda fh: fh.write(table_bytes), "text")
     if any(row["runs"] for row in summary):
         from .plots import plot_sweep
 

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from ..errors import DatasetError, InvalidValueError
+from ..errors import DatasetError, InvalidValueError, TrainingDivergedError
 from ..nn.optim import ATTENTION_LR_SCALE, param_groups
 from ..nn.temperature import TemperatureSchedule, set_temperature
 from .data import DataBundle
@@ -53,8 +53,10 @@ class TrainConfig:
             raise InvalidValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 2:
             raise InvalidValueError(f"batch_size must be >= 2 (BatchNorm cannot train on one sample), got {self.batch_size}")
-        if self.lr <= 0:
-            raise InvalidValueError(f"lr must be > 0, got {self.lr}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise InvalidValueError(f"lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.attention_lr_scale) and self.attention_lr_scale >= 0):
+            raise InvalidValueError(f"attention_lr_scale must be a finite number >= 0, got {self.attention_lr_scale}")
         if not 0 <= self.anneal_fraction <= 1:
             raise InvalidValueError(f"anneal_fraction must be in [0, 1], got {self.anneal_fraction}")
 
@@ -187,12 +189,13 @@ def _train_epochs(
                 temperature = schedule.step(model)
                 loss = F.cross_entropy(train_model(images), labels)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"training diverged (loss {loss.item()}) at epoch {epoch}, step {step}; lower the learning rate")
+                    raise TrainingDivergedError(f"training diverged (loss {loss.item()}) at epoch {epoch}, step {step}; lower the learning rate")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip:
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
+                _check_finite_weights(model, epoch, step)
                 scheduler.step()
                 running += float(loss.detach()) * labels.numel()
                 seen += labels.numel()
@@ -205,3 +208,14 @@ def _train_epochs(
         if bar is not None:
             bar.close()
     return history, loss_value
+
+
+def _check_finite_weights(model: nn.Module, epoch: int, step: int) -> None:
+    """Raise ``TrainingDivergedError`` when a step left a non-finite parameter or buffer (one fused check)."""
+    tensors = [t.detach() for t in (*model.parameters(), *model.buffers()) if t.is_floating_point() and t.numel()]
+    if tensors and not bool(torch.stack([t.float().sum() for t in tensors]).isfinite().all()):
+        bad = next(name for name, t in (*model.named_parameters(), *model.named_buffers())
+                   if t.is_floating_point() and not bool(torch.isfinite(t.detach()).all()))
+        raise TrainingDivergedError(
+            f"training diverged: {bad} is not finite after epoch {epoch}, step {step}; lower the learning rate"
+        )

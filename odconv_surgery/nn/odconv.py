@@ -83,6 +83,10 @@ class ODConv2d(nn.Module):
         if self.padding == "same" and any(s != 1 for s in self.stride):
             raise InvalidValueError("padding='same' is not supported for strided convolutions (as in nn.Conv2d)")
         self.dilation = _pair(dilation)
+        for name, pair, low in (("stride", self.stride, 1), ("dilation", self.dilation, 1),
+                                ("padding", () if isinstance(self.padding, str) else self.padding, 0)):
+            for value in pair:
+                check_int(f"ODConv2d {name}", value, minimum=low)
         self.groups = groups
         self.padding_mode = padding_mode
         for key, value in options.as_dict().items():  # layer.kernel_num, layer.reduction, ...

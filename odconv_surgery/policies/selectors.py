@@ -1,33 +1,58 @@
 """Overrides on top of a policy, in the torchao style: include / exclude selectors and per-layer settings.
 
-A selector is one of: a regex string (``re.fullmatch`` on the qualified name), a module class, a kernel size
+A selector is one of: a regex string (``fullmatch`` on the qualified name), a module class, a kernel size
 (``1``, ``3`` or ``(1, 7)``), or a callable ``(name, module) -> bool``. A selector that matches no conv is an
-error, so a typo never passes silently.
+error, so a typo never passes silently. Regexes run on the ``regex`` package with a time budget per selector
+(``REGEX_BUDGET_S`` over all layer names) and a length limit, so a pattern with catastrophic backtracking
+(``(a|aa)+$``) fails in a second with ``RegexTimeoutError`` instead of running for minutes.
 """
 
 from __future__ import annotations
 
-import re
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, Union
 
+import regex
 from torch import nn
 
 from ..errors import InvalidTypeError, InvalidValueError
 from ..passes.fx.candidates import ConvLayer
-from ..errors import EmptySelectionError  # noqa: F401 - raised here, defined with every error
+from ..errors import EmptySelectionError, RegexTimeoutError  # noqa: F401 - raised here, defined with every error
 
 Selector = Union[str, type, int, tuple, Callable[[str, nn.Module], bool]]
+REGEX_BUDGET_S = 1.0  # matching one selector against every layer name
+MAX_REGEX_LENGTH = 1000
+
+
+def _regex_matcher(selector: str, role: str) -> Callable[[ConvLayer], bool]:
+    if len(selector) > MAX_REGEX_LENGTH:
+        raise InvalidValueError(f"{role} selector regex is {len(selector)} characters long (at most {MAX_REGEX_LENGTH}); "
+                         "use a shorter pattern or a callable selector")
+    try:
+        pattern = regex.compile(selector)
+    except (regex.error, OverflowError, RecursionError) as err:
+        raise InvalidValueError(f"{role} selector {selector!r} is not a valid regular expression ({err}); escape special "
+                         "characters with re.escape or a backslash") from None
+    deadline: list[float] = []
+
+    def match(layer: ConvLayer) -> bool:
+        if not deadline:
+            deadline.append(time.monotonic() + REGEX_BUDGET_S)
+        try:
+            return pattern.fullmatch(layer.name, timeout=max(deadline[0] - time.monotonic(), 1e-3)) is not None
+        except TimeoutError:
+            raise RegexTimeoutError(
+                f"{role} selector regex {selector[:80]!r} took over {REGEX_BUDGET_S:g} s to match the layer names "
+                "(catastrophic backtracking, e.g. nested or overlapping repeats); simplify it or use a callable selector"
+            ) from None
+
+    return match
 
 
 def _matcher(selector: Selector, role: str) -> Callable[[ConvLayer], bool]:
     if isinstance(selector, str):
-        try:
-            pattern = re.compile(selector)
-        except re.error as err:
-            raise InvalidValueError(f"{role} selector {selector!r} is not a valid regular expression ({err}); escape special "
-                             "characters with re.escape or a backslash") from None
-        return lambda layer: pattern.fullmatch(layer.name) is not None
+        return _regex_matcher(selector, role)
     if isinstance(selector, type):
         if not issubclass(selector, nn.Module):
             raise InvalidTypeError(f"{role} selector {selector.__name__} is a class but not an nn.Module subclass")

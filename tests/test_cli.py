@@ -272,7 +272,7 @@ def test_every_public_error_is_an_odconv_error_with_its_builtin_base():
     import odconv_surgery
     from odconv_surgery import errors
 
-    builtins = (ValueError, TypeError, RuntimeError, KeyError, MemoryError, OSError, AssertionError)
+    builtins = (ValueError, TypeError, RuntimeError, KeyError, MemoryError, OSError, AssertionError, ArithmeticError)
     bases_only = {errors.ODConvError, errors.CliError, errors.InvalidArgumentError}  # raised as themselves or never
     for name in errors.PUBLIC_ERRORS:
         cls = getattr(odconv_surgery, name)

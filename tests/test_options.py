@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from odconv_surgery import InvalidValueError, ODConv2d, Recipe, UnknownSettingError, apply_odconv, get_recipe
+from odconv_surgery import CheckpointMismatchError, InvalidValueError, ODConv2d, Recipe, UnknownSettingError, apply_odconv, get_recipe
 from odconv_surgery.cli import build_parser
 from odconv_surgery.deploy.targets import LOWERING_TARGETS, ExportTarget, check_target
 from odconv_surgery.nn.options import LAYER_KEYS, LayerOptions
@@ -62,7 +62,7 @@ def test_recipe_round_trip_keeps_the_flat_format_and_reads_old_recipes():
            "init": "pretrained", "version": "0.0.1"}
     loaded = Recipe.from_dict(old)
     assert loaded.options == LayerOptions(kernel_num=4, reduction=0.25)
-    with pytest.raises(InvalidValueError, match=r"recipe: kernel_num must be >= 1"):
+    with pytest.raises(CheckpointMismatchError, match=r"recipe: kernel_num must be >= 1"):
         Recipe.from_dict({**old, "kernel_num": 0})
 
 

@@ -317,7 +317,7 @@ def test_sweep_report_does_not_import_the_sweep():
 def plugin(tmp_path, monkeypatch):
     import sys
 
-    from conftest import write_plugin_package
+    from helpers.plugins import write_plugin_package
     from test_cli import TINY
 
     write_plugin_package(tmp_path, "sec_tiny_models", TINY, {"sec_tiny": "sec_tiny_models:tiny"})

@@ -138,7 +138,7 @@ def conversion_bytes(conv: torch.nn.Conv2d, layer_settings: Mapping[str, Any]) -
     n = o.kernel_num
     kh, kw = conv.kernel_size
     bank = bank_bytes(n, conv.out_channels, conv.in_channels // conv.groups, (kh, kw), conv.weight.dtype)
-    hidden = attention_channels(conv.in_channels, o.reduction, o.min_attention_channels)
+    hidden = attention_channels(conv.in_channels, o)
     per_kernel = 1 if o.share_attention else n
     depthwise = conv.in_channels == conv.groups == conv.out_channels
     outputs = [conv.in_channels * per_kernel]  # the heads (1x1 convs with bias) of nn/attention.py's ODAttention

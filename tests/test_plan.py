@@ -140,3 +140,13 @@ def test_bad_options_are_refused(model):
         export_onnx(model, None, x, threads=0)
     with pytest.raises(ValueError, match="force must be"):
         Planner(16, force="fast")
+
+
+def test_plain_must_win_clearly(blk, model):
+    """The portable form breaks the blocked chain (and its neighbours' fusions): it needs a clear win."""
+    graph = import_graph(export_marked(model, torch.randn(1, 3, 16, 16)))
+    layer = next(layer for layer in odconv_layers(graph) if layer.kind == "depthwise")
+    for plain_us, expected in ((8.5, "kernel"), (7.0, "plain")):
+        planner = Planner(blk, tune=True, cache_path=None)
+        planner.cache.put(blk, plan.layer_signature(layer, 1), {"kernel": 10.0, "plain": plain_us})
+        assert planner.choose(layer).form == expected

@@ -95,11 +95,19 @@ def _padded_attention_params(layer: OdLayer, cin_p: int, cout_p: int) -> tuple[d
     return p, new_sizes
 
 
+def _attention_trunk(b: Builder, layer: OdLayer, xb, p: dict[str, np.ndarray], cin_p: int):
+    """The attention's hidden vector (1, A) from the NCHWc input: nchwc GlobalAveragePool, Gemm, norm, ReLU."""
+    h = b.reshape(b.op("GlobalAveragePool", [xb], domain=NCHWC_DOMAIN), [1, cin_p])
+    ins = [h, b.const("fc_weight", p["fc_weight"].reshape(p["fc_weight"].shape[0], -1))]
+    if "fc_bias" in p:
+        ins.append(b.const("fc_bias", p["fc_bias"]))
+    return attention_norm_relu(b, layer, b.op("Gemm", ins, {"transB": 1}), (1, -1))
+
+
 def _attention_vec(b: Builder, layer: OdLayer, xb, cin_p: int, cout_p: int) -> dict[str, gs.Variable]:
     """Attentions as (1, size) vectors from the NCHWc input (``cin_p`` channels): nchwc GlobalAveragePool + Gemms;
     the channel and filter attentions come padded to ``cin_p`` / ``cout_p``."""
     p, sizes = _padded_attention_params(layer, cin_p, cout_p)
-    h = b.reshape(b.op("GlobalAveragePool", [xb], domain=NCHWC_DOMAIN), [1, cin_p])
 
     def gemm(h, wname, bname):
         w = p[wname]
@@ -108,9 +116,31 @@ def _attention_vec(b: Builder, layer: OdLayer, xb, cin_p: int, cout_p: int) -> d
             ins.append(b.const(bname, p[bname]))
         return b.op("Gemm", ins, {"transB": 1})
 
-    h = gemm(h, "fc_weight", "fc_bias")
-    h = attention_norm_relu(b, layer, h, (1, -1))
-    return attention_heads(b, layer, h, gemm, sizes)
+    return attention_heads(b, layer, _attention_trunk(b, layer, xb, p, cin_p), gemm, sizes)
+
+
+def _head_params(layer: OdLayer, p: dict[str, np.ndarray], sizes: dict[str, int], head: str) -> tuple[np.ndarray, np.ndarray]:
+    """(weight (size, A), bias (size,)) of one head, sliced out of the merged heads where they are merged."""
+    if f"{head}_weight" in p:
+        w, bias = p[f"{head}_weight"], p[f"{head}_bias"]
+        return w.reshape(w.shape[0], -1), bias
+    order = [h for h in layer.heads if h != "kernel"] + (["kernel"] if "kernel" in sizes else [])
+    start = sum(sizes[h] for h in order[:order.index(head)])
+    w = p["heads_weight"].reshape(p["heads_weight"].shape[0], -1)
+    return w[start:start + sizes[head]], p["heads_bias"][start:start + sizes[head]]
+
+
+def _pointwise_kernel_scale(b: Builder, layer: OdLayer, xb, cin_p: int, cout_p: int, blk: int):
+    """1x1, n = 1, kernel form: the scale S[ob, i, bo] = a_c[i] * a_f[ob, bo] of the blocked kernel in the fewest
+    nodes. The channel head is a Gemm whose output is already the column (C_in, 1) (weight as A), the filter head a
+    Gemm reshaped to (C_out/B, 1, B); one broadcast MatMul makes S (no Split, no reshapes of the channel vector)."""
+    p, sizes = _padded_attention_params(layer, cin_p, cout_p)
+    h = _attention_trunk(b, layer, xb, p, cin_p)
+    wc, bc = _head_params(layer, p, sizes, "channel")
+    wf, bf = _head_params(layer, p, sizes, "filter")
+    column = b.op("Sigmoid", [b.op("Gemm", [b.const("channel_w", wc), h, b.const("channel_b", bc.reshape(-1, 1))], {"transB": 1})])
+    row = b.op("Sigmoid", [b.op("Gemm", [h, b.const("filter_w", wf), b.const("filter_b", bf)], {"transB": 1})])
+    return b.op("MatMul", [column, b.reshape(row, [cout_p // blk, 1, blk])])
 
 
 def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int, form: str) -> gs.Variable:
@@ -128,10 +158,13 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int, form: str) -> gs.Va
     if not depthwise:
         w = _pad_axis(w, 2, cin_p)
     xb = b.op("ReorderInput", [layer.x], {"channels_last": 0}, domain=NCHWC_DOMAIN)
+    if form == "kernel" and layer.kind == "pointwise" and n == 1 and set(layer.heads) == {"channel", "filter"}:
+        scale = _pointwise_kernel_scale(b, layer, xb, cin_p, cout_p, blk)
+        wb = w[0, :, :, 0, 0].reshape(cout_p // blk, blk, cin_p).transpose(0, 2, 1)  # (C_out/B, C_in, B): OIHWBiBo
+        wk = b.reshape(b.op("Mul", [b.const("weight_nchwc", wb), scale]), [cout_p, cin_p, 1, 1])
+        return _nchwc_conv(b, layer, xb, wk, bias_of(b, layer, cout_p), geo, g)
     att = _attention_vec(b, layer, xb, cin_p, cout_p)
-    # Every NCHWc Conv gets a bias (zeros when the layer has none): the Sum slot behind it then never needs to
-    # know the padded channel count.
-    bias = [b.const("bias", _pad_axis(layer.param("bias"), 0, cout_p) if layer.has("bias") else np.zeros(cout_p, np.float32))]
+    bias = [bias_of(b, layer, cout_p)]
     if form == "columns":
         if not (layer.kind == "dense" and n == 1 and cin_p == cin and "spatial" in att and geo.k2 > 1):
             raise InvalidValueError(f"layer {layer.name!r} has no columns form (dense k x k, n = 1, a spatial head, block channels)")
@@ -156,12 +189,29 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int, form: str) -> gs.Va
     elif any(h in att for h in ("channel", "spatial", "filter")):
         wk = _scale_blocked_kernel(b, wk, att, geo, cin, cout, blk)
     wk = b.reshape(wk, [cout, cin // g, geo.kh, geo.kw])
-    filter_on_output = on_activations and "filter" in att
-    attrs = {"group": g, "kernel_shape": [geo.kh, geo.kw], "pads": list(geo.pads), "strides": [geo.sh, geo.sw], "dilations": [geo.dh, geo.dw]}
-    yb = b.op("Conv", [xb, wk, _zeros(b, cout) if filter_on_output else bias[0]], attrs, domain=NCHWC_DOMAIN)
-    if filter_on_output:
+    if on_activations and "filter" in att:
+        yb = _nchwc_conv(b, layer, xb, wk, _zeros(b, cout), geo, g, reorder_out=False)
         yb = _scale_channels(b, yb, att["filter"], cout, bias)
-    return b.op("ReorderOutput", [yb], {"channels": a["out_channels"], "channels_last": 0}, domain=NCHWC_DOMAIN)
+        return b.op("ReorderOutput", [yb], {"channels": a["out_channels"], "channels_last": 0}, domain=NCHWC_DOMAIN)
+    return _nchwc_conv(b, layer, xb, wk, bias[0], geo, g)
+
+
+def bias_of(b: Builder, layer: OdLayer, cout_p: int) -> gs.Constant:
+    """The layer's bias padded to ``cout_p``; zeros when it has none, so every NCHWc Conv has a bias and the Sum slot
+    behind it (``chain_nchwc``) never needs to know the padded channel count."""
+    bias = _pad_axis(layer.param("bias"), 0, cout_p) if layer.has("bias") else np.zeros(cout_p, np.float32)
+    return b.const("bias", bias)
+
+
+def _nchwc_conv(b: Builder, layer: OdLayer, xb, wk, bias, geo: Geometry, group: int, reorder_out: bool = True):
+    """The layer's NCHWc Conv on ``xb`` with kernel ``wk`` and ``bias``; its output reordered to NCHW (real channels)
+    unless ``reorder_out`` is False."""
+    attrs = {"group": group, "kernel_shape": [geo.kh, geo.kw], "pads": list(geo.pads), "strides": [geo.sh, geo.sw],
+             "dilations": [geo.dh, geo.dw]}
+    yb = b.op("Conv", [xb, wk, bias], attrs, domain=NCHWC_DOMAIN)
+    if not reorder_out:
+        return yb
+    return b.op("ReorderOutput", [yb], {"channels": layer.attrs["out_channels"], "channels_last": 0}, domain=NCHWC_DOMAIN)
 
 
 def _zeros(b: Builder, channels: int) -> gs.Constant:

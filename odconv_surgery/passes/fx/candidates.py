@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from ...nn.odconv import ODConv2d
@@ -107,6 +108,25 @@ def analyse_model(model: nn.Module, example_inputs: Sequence[Any] | None = None)
             )
         )
     return ModelAnalysis(layers, structure.blocks, method)
+
+
+def scripted_convs(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """Convolutions inside ``torch.jit.script`` submodules as (name, scripted conv, name of the scripted module):
+    fx sees such a module as one call, and its compiled code cannot call a replaced layer."""
+    found: list[tuple[str, nn.Module, str]] = []
+    roots: list[str] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.jit.RecursiveScriptModule) or any(name.startswith(r + ".") for r in roots):
+            continue
+        roots.append(name)
+        for sub_name, sub in module.named_modules():
+            if getattr(sub, "original_name", None) in _SCRIPTED_CONV_NAMES:
+                found.append((f"{name}.{sub_name}" if sub_name else name, sub, name))
+    return found
+
+
+#: ``original_name`` of a scripted torch convolution.
+_SCRIPTED_CONV_NAMES = {"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"}
 
 
 def uncalled_convs(model: nn.Module, analysis: ModelAnalysis) -> list[str]:

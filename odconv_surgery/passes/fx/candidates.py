@@ -83,10 +83,25 @@ def _structure(model: nn.Module, example_inputs: Sequence[Any] | None) -> tuple[
     return analyse_graph(model, graph), "fx"
 
 
+def tied_convs(model: nn.Module) -> dict[str, list[str]]:
+    """conv name -> the other conv modules holding the same weight tensor (weights tied between two modules)."""
+    holders: dict[int, list[str]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and isinstance(module.weight, torch.Tensor):
+            holders.setdefault(id(module.weight), []).append(name)
+    return {name: [n for n in names if n != name] for names in holders.values() if len(names) > 1 for name in names}
+
+
+def _tied_reason(others: list[str]) -> str:
+    return (f"weight tied to {', '.join(others)}: converting would untie them (each ODConv2d owns its kernel bank); "
+            "untie the weights first to convert them")
+
+
 def analyse_model(model: nn.Module, example_inputs: Sequence[Any] | None = None) -> ModelAnalysis:
     """Trace ``model`` (fx, or hooks on ``example_inputs`` when fx fails) and describe each convolution."""
     structure, method = _structure(model, example_inputs)
     modules = dict(model.named_modules())
+    tied = tied_convs(model)
     layers = []
     for order, name in enumerate(structure.conv_order):
         module = modules[name]
@@ -104,7 +119,7 @@ def analyse_model(model: nn.Module, example_inputs: Sequence[Any] | None = None)
                 block=block,
                 is_first=order == 0,
                 is_shortcut=name in structure.shortcuts,
-                not_convertible=_not_convertible(module),
+                not_convertible=_not_convertible(module) or (_tied_reason(tied[name]) if name in tied else None),
             )
         )
     return ModelAnalysis(layers, structure.blocks, method)

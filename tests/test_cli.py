@@ -234,3 +234,13 @@ def test_one_line_errors(plugin, capsys, monkeypatch):
     with DirectoryLock(plugin / "locked", "sweep"):  # another sweep holds it: refused before launching torchrun
         assert main([*sweep, "-o", "locked", "--nproc", "2"]) == 1
     assert f"another sweep (pid {os.getpid()}) is writing to locked" in _error_line(capsys)
+
+
+def test_export_static_batch(plugin, tmp_path):
+    """``--static-batch`` exports a batch-1 file, checked at batch 1 (issue 22, item 3: it was an internal error)."""
+    import onnx
+
+    assert main(["apply", SPEC, "--policy", "all_but_first", "-o", "tiny.pt", "--image-size", "16"]) == 0
+    assert main(["export", "tiny.pt", "-o", "tiny.onnx", "--image-size", "16", "--static-batch"]) == 0
+    dims = onnx.load(tmp_path / "tiny.onnx").graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_value == 1

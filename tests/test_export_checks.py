@@ -11,7 +11,8 @@ from torch import nn
 
 from odconv_surgery import ODConv2d, apply_odconv
 from odconv_surgery.deploy.export import export_marked, export_onnx
-from odconv_surgery.deploy.export_checks import ModelNumericsError, UnsupportedOpsetError, check_note, fp32_error
+from odconv_surgery.deploy.export_checks import ModelNumericsError, UnsupportedOpsetError
+from odconv_surgery.deploy.own_error import OwnError, fp32_error
 from odconv_surgery.deploy.runtime import OrtRunner
 from odconv_surgery.passes.onnx import PassNumericsError, run_pipeline
 from odconv_surgery.passes.onnx.base import FunctionPass
@@ -71,11 +72,12 @@ def test_check_stays_strict_and_names_the_way_out(monkeypatch):
     with pytest.raises(PassNumericsError, match=r"merge_attention_heads.*tolerance=.*check=False") as caught:
         export_onnx(tiny(2), None, torch.randn(1, 8, 16, 16))
     assert caught.value.tol == pytest.approx(1e-4)  # a well-conditioned model keeps the strict floor
-    assert "the model's own float32 error" in str(caught.value) and "unstable" not in str(caught.value)
+    assert "the model's own error: float32 vs float64" in str(caught.value) and "unstable" not in str(caught.value)
 
 
 def test_unstable_model_is_named_as_such():
-    assert "numerically unstable" in check_note(1e-4, 0.05) and "unstable" not in check_note(1e-4, 1e-3)
+    assert "numerically unstable" in OwnError(fp32=0.05).note(1e-4) and "unstable" not in OwnError(fp32=1e-3).note(1e-4)
+    assert "onnxruntime's own kernels" in OwnError(fp32=1e-6, runtime=0.05).note(1e-4)
 
 
 @pytest.mark.parametrize("opset", [7, 13, 17, 21, 99])

@@ -69,6 +69,20 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
+def _as_array(x: Any) -> np.ndarray:
+    """An input as onnxruntime takes it: floating values as float32 (``_to_numpy``), integer and bool kept."""
+    if isinstance(x, np.ndarray) and not np.issubdtype(x.dtype, np.floating):
+        return np.ascontiguousarray(x)
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor) and not x.is_floating_point():
+            return x.detach().cpu().contiguous().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    return _to_numpy(x)
+
+
 def check_nchwc_block(proto: onnx.ModelProto, providers: Sequence[str]) -> None:
     """Refuse an ``ort-cpu`` file lowered for another NCHWc block than this machine's onnxruntime uses (its kernels
     would be read in the wrong layout); warn when it is run with the CUDA EP (its batch-1 branch runs on the CPU)."""
@@ -121,7 +135,7 @@ class OrtRunner:
         if optimization not in _OPT_LEVELS:
             raise ValueError(f"optimization must be one of {sorted(_OPT_LEVELS)}, got {optimization!r}")
         opts = ort.SessionOptions()
-        opts.log_severity_level = 3
+        opts.log_severity_level = 4  # fatal only: a failed run raises, and its error says what happened
         opts.graph_optimization_level = _OPT_LEVELS[optimization]
         if threads:
             opts.intra_op_num_threads = threads
@@ -135,7 +149,8 @@ class OrtRunner:
         except Exception as exc:  # noqa: BLE001
             raise OnnxModelError(f"onnxruntime could not load the model: {exc}") from exc
         self.threads = threads
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.input_name = self.input_names[0]
         self.output_names = [o.name for o in self.session.get_outputs()]
         shape = self.session.get_inputs()[0].shape
         self.input_shape = [d if isinstance(d, int) else None for d in shape]
@@ -155,13 +170,17 @@ class OrtRunner:
         for _ in range(runs):
             self.session.run(None, {self.input_name: x})
 
-    def __call__(self, x: Any) -> np.ndarray:
+    def __call__(self, x: Any, *more: Any) -> np.ndarray:
         """The first output (the only one for most models); ``run_all`` returns every output."""
-        return self.session.run(None, {self.input_name: _to_numpy(x)})[0]
+        return self.run_all(x, *more)[0]
 
-    def run_all(self, x: Any) -> list[np.ndarray]:
-        """Every output of the model, in the graph's order (the order ``flatten_outputs`` gives eager outputs)."""
-        return self.session.run(None, {self.input_name: _to_numpy(x)})
+    def run_all(self, x: Any, *more: Any) -> list[np.ndarray]:
+        """Every output of the model, in the graph's order (the order ``flatten_outputs`` gives eager outputs).
+        A model with several inputs takes one argument per input, in the graph's order."""
+        inputs = (x, *more)
+        if len(inputs) != len(self.input_names):
+            raise ValueError(f"the model takes {len(self.input_names)} input(s) {self.input_names}, got {len(inputs)}")
+        return self.session.run(None, {name: _as_array(v) for name, v in zip(self.input_names, inputs)})
 
     def run_iobinding(self, x: Any, repeats: int = 1) -> np.ndarray:
         """Run with IO binding: the input is copied to the device once, the output stays there until returned."""
@@ -250,46 +269,91 @@ def check_parity(
     seed: int = 0,
     raise_on_fail: bool = True,
 ) -> list[ParityResult]:
-    """ORT outputs vs PyTorch eager (eval mode, temperature 1) on random batches shaped like ``example_input``.
+    """ORT outputs vs PyTorch eager (eval mode, temperature 1) on random batches shaped like ``example_input``
+    (a tensor, or a tuple of forward's tensor arguments for a model with several inputs).
 
     Every output is compared (tuples, dicts, HF ``ModelOutput`` and dataclasses are flattened as the exporter
     does, see ``flatten_outputs``). The error of one output is max |ort - torch| / max |torch| (relative to its
-    scale); each batch reports its worst output. Raises ``ParityError`` (an ``AssertionError``) when above ``tolerance`` (unless
-    ``raise_on_fail=False``).
+    scale); each batch reports its worst output. The bound is the export check's (``own_error.py``):
+    ``tolerance`` or a multiple of the model's own error (float32 vs float64, and onnxruntime's own error on a
+    plain export of the model), measured only when a batch exceeds ``tolerance``. Raises ``ParityError`` (an
+    ``AssertionError``) when above it (unless ``raise_on_fail=False``), or when the file does not run at a batch.
     """
     import torch
 
     from ..nn.temperature import temperature_at
 
     runner = onnx_model if isinstance(onnx_model, OrtRunner) else OrtRunner(onnx_model, device="cpu")
-    shape = tuple(example_input.shape)
+    examples = tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
     gen = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
-    results = []
+    results, inputs = [], []
     try:
         with temperature_at(model, 1.0):
             for batch in batches:
-                x = torch.randn((batch, *shape[1:]), generator=gen)
+                xs = [_random_like(x, batch, gen) for x in examples]
                 with torch.no_grad():
-                    refs = [t.detach().float().cpu().numpy() for t in flatten_outputs(model(x))]
-                outs = runner.run_all(x)
+                    refs = [t.detach().float().cpu().numpy() for t in flatten_outputs(model(*xs))]
+                outs = _run_at(runner, xs, batch)
                 if len(refs) != len(outs):
                     raise ParityError(
                         f"the model returns {len(refs)} tensor(s) but the ONNX graph has {len(outs)} output(s) "
                         f"({runner.output_names}); export it again from this model"
                     )
-                compared = (_compare(batch, i, r, o, tolerance) for i, (r, o) in enumerate(zip(refs, outs)))
-                results.append(max(compared, key=lambda r: r.relative_err))
+                results.append([_compare(batch, i, r, o, tolerance) for i, (r, o) in enumerate(zip(refs, outs))])
+                inputs.append(xs)
     finally:
         model.train(was_training)
-    bad = [r for r in results if not r.ok]
+    note = ""
+    if any(not r.ok for rows in results for r in rows):
+        bound, note = _calibrated_bound(model, examples, inputs, tolerance)
+        for rows in results:
+            for r in rows:
+                r.tolerance = bound
+    worst = [max(rows, key=lambda r: r.relative_err) for rows in results]
+    bad = [r for r in worst if not r.ok]
     if bad and raise_on_fail:
         raise ParityError(
             "ORT vs PyTorch parity failed: "
             + ", ".join(f"batch {r.batch}: {r.relative_err:.3g} (output {r.output})" for r in bad)
+            + f" ({note})"
         )
-    return results
+    return worst
+
+
+def _random_like(example: Any, batch: int, gen: Any) -> Any:
+    """A random input at ``batch`` shaped like ``example`` past dimension 0: floating values random normal,
+    others (token ids, masks) the example's first sample repeated."""
+    import torch
+
+    if example.is_floating_point():
+        return torch.randn((batch, *example.shape[1:]), generator=gen).to(example.dtype)
+    return example[:1].cpu().repeat(batch, *([1] * (example.dim() - 1)))
+
+
+def _run_at(runner: OrtRunner, xs: Sequence[Any], batch: int) -> list[np.ndarray]:
+    """The file's outputs at ``batch``; ``ParityError`` with the likely cause when it does not run."""
+    try:
+        return runner.run_all(*xs)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+        raise ParityError(
+            f"the ONNX file does not run at batch {batch}: {str(exc).splitlines()[0]}. If the model's own code fixes "
+            "the batch size (a reshape with a literal batch), export it with dynamic_batch=False and check it at "
+            "that batch only; export_onnx's check (check=True) says which batches the model's own graph runs at"
+        ) from exc
+
+
+def _calibrated_bound(model: Any, examples: Sequence[Any], inputs: list[list[Any]], tolerance: float) -> tuple[float, str]:
+    """The export check's bound for this model on the parity batches (``own_error.OwnError``) and its note."""
+    from .own_error import OwnError, fp32_error, with_runtime
+
+    feeds = [[x.detach().cpu().numpy() for x in xs] for xs in inputs if xs and xs[0].shape[0]]
+    if not feeds:
+        return tolerance, f"tolerance {tolerance:g}"
+    device = next((p.device for p in model.parameters()), "cpu")
+    own = with_runtime(OwnError(fp32=fp32_error(model, feeds[-1], device)), model, list(examples), feeds)
+    return own.bound(tolerance), own.note(tolerance)
 
 
 def _compare(batch: int, index: int, reference: np.ndarray, output: np.ndarray, tolerance: float) -> ParityResult:

@@ -25,6 +25,9 @@ META_PASSES = "odconv.passes"
 META_TARGET = "odconv.target"
 #: The NCHWc block an ort-cpu file was lowered for (``run_pipeline`` -> ``OrtRunner``, which refuses a mismatch).
 META_NCHWC_BLOCK = "odconv.nchwc_block"
+#: Marked layers that ran on another batch size than the model's input when exported (window attention folds the
+#: windows into the batch): JSON list, exporter -> ``lower_by_batch_regime``, which then keeps no batch-1 branch.
+META_OTHER_BATCH = "odconv.other_batch_layers"
 
 DEFAULT_OPSET = 18
 #: The opsets export supports: the passes emit opset-18 operator forms (ReduceMean with axes as an input), and 20

@@ -7,13 +7,21 @@ conv than the any-batch forms, see ``benchmarks/onnx_lowering_forms.md``), the o
 batch-independent forms (``lowering/any_batch.py``). Each branch (and each per-sample ``Scan`` body) keeps the
 constants it reads as its own initializers: onnxruntime prepacks and blocks only a subgraph's own constant
 weights, and sharing them through the main graph measured slower (``benchmarks/onnx_lowering_forms.md``).
+
+The batch-1 form assumes every layer sees batch 1 when the input does. A layer that ran on another batch size
+at export (window attention folds the windows into the batch; the exporter lists such layers in the
+``META_OTHER_BATCH`` metadata) would break it, so such a model gets the any-batch form only (no ``If``).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+
 import onnx
 from onnx import helper
 
+from ...deploy.schema import META_OTHER_BATCH, metadata
 from .base import OnnxPass, PassContext
 from .common import has_odconv_nodes, odconv_node_count
 from .lowering import lower
@@ -60,6 +68,12 @@ def _lower_by_batch_regime(model: onnx.ModelProto, nchwc_block: int | None) -> o
         return model
     if len(model.graph.input) != 1:
         return lower(model, "any")
+    other_batch = json.loads(metadata(model).get(META_OTHER_BATCH, "[]"))
+    if other_batch:
+        logging.getLogger("odconv_surgery.passes.onnx").info(
+            "lower_by_batch_regime: %s run(s) on another batch size than the input (e.g. windows folded into the "
+            "batch): any-batch form only, no batch-1 branch", ", ".join(other_batch[:5]))
+        return lower(model, "any", nchwc_block=nchwc_block)
     any_model = lower(model, "any", prefix="any/", nchwc_block=nchwc_block)
     b1_model = lower(model, "batch1", prefix="b1/", nchwc_block=nchwc_block)
     inp = model.graph.input[0].name

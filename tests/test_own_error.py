@@ -116,3 +116,24 @@ def test_bound_rule():
     assert OwnError().bound(1e-4) == 1e-4
     assert OwnError(fp32=1e-6, runtime=0.01).bound(1e-4) == pytest.approx(CHECK_FACTOR * 0.01)
     assert OwnError(fp32=None, runtime=None).bound(1e-3) == 1e-3
+
+
+class Cancels(nn.Module):
+    """Catastrophic cancellation in forward, ``(1e8 x + 1) - 1e8 x``: float32 loses the 1 that float64 keeps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        y = self.c2(torch.relu(self.c1(x)))
+        return (y * 1e8 + 1) - y * 1e8
+
+
+def test_unstable_model_passes_with_a_warning():
+    """The check passes an unstable model only under a huge bound, and says so instead of passing silently."""
+    model, _ = apply_odconv(Cancels().eval(), "all_but_first")
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.warns(UserWarning, match="export_onnx's numeric check passed under a bound of .* numerically unstable"):
+        export_onnx(model, None, x)

@@ -37,7 +37,7 @@ from ..nn.temperature import temperature_at
 from ..numerics import DEFAULT_TOLERANCE
 from ..recipe import get_recipe, package_version
 from .export_checks import check_dtype, check_finite_weights, check_opset
-from .own_error import OwnError, fp32_error, with_runtime
+from .own_error import OwnError, warn_if_unstable, with_runtime, worst_fp32_error
 from .schema import (
     DEFAULT_OPSET, HEAD_ORDER, INPUT_NAME, META_LAYERS, META_OTHER_BATCH, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP, OUTPUT_NAME, set_metadata,
 )
@@ -500,9 +500,9 @@ def _run_checked(model: nn.Module, inputs: tuple[Tensor, ...], proto: onnx.Model
     examples = [x.detach().cpu().numpy() for x in inputs]
     batches = check_batches(inputs, dynamic_batch)
     feeds = [random_feed(examples, b) for b in batches if b]
-    # At the example's batch, which the model runs at even where its own code fixes the batch (the pipeline's
-    # reference run says so then).
-    own = OwnError(fp32=fp32_error(model, random_feed(examples, _batch_of(inputs)), inputs[0].device))
+    # Over every check batch (a layer's eager form depends on the batch), and the example's, which the model runs
+    # at even where its own code fixes the batch (the pipeline's reference run says so then).
+    own = OwnError(fp32=worst_fp32_error(model, [random_feed(examples, _batch_of(inputs)), *feeds], inputs[0].device))
     if own.fp32 is None:  # the model cannot run in float64: measure the runtime's error instead
         own = with_runtime(own, model, inputs, feeds)
     marked = proto.SerializeToString()
@@ -514,17 +514,19 @@ def _run_checked(model: nn.Module, inputs: tuple[Tensor, ...], proto: onnx.Model
 
     try:
         try:
-            return run(own.bound(tolerance))
+            proto = run(own.bound(tolerance))
         except PassNumericsError as err:
             wider = with_runtime(own, model, inputs, feeds) if err.max_err < float("inf") else own
             if wider.bound(tolerance) <= own.bound(tolerance):
                 own = wider
                 raise
             own = wider
-            return run(own.bound(tolerance))
+            proto = run(own.bound(tolerance))
     except PassNumericsError as err:
         raise PassNumericsError(err.pass_name, err.max_err, err.tol,
                                 "; ".join(filter(None, [err.detail, own.note(tolerance)]))) from err
+    warn_if_unstable(own, tolerance, "export_onnx's numeric check")
+    return proto
 
 
 __all__: Sequence[str] = [

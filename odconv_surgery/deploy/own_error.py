@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -72,6 +73,12 @@ class OwnError:
         return note
 
 
+def warn_if_unstable(own: OwnError, tolerance: float, what: str) -> None:
+    """Warn that ``what`` (a check that passed) could not tell a wrong result from the model's own noise."""
+    if (own.fp32 or 0.0) > UNSTABLE_ERROR:
+        warnings.warn(f"{what} passed under a bound of {own.bound(tolerance):.3g} only: {own.note(tolerance)}", stacklevel=3)
+
+
 def _tensors(feed: np.ndarray | Sequence[np.ndarray], device: torch.device | str) -> list[torch.Tensor]:
     arrays = [feed] if isinstance(feed, np.ndarray) else list(feed)
     return [torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays]
@@ -111,6 +118,22 @@ def fp32_error(model: nn.Module, feed: np.ndarray | Sequence[np.ndarray], device
     return relative_error([t.double().cpu().numpy() for t in out64], [t.double().cpu().numpy() for t in out32])
 
 
+def worst_fp32_error(model: nn.Module, feeds: Sequence[np.ndarray | Sequence[np.ndarray]],
+                     device: torch.device | str = "cpu") -> float | None:
+    """``fp32_error`` over several feeds (batch sizes: a layer's eager form depends on the batch), the worst; feeds
+    the eager model does not run on (its code fixes the batch) are left out. None when none could be measured."""
+    errors = []
+    for feed in feeds:
+        try:
+            errors.append(fp32_error(model, feed, device))
+        except ModelNumericsError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the model's own code refuses this batch size
+            LOGGER.debug("the model does not run on a check batch (%s: %s)", type(exc).__name__, exc)
+    measured = [e for e in errors if e is not None]
+    return max(measured) if measured else None
+
+
 def runtime_error(
     model: nn.Module, example: Sequence[torch.Tensor], feeds: Sequence[np.ndarray | Sequence[np.ndarray]]
 ) -> float | None:
@@ -139,4 +162,8 @@ def with_runtime(own: OwnError, model: nn.Module, example: Sequence[torch.Tensor
     return replace(own, runtime=runtime_error(model, example, feeds))
 
 
-__all__ = ["CHECK_FACTOR", "OwnError", "UNSTABLE_ERROR", "eager_outputs", "fp32_error", "runtime_error", "with_runtime"]
+__all__ = [
+    "CHECK_FACTOR", "OwnError", "UNSTABLE_ERROR", "eager_outputs", "fp32_error", "runtime_error", "warn_if_unstable",
+    "worst_fp32_error",
+    "with_runtime",
+]

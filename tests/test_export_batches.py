@@ -90,3 +90,26 @@ def test_model_fixing_the_batch_is_told_so(capfd):
     with pytest.raises(ParityError, match="does not run at batch 2.*dynamic_batch=False"):
         check_parity(model, export_onnx(model, None, x, check=False), x, batches=(2,))
     assert "onnxruntime" not in capfd.readouterr().err
+
+
+class ConstantBatchConv(nn.Module):
+    """A conv whose batch is 2 whatever the input's: at an example batch of 2 nothing tells it apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.pair = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        y = torch.relu(self.stem(x))
+        pair = self.pair(y.mean(0, keepdim=True).expand(2, -1, -1, -1))
+        return y + pair.mean(0, keepdim=True)
+
+
+def test_batch1_branch_failure_is_caught_with_the_way_out():
+    torch.manual_seed(0)
+    model, _ = apply_odconv(ConstantBatchConv().eval(), "all", kernel_num=2)
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(PassNumericsError, match=r"at batch 1.*batch1_branch=False"):
+        export_onnx(model, None, x, target="portable")
+    check_parity(model, export_onnx(model, None, x, batch1_branch=False), x, batches=(1, 3))

@@ -523,8 +523,10 @@ def _run_checked(model: nn.Module, inputs: tuple[Tensor, ...], proto: onnx.Model
             own = wider
             proto = run(own.bound(tolerance))
     except PassNumericsError as err:
+        hint = ("the file's batch-1 branch: export_onnx(..., batch1_branch=False) leaves it out"
+                if err.pass_name == "lower_by_batch_regime" and "at batch 1" in err.detail else "")
         raise PassNumericsError(err.pass_name, err.max_err, err.tol,
-                                "; ".join(filter(None, [err.detail, own.note(tolerance)]))) from err
+                                "; ".join(filter(None, [err.detail, hint, own.note(tolerance)]))) from err
     warn_if_unstable(own, tolerance, "export_onnx's numeric check")
     return proto
 

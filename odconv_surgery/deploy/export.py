@@ -18,6 +18,7 @@ generic batch-independent PyTorch formulation (per-sample kernels + unfold + bat
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import json
 import logging
@@ -307,6 +308,19 @@ def input_names_for(inputs: Sequence[Tensor], names: Sequence[str] | None = None
     return names
 
 
+def check_arguments(model: nn.Module, inputs: Sequence[Tensor]) -> None:
+    """Refuse example tensors that forward does not take (``TypeError`` naming both counts) before exporting."""
+    try:
+        inspect.signature(model.forward).bind(*inputs)
+    except TypeError as err:
+        raise TypeError(
+            f"example_input has {len(inputs)} tensor(s) but {type(model).__name__}.forward does not take them ({err}): "
+            "pass one tensor per positional argument of forward, as a tuple for several"
+        ) from err
+    except ValueError:  # no signature to read (a builtin forward): torch.onnx.export says what is wrong
+        pass
+
+
 def _batch_of(inputs: Sequence[Tensor]) -> int:
     return int(inputs[0].shape[0])
 
@@ -375,6 +389,7 @@ def export_marked(
     check_opset(opset)
     check_dtype(model)
     inputs = as_example_inputs(example_input)
+    check_arguments(model, inputs)
     other_batch: list[str] = []
     proto, marked = _torch_export(model, inputs, input_names_for(inputs, input_names), dynamic_batch=dynamic_batch,
                                   opset=opset, markers=True, other_batch=other_batch)

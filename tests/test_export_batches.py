@@ -113,3 +113,37 @@ def test_batch1_branch_failure_is_caught_with_the_way_out():
     with pytest.raises(PassNumericsError, match=r"at batch 1.*batch1_branch=False"):
         export_onnx(model, None, x, target="portable")
     check_parity(model, export_onnx(model, None, x, batch1_branch=False), x, batches=(1, 3))
+
+
+def _breaks_empty_batch(model):
+    """A rewrite right at every batch but 0: ``out + 0 * TopK(out, k=1, axis=0)`` (TopK refuses k > the batch)."""
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+    from odconv_surgery.passes.onnx.common import export_graph, import_graph
+
+    graph = import_graph(model)
+    out = graph.outputs[0]
+    producer = out.inputs[0]
+    mid, top, idx, zero = (gs.Variable(name, dtype=d) for name, d in
+                           (("pre", out.dtype), ("top", out.dtype), ("top_i", np.int64), ("zero", out.dtype)))
+    producer.outputs[producer.outputs.index(out)] = mid
+    graph.nodes += [
+        gs.Node("TopK", "breaker/TopK", {"axis": 0}, inputs=[mid, gs.Constant("k", np.array([1], np.int64))],
+                outputs=[top, idx]),
+        gs.Node("Mul", "breaker/Mul", inputs=[top, gs.Constant("nought", np.zeros((), np.float32))], outputs=[zero]),
+        gs.Node("Add", "breaker/Add", inputs=[mid, zero], outputs=[out]),
+    ]
+    graph.cleanup().toposort()
+    return export_graph(graph, model)
+
+
+def test_check_runs_batch_0(monkeypatch):
+    from odconv_surgery.passes.onnx.base import FunctionPass
+    from odconv_surgery.passes.onnx.pipeline import REGISTRY
+
+    torch.manual_seed(0)
+    model, _ = apply_odconv(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1)), "all")
+    monkeypatch.setitem(REGISTRY, "merge_attention_heads", FunctionPass("merge_attention_heads", _breaks_empty_batch))
+    with pytest.raises(PassNumericsError, match="merge_attention_heads.*does not run at batch 0"):
+        export_onnx(model.eval(), None, torch.randn(1, 3, 8, 8), target="portable")

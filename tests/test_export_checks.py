@@ -13,7 +13,7 @@ from odconv_surgery import ODConv2d, apply_odconv
 from odconv_surgery.deploy.export import export_marked, export_onnx
 from odconv_surgery.deploy.export_checks import ModelNumericsError, UnsupportedOpsetError
 from odconv_surgery.deploy.own_error import OwnError, fp32_error
-from odconv_surgery.deploy.runtime import OrtRunner
+from odconv_surgery.deploy.runtime import OrtRunner, check_parity
 from odconv_surgery.passes.onnx import PassNumericsError, run_pipeline
 from odconv_surgery.passes.onnx.base import FunctionPass
 from odconv_surgery.passes.onnx.common import import_graph, export_graph, odconv_layers
@@ -55,6 +55,7 @@ def test_trained_like_model_is_exported_and_right():
         ref = model64(xb.double()).numpy()
     ort_err = np.abs(OrtRunner(proto, device="cpu")(xb) - ref).max() / np.abs(ref).max()
     assert ort_err <= 16 * fp32_error(model, xb.numpy())  # as exact as the bound the check used
+    check_parity(model, proto, x, batches=(1, 3))  # the check's rule (issue 22, item 11): a fixed 1e-4 refused it
 
 
 def _perturb(model):

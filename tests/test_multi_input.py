@@ -53,7 +53,8 @@ def test_export_with_several_named_inputs():
     proto = export_onnx(model.eval(), None, example, input_names=["rgb", "depth"])
     assert [i.name for i in proto.graph.input] == ["rgb", "depth"]
     check_parity(model, proto, example, batches=(1, 3))
-    runner = OrtRunner(proto, device="cpu")
+    runner = OrtRunner(proto, device="cpu", warmup=1, warmup_batch=2)
+    assert len(runner.time(batch=2, repeats=1, warmup=0)) == 1
     with torch.no_grad():
         np.testing.assert_allclose(runner(*example), model(*example).numpy(), rtol=1e-4, atol=1e-5)
 

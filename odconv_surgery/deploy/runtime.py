@@ -70,6 +70,11 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
+#: numpy dtypes of onnxruntime's non-float input types (``OrtRunner.feed``).
+_ORT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
+              "tensor(double)": np.float64, "tensor(float16)": np.float16}
+
+
 def _as_array(x: Any) -> np.ndarray:
     """An input as onnxruntime takes it: floating values as float32 (``_to_numpy``), integer and bool kept."""
     if isinstance(x, np.ndarray) and not np.issubdtype(x.dtype, np.floating):
@@ -166,10 +171,23 @@ class OrtRunner:
         dims = [batch] + [d if d is not None else 1 for d in self.input_shape[1:]]
         return np.random.default_rng(seed).standard_normal(dims).astype(np.float32)
 
+    def feed(self, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+        """A random input for every graph input at ``batch`` (unknown sizes 1): floats random normal, integers
+        and bools zeros."""
+        rng = np.random.default_rng(seed)
+        feed = {}
+        for info in self.session.get_inputs():
+            dims = [batch] + [d if isinstance(d, int) else 1 for d in info.shape[1:]]
+            if info.type == "tensor(float)":
+                feed[info.name] = rng.standard_normal(dims).astype(np.float32)
+            else:
+                feed[info.name] = np.zeros(dims, _ORT_TYPES.get(info.type, np.float32))
+        return feed
+
     def warmup(self, runs: int = 3, batch: int = 1) -> None:
-        x = self.example(batch)
+        feed = self.feed(batch)
         for _ in range(runs):
-            self.session.run(None, {self.input_name: x})
+            self.session.run(None, feed)
 
     def __call__(self, x: Any, *more: Any) -> np.ndarray:
         """The first output (the only one for most models); ``run_all`` returns every output."""
@@ -205,7 +223,7 @@ class OrtRunner:
             binding.bind_output(self.output_names[0], self.device)
             call = lambda: self.session.run_with_iobinding(binding)  # noqa: E731
         else:
-            feed = {self.input_name: x}
+            feed = {self.input_name: x} if len(self.input_names) == 1 else self.feed(batch)
             call = lambda: self.session.run(None, feed)  # noqa: E731
         for _ in range(warmup):
             call()

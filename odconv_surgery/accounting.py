@@ -25,6 +25,7 @@ counted.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from typing import Any, Sequence
 
 import torch
@@ -69,8 +70,9 @@ class ModelCost:
     params: int
     static_madds: int  # every op torch's flop counter counts, minus ODConv attention internals
     extra_madds: int  # sum of ODConv extras (Eq. 3/4)
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, ...]  # the first input's, at batch 1
     layers: list[LayerCost] = field(default_factory=list)
+    input_shapes: list[tuple[int, ...]] = field(default_factory=list)  # every input's, when there are several
 
     @property
     def madds(self) -> int:
@@ -92,7 +94,7 @@ class ModelCost:
     def table(self) -> str:
         """A markdown table of the layers and the totals."""
         lines = [
-            f"input {tuple(self.input_shape)}: params {format_count(self.params)}, MAdds {format_count(self.madds)} "
+            f"input {', '.join(map(str, self.input_shapes)) or tuple(self.input_shape)}: params {format_count(self.params)}, MAdds {format_count(self.madds)} "
             f"(static {format_count(self.static_madds)} + ODConv extra {format_count(self.extra_madds)})",
             "",
             "| layer | kind | geometry | params | static MAdds | extra MAdds |",
@@ -189,31 +191,50 @@ def count_cost(
     model: nn.Module,
     input_shape: Sequence[int] = (1, 3, 224, 224),
     *,
-    example_input: Tensor | None = None,
+    example_input: Tensor | Sequence[Tensor] | Mapping[str, Tensor] | None = None,
 ) -> ModelCost:
     """Params and MAdds of ``model`` for one sample, per conv / linear / ODConv layer and in total.
 
     Runs one eval-mode forward under ``FlopCounterMode`` (the model's train/eval mode is restored). Pass
-    ``input_shape`` (batch 1, e.g. ``(1, 3, 224, 224)``) or an ``example_input``. MAdds are per sample: a
-    batch larger than 1 is divided out.
+    ``input_shape`` (batch 1, e.g. ``(1, 3, 224, 224)``) or an ``example_input``: a tensor of any rank, a tuple of
+    forward's positional arguments or a dict of its keyword arguments (models with several inputs). The first
+    tensor's dimension 0 is the batch; MAdds are per sample: a batch larger than 1 is divided out.
     """
     if example_input is None:
         if len(input_shape) < 2:
             raise InvalidValueError(f"input_shape must include the batch dimension, e.g. (1, 3, 224, 224); got {input_shape}")
         example_input = _example_input(model, input_shape)
-    batch = int(example_input.shape[0]) if example_input.dim() > 0 else 1
+    args, kwargs = _as_call(example_input)
+    tensors = [t for t in (*args, *kwargs.values()) if isinstance(t, Tensor)]
+    if not tensors:
+        raise TypeError("example_input holds no tensor: pass a tensor, a tuple of forward's arguments or a dict of them")
+    batch = int(tensors[0].shape[0]) if tensors[0].dim() > 0 else 1
     if batch < 1:
         raise InvalidValueError("example_input has an empty batch")
 
     tracked, attentions = _tracked_layers(model)
-    records, total_flops, attention_flops = _record_flops(model, example_input, tracked, attentions)
+    records, total_flops, attention_flops = _record_flops(model, args, kwargs, tracked, attentions)
     layers = _layer_costs(tracked, records, batch)
     return ModelCost(
         params=_unique_params(model),
         static_madds=int((total_flops - attention_flops) // (2 * batch)),
         extra_madds=int(sum(layer.extra_madds for layer in layers)),
-        input_shape=(1, *tuple(example_input.shape[1:])),
+        input_shape=(1, *tuple(tensors[0].shape[1:])),
         layers=layers,
+        input_shapes=[(1, *tuple(t.shape[1:])) for t in tensors] if len(tensors) > 1 else [],
+    )
+
+
+def _as_call(example_input: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """forward's (args, kwargs) for ``example_input``: a tensor, a tuple/list of arguments or a dict of keywords."""
+    if isinstance(example_input, Tensor):
+        return (example_input,), {}
+    if isinstance(example_input, (tuple, list)):
+        return tuple(example_input), {}
+    if isinstance(example_input, Mapping):
+        return (), dict(example_input)
+    raise TypeError(
+        f"example_input must be a tensor, a tuple of forward's arguments or a dict of them, got {type(example_input).__name__}"
     )
 
 
@@ -231,7 +252,7 @@ def _tracked_layers(model: nn.Module) -> tuple[dict[nn.Module, str], dict[nn.Mod
 
 
 def _record_flops(
-    model: nn.Module, example_input: Tensor, tracked: dict[nn.Module, str], attentions: dict[nn.Module, str]
+    model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], tracked: dict[nn.Module, str], attentions: dict[nn.Module, str]
 ) -> tuple[dict[str, dict[str, Any]], int, int]:
     """One eval-mode forward under ``FlopCounterMode`` with hooks on the tracked layers: per layer name its flops
     (attention flops apart), calls and shapes; plus the total and the attention flops. Restores train/eval."""
@@ -270,7 +291,7 @@ def _record_flops(
     try:
         model.eval()
         with counter:
-            model(example_input)
+            model(*args, **kwargs)
         total_flops = counter.get_total_flops()
     finally:
         for h in handles:

@@ -94,7 +94,15 @@ class ParityError(ODConvError, AssertionError):
     """An exported file's outputs differ from the PyTorch model's beyond the tolerance (``check_parity``)."""
 
 
-# ---- experiments: models, sweeps -----------------------------------------------------------------------------
+class StaticBatchGraphError(ODConvError, ValueError):
+    """The model's own exported graph runs at some batch sizes only: its code fixes the batch (a literal reshape)."""
+
+
+class UnsupportedDtypeError(ODConvError, TypeError):
+    """The model's parameters are in a floating dtype the export does not write (half precision, float64)."""
+
+
+# ---- experiments: models, sweeps ---------------------------------------------------------------------------
 class ModelSpecError(ODConvError, ValueError):
     """A model spec that cannot be parsed or built; the message says how to fix it."""
 

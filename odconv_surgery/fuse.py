@@ -16,6 +16,7 @@ any BN fold.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import torch
 from torch import Tensor, fx, nn
@@ -84,26 +85,41 @@ def _conv_bn_pairs(root: nn.Module, graph: fx.Graph, prefix: str) -> list[tuple[
     return pairs
 
 
-def _find_pairs(model: nn.Module) -> list[tuple[str, str]]:
+def _find_pairs(model: nn.Module) -> tuple[list[tuple[str, str]], dict[str, str]]:
     """Trace the whole model; when torch.fx cannot, trace the module that owns each BatchNorm (ultralytics'
-    ``Conv`` runs ``bn(conv(x))`` in a traceable forward even when the detection model around it is not)."""
+    ``Conv`` runs ``bn(conv(x))`` in a traceable forward even when the detection model around it is not).
+    Returns the pairs and the owners fx could not trace either (name -> the error)."""
     try:
-        return _conv_bn_pairs(model, trace_model(model), "")
+        return _conv_bn_pairs(model, trace_model(model), ""), {}
     except Exception as exc:  # noqa: BLE001 - fx raises many types on data-dependent code
         name = type(model).__name__
         logger.debug("fuse_batchnorm: torch.fx cannot trace %s (%s); tracing each BatchNorm's owner", name, exc)
     owners = {name.rpartition(".")[0] for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)}
-    pairs = []
+    pairs: list[tuple[str, str]] = []
+    untraced: dict[str, str] = {}
     for owner in sorted(owners):
         module = model.get_submodule(owner)
         if isinstance(module, ODConv2d):
             continue  # the attention norm is folded separately
         try:
             graph = trace_model(module)
-        except Exception:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
+            untraced[owner or type(model).__name__] = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
             continue
         pairs += _conv_bn_pairs(module, graph, owner + "." if owner else "")
-    return pairs
+    return pairs, untraced
+
+
+def _warn_untraced(untraced: dict[str, str], folded: int, total: int) -> None:
+    """Say which BatchNorm owners fx could not trace, so their BatchNorms stay (the fold is not silently partial)."""
+    shown = ", ".join(f"{name!r} ({why})" for name, why in list(untraced.items())[:3])
+    more = f" and {len(untraced) - 3} more" if len(untraced) > 3 else ""
+    warnings.warn(
+        f"fuse_batchnorm folded {folded} of {total} BatchNorm2d: torch.fx could not trace the model nor "
+        f"{len(untraced)} module(s) that own the rest ({shown}{more}), so their BatchNorms are left in place. "
+        "Make those forwards traceable (no data-dependent Python control flow) or fold them yourself.",
+        stacklevel=3,
+    )
 
 
 def _remove_bn(model: nn.Module, bn_name: str, bn: nn.BatchNorm2d) -> None:
@@ -139,6 +155,8 @@ def fuse_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
     Run it before deploy code that folds BatchNorm itself (ultralytics' ``model.fuse()``, which YOLO's predict,
     val and export call): such code only knows 4-D kernels. Returns the (conv, bn) names folded.
     A BN whose conv output is also read elsewhere, or whose conv or BN is called more than once, is left alone.
+    Logs how many it folded; warns, naming them, when torch.fx can trace neither the model nor the modules that
+    own some BatchNorms (those are left in place).
     """
     training = [name for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and m.training]
     if training:
@@ -147,13 +165,19 @@ def fuse_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
             "are training: call model.eval() first"
         )
     folded = []
-    for conv_name, bn_name in _find_pairs(model):
+    pairs, untraced = _find_pairs(model)
+    for conv_name, bn_name in pairs:
         conv, bn = model.get_submodule(conv_name), model.get_submodule(bn_name)
         if len(aliases_of(model, conv)) != 1 or len(aliases_of(model, bn)) != 1:
             continue  # a module registered twice may be called from elsewhere
         fold_into_conv(conv, *bn_affine(bn))
         _remove_bn(model, bn_name, bn)
         folded.append((conv_name, bn_name))
+    total = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) + len(folded)
+    total -= sum(isinstance(m, ODConv2d) and isinstance(m.attention.norm, nn.BatchNorm2d) for m in model.modules())
+    if untraced:
+        _warn_untraced(untraced, len(folded), total)
+    logger.info("fuse_batchnorm: folded %d of %d BatchNorm2d after a conv", len(folded), total)
     for name, module in list(model.named_modules()):
         if isinstance(module, ODConv2d) and _fold_attention_norm(module):
             folded.append((f"{name}.attention.fc", f"{name}.attention.norm"))

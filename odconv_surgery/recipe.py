@@ -85,13 +85,25 @@ def _checked_fields(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: ``GraphModule.meta`` key whose attributes fx sets again on a deep copy (``GraphModule.__deepcopy__`` rebuilds
+#: the module from its graph and keeps only these of the instance's own attributes).
+_FX_PRESERVED = "_user_preserved_attributes"
+
+
 def get_recipe(model: nn.Module) -> Recipe | None:
-    return getattr(model, RECIPE_ATTRIBUTE, None)
+    """The recipe ``apply_odconv`` attached to ``model`` (None for a model it did not convert)."""
+    recipe = getattr(model, RECIPE_ATTRIBUTE, None)
+    if recipe is None and isinstance(getattr(model, "meta", None), dict):  # a GraphModule copied with copy.copy
+        recipe = model.meta.get(_FX_PRESERVED, {}).get(RECIPE_ATTRIBUTE)
+    return recipe
 
 
 def attach_recipe(model: nn.Module, recipe: Recipe) -> None:
+    """Attach ``recipe`` to ``model`` so that it survives ``copy.deepcopy`` (fx GraphModules included)."""
     # object.__setattr__ keeps nn.Module from treating it as a submodule/parameter.
     object.__setattr__(model, RECIPE_ATTRIBUTE, recipe)
+    if isinstance(model, torch.fx.GraphModule):
+        model.meta.setdefault(_FX_PRESERVED, {})[RECIPE_ATTRIBUTE] = recipe
 
 
 def apply_recipe(model: nn.Module, recipe: Recipe) -> nn.Module:

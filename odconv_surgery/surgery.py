@@ -15,9 +15,10 @@ from torch import nn
 
 from .errors import AlreadyConvertedError, EmptySelectionError, InvalidTypeError, PolicyError
 from .nn.odconv import INIT_MODES, ODConv2d
+from .model_copy import copy_model
 from .nn.options import LayerOptions, check_layer_settings
 from .nn.validation import check_bool, check_choice, check_conversion_memory, check_int
-from .passes.fx.candidates import ConvLayer, ModelAnalysis, analyse_model, uncalled_convs
+from .passes.fx.candidates import ConvLayer, ModelAnalysis, analyse_model, scripted_convs, uncalled_convs
 from .passes.fx.swap_modules import aliases_of, swap_module
 from .policies import PAPER_POLICIES, Policy, Selector, available_policies, decide, get_policy, select
 from .policies.selectors import as_selector_list, describe
@@ -159,7 +160,7 @@ def apply_odconv(
             raise ValueError(f"seed must be below 2**64, got {seed}")
     example_inputs = as_example_inputs(example_inputs)
     if not inplace:
-        model = copy.deepcopy(model)
+        model = copy_model(model)
     analysis = analyse_model(model, example_inputs)
     decisions, layer_settings = plan_conversion(analysis, policy, include, exclude, overrides, defaults)
     if not layer_settings:
@@ -185,6 +186,13 @@ def apply_odconv(
                     getattr(m, "out_channels", 0), None, False, "never called in forward")
         for name in uncalled
         for m in [model.get_submodule(name)]
+    ]
+    rows += [
+        LayerReport(name, f"{m.original_name} (scripted)", "x".join(map(str, m.kernel_size)), "x".join(map(str, m.stride)),
+                    m.groups, m.in_channels, m.out_channels, None, False,
+                    f"inside torch.jit.script module {root!r}: its compiled code cannot call a replaced layer; "
+                    "convert the eager module, then script it")
+        for name, m, root in scripted_convs(model)
     ]
     report = ConversionReport(_policy_label(policy), rows, params_before, _count_params(model), analysis.method)
     attach_recipe(model, _merged_recipe(get_recipe(model), policy, options, init, layer_settings))

@@ -165,5 +165,5 @@ def test_export_example_input_tensor_or_tuple():
     x = torch.randn(1, 3, 8, 8)
     for given in (x, (x,)):
         assert export_onnx(model, None, given, check=False, fuse=False).graph.input[0].name
-    with pytest.raises(ValueError, match="has 2 tensors"):
+    with pytest.raises(TypeError, match="has 2 tensor.*forward does not take them"):
         export_onnx(model, None, (x, x))

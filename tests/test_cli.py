@@ -281,3 +281,13 @@ def test_every_public_error_is_an_odconv_error_with_its_builtin_base():
     assert issubclass(errors.UnknownSettingError, TypeError) and issubclass(errors.UnknownSettingError, ValueError)
     assert str(errors.RecipeMismatchError("the recipe converts layers the model does not have")) == (
         "the recipe converts layers the model does not have")
+
+
+def test_export_static_batch(plugin, tmp_path):
+    """``--static-batch`` exports a batch-1 file, checked at batch 1 (issue 22, item 3: it was an internal error)."""
+    import onnx
+
+    assert main(["apply", SPEC, "--policy", "all_but_first", "-o", "tiny.pt", "--image-size", "16"]) == 0
+    assert main(["export", "tiny.pt", "-o", "tiny.onnx", "--image-size", "16", "--static-batch"]) == 0
+    dims = onnx.load(tmp_path / "tiny.onnx").graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_value == 1

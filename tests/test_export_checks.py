@@ -11,8 +11,9 @@ from torch import nn
 
 from odconv_surgery import ODConv2d, apply_odconv
 from odconv_surgery.deploy.export import export_marked, export_onnx
-from odconv_surgery.deploy.export_checks import ModelNumericsError, UnsupportedOpsetError, check_note, fp32_error
-from odconv_surgery.deploy.runtime import OrtRunner
+from odconv_surgery.deploy.export_checks import ModelNumericsError, UnsupportedOpsetError
+from odconv_surgery.deploy.own_error import OwnError, fp32_error
+from odconv_surgery.deploy.runtime import OrtRunner, check_parity
 from odconv_surgery.passes.onnx import PassNumericsError, run_pipeline
 from odconv_surgery.passes.onnx.base import FunctionPass
 from odconv_surgery.passes.onnx.common import import_graph, export_graph, odconv_layers
@@ -54,6 +55,7 @@ def test_trained_like_model_is_exported_and_right():
         ref = model64(xb.double()).numpy()
     ort_err = np.abs(OrtRunner(proto, device="cpu")(xb) - ref).max() / np.abs(ref).max()
     assert ort_err <= 16 * fp32_error(model, xb.numpy())  # as exact as the bound the check used
+    check_parity(model, proto, x, batches=(1, 3))  # the check's rule (issue 22, item 11): a fixed 1e-4 refused it
 
 
 def _perturb(model):
@@ -71,11 +73,12 @@ def test_check_stays_strict_and_names_the_way_out(monkeypatch):
     with pytest.raises(PassNumericsError, match=r"merge_attention_heads.*tolerance=.*check=False") as caught:
         export_onnx(tiny(2), None, torch.randn(1, 8, 16, 16))
     assert caught.value.tol == pytest.approx(1e-4)  # a well-conditioned model keeps the strict floor
-    assert "the model's own float32 error" in str(caught.value) and "unstable" not in str(caught.value)
+    assert "the model's own error: float32 vs float64" in str(caught.value) and "unstable" not in str(caught.value)
 
 
 def test_unstable_model_is_named_as_such():
-    assert "numerically unstable" in check_note(1e-4, 0.05) and "unstable" not in check_note(1e-4, 1e-3)
+    assert "numerically unstable" in OwnError(fp32=0.05).note(1e-4) and "unstable" not in OwnError(fp32=1e-3).note(1e-4)
+    assert "onnxruntime's own kernels" in OwnError(fp32=1e-6, runtime=0.05).note(1e-4)
 
 
 @pytest.mark.parametrize("opset", [7, 13, 17, 21, 99])

@@ -18,6 +18,7 @@ generic batch-independent PyTorch formulation (per-sample kernels + unfold + bat
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import json
 import logging
@@ -27,7 +28,6 @@ import warnings
 from collections import Counter
 from typing import Any, Iterator, Sequence
 
-import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
@@ -40,9 +40,10 @@ from ..numerics import DEFAULT_TOLERANCE
 from ..recipe import get_recipe, package_version
 from ..errors import InvalidTypeError, InvalidValueError
 from .targets import ExportTarget, check_target
-from .export_checks import check_bound, check_finite_weights, check_note, check_opset, fp32_error
+from .export_checks import check_dtype, check_finite_weights, check_opset
+from .own_error import OwnError, warn_if_unstable, with_runtime, worst_fp32_error
 from .schema import (
-    DEFAULT_OPSET, HEAD_ORDER, INPUT_NAME, META_LAYERS, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP, OUTPUT_NAME, set_metadata,
+    DEFAULT_OPSET, HEAD_ORDER, INPUT_NAME, META_LAYERS, META_OTHER_BATCH, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP, OUTPUT_NAME, set_metadata,
 )
 
 LOGGER = logging.getLogger("odconv_surgery.export")
@@ -145,7 +146,8 @@ def _make_marker(attrs: dict, original_forward) -> type:
     return _ODConvMarker
 
 
-def _marker_forward(layer: ODConv2d, name: str, original_forward):
+def _marker_forward(layer: ODConv2d, name: str, original_forward, batch: int | None = None,
+                    other_batch: list[str] | None = None):
     roles, tensors, extra = _layer_params(layer)
     attrs = {
         "layer_name": name,
@@ -169,6 +171,8 @@ def _marker_forward(layer: ODConv2d, name: str, original_forward):
         with warnings.catch_warnings():  # the spatial size is static in the exported graph
             warnings.filterwarnings("ignore", "Converting a tensor to a Python integer", torch.jit.TracerWarning)
             call_attrs = dict(attrs, input_hw=[int(x.shape[-2]), int(x.shape[-1])])
+            if other_batch is not None and batch is not None and int(x.shape[0]) != batch and name not in other_batch:
+                other_batch.append(name)
         # The fixed kernel_scale is folded into the bank (constant folding makes it one initializer).
         return _make_marker(call_attrs, original_forward).apply(x, tensors[0] * layer.kernel_scale, *tensors[1:])
 
@@ -217,10 +221,15 @@ def generic_forward(layer: ODConv2d, x: Tensor) -> Tensor:
 
 
 @contextlib.contextmanager
-def export_mode(model: nn.Module) -> Iterator[list[str]]:
+def export_mode(
+    model: nn.Module, *, markers: bool = True, batch: int | None = None, other_batch: list[str] | None = None
+) -> Iterator[list[str]]:
     """Temporarily make every ODConv2d export-friendly (marker node or generic form) at temperature 1.
 
-    Yields the names of the marked layers. Restores forwards and temperatures on exit.
+    Yields the names of the marked layers. ``markers=False`` exports every layer in the generic form (a plain
+    export: no marker, nothing for the passes to do). With ``batch`` (the model input's batch size) the names of
+    marked layers called on another batch size are appended to ``other_batch``. Restores forwards and
+    temperatures on exit.
     """
     saved: list[tuple[ODConv2d, Any]] = []
     marked: list[str] = []
@@ -231,8 +240,8 @@ def export_mode(model: nn.Module) -> Iterator[list[str]]:
                     continue
                 saved.append((module, module.__dict__.get("forward")))
                 original = module.forward
-                if marker_supported(module):
-                    module.forward = _marker_forward(module, name, original)
+                if markers and marker_supported(module):
+                    module.forward = _marker_forward(module, name, original, batch, other_batch)
                     marked.append(name)
                 else:
                     module.forward = (lambda m: (lambda x: generic_forward(m, x)))(module)
@@ -277,20 +286,46 @@ def _recipe_dict(model: nn.Module) -> dict[str, Any] | None:
         return {"repr": repr(recipe)}
 
 
-def as_example_input(example_input: Tensor | Sequence[Tensor]) -> Tensor:
-    """The one (N, C, H, W) input tensor, given bare or as a 1-tuple (as ``torch.onnx.export`` takes ``args``)."""
-    if isinstance(example_input, (tuple, list)):
-        if len(example_input) != 1:
-            raise InvalidValueError(
-                f"example_input has {len(example_input)} tensors; the exported model takes one (N, C, H, W) input"
-            )
-        example_input = example_input[0]
-    if not isinstance(example_input, Tensor) or example_input.dim() != 4:
-        raise InvalidValueError(
-            f"example_input must be a 4-D (N, C, H, W) tensor (or a 1-tuple of one), got "
-            f"{tuple(example_input.shape) if isinstance(example_input, Tensor) else type(example_input).__name__}"
-        )
-    return example_input
+def as_example_inputs(example_input: Tensor | Sequence[Tensor]) -> tuple[Tensor, ...]:
+    """forward's positional tensor arguments: a bare tensor, or a tuple/list of them (as ``torch.onnx.export``
+    takes ``args``). Each is one graph input whose dimension 0 is the batch (any rank from 1: images, audio)."""
+    inputs = tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
+    if not inputs:
+        raise InvalidValueError("example_input is empty: pass the tensor (or the tuple of tensors) forward takes")
+    for i, x in enumerate(inputs):
+        where = "example_input" if len(inputs) == 1 else f"example_input[{i}]"
+        if not isinstance(x, Tensor):
+            raise InvalidTypeError(f"{where} must be a tensor, got {type(x).__name__}; the exported graph takes tensors only")
+        if x.dim() == 0:
+            raise InvalidValueError(f"{where} is a 0-d tensor; every input needs a batch dimension (dimension 0)")
+    return inputs
+
+
+def input_names_for(inputs: Sequence[Tensor], names: Sequence[str] | None = None) -> list[str]:
+    """The graph's input names: ``names`` when given (one per input), ``input`` for one input, else ``input_<i>``."""
+    if names is None:
+        return [INPUT_NAME] if len(inputs) == 1 else [f"{INPUT_NAME}_{i}" for i in range(len(inputs))]
+    names = list(names)
+    if len(names) != len(inputs) or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+        raise InvalidValueError(f"input_names must be {len(inputs)} distinct non-empty strings (one per input), got {names!r}")
+    return names
+
+
+def check_arguments(model: nn.Module, inputs: Sequence[Tensor]) -> None:
+    """Refuse example tensors that forward does not take (``TypeError`` naming both counts) before exporting."""
+    try:
+        inspect.signature(model.forward).bind(*inputs)
+    except TypeError as err:
+        raise InvalidTypeError(
+            f"example_input has {len(inputs)} tensor(s) but {type(model).__name__}.forward does not take them ({err}): "
+            "pass one tensor per positional argument of forward, as a tuple for several"
+        ) from err
+    except ValueError:  # no signature to read (a builtin forward): torch.onnx.export says what is wrong
+        pass
+
+
+def _batch_of(inputs: Sequence[Tensor]) -> int:
+    return int(inputs[0].shape[0])
 
 
 def _name_markers(proto: onnx.ModelProto) -> None:
@@ -305,39 +340,62 @@ def _name_markers(proto: onnx.ModelProto) -> None:
         seen[path] += 1
 
 
-def export_marked(
-    model: nn.Module,
-    example_input: Tensor | Sequence[Tensor],
-    *,
-    dynamic_batch: bool = True,
-    opset: int = DEFAULT_OPSET,
-) -> onnx.ModelProto:
-    """Export with ``odconv.surgery::ODConv2d`` marker nodes (not runnable until lowered by the passes)."""
-    if not isinstance(model, nn.Module):
-        raise InvalidTypeError(f"export expects an nn.Module, got {type(model).__name__}")
-    check_opset(opset)
-    example_input = as_example_input(example_input)
+def _torch_export(model: nn.Module, inputs: tuple[Tensor, ...], names: list[str], *, dynamic_batch: bool,
+                  opset: int, markers: bool, other_batch: list[str] | None = None) -> tuple[onnx.ModelProto, list[str]]:
+    """torch.onnx's export of ``model`` in export mode (eval, temperature 1); the proto and the marked layers."""
     was_training = model.training
     model.eval()
     buffer = io.BytesIO()
+    axes = {name: {0: "batch"} for name in [*names, OUTPUT_NAME]} if dynamic_batch else None
     try:
-        with export_mode(model) as marked, torch.no_grad(), _exporter_warnings_to_logging():
+        with export_mode(model, markers=markers, batch=_batch_of(inputs), other_batch=other_batch) as marked, \
+                torch.no_grad(), _exporter_warnings_to_logging():
             torch.onnx.export(
                 model,
-                (example_input,),
+                inputs,
                 buffer,
                 dynamo=False,
                 opset_version=opset,
-                input_names=[INPUT_NAME],
+                input_names=names,
                 output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None,
+                dynamic_axes=axes,
                 do_constant_folding=True,
                 # Declared only when used: torch warns on stderr about a declared domain no node uses.
                 custom_opsets={OD_DOMAIN: OD_DOMAIN_VERSION} if marked else None,
             )
     finally:
         model.train(was_training)
-    proto = onnx.load_from_string(buffer.getvalue())
+    return onnx.load_from_string(buffer.getvalue()), marked
+
+
+def plain_export(model: nn.Module, example_input: Tensor | Sequence[Tensor], *, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """torch.onnx's own export of ``model`` with a dynamic batch, every ODConv layer in its generic PyTorch form:
+    no marker and no pass of ours (what the runtime's own error on the model is measured on, ``own_error.py``)."""
+    inputs = as_example_inputs(example_input)
+    return _torch_export(model, inputs, input_names_for(inputs), dynamic_batch=True, opset=opset, markers=False)[0]
+
+
+def export_marked(
+    model: nn.Module,
+    example_input: Tensor | Sequence[Tensor],
+    *,
+    dynamic_batch: bool = True,
+    opset: int = DEFAULT_OPSET,
+    input_names: Sequence[str] | None = None,
+) -> onnx.ModelProto:
+    """Export with ``odconv.surgery::ODConv2d`` marker nodes (not runnable until lowered by the passes).
+
+    ``example_input``: a tensor or a tuple of forward's tensor arguments (``as_example_inputs``); ``input_names``
+    names the graph inputs (default ``input``, or ``input_<i>`` for several)."""
+    if not isinstance(model, nn.Module):
+        raise InvalidTypeError(f"export expects an nn.Module, got {type(model).__name__}")
+    check_opset(opset)
+    check_dtype(model)
+    inputs = as_example_inputs(example_input)
+    check_arguments(model, inputs)
+    other_batch: list[str] = []
+    proto, marked = _torch_export(model, inputs, input_names_for(inputs, input_names), dynamic_batch=dynamic_batch,
+                                  opset=opset, markers=True, other_batch=other_batch)
     _name_markers(proto)
     recipe = _recipe_dict(model)
     meta = {
@@ -346,8 +404,12 @@ def export_marked(
         "odconv.temperature": "1.0",
         "odconv.dynamic_batch": str(bool(dynamic_batch)).lower(),
         META_LAYERS: json.dumps(marked),
-        "odconv.example_input_shape": json.dumps(list(example_input.shape)),
+        "odconv.example_input_shape": json.dumps(list(inputs[0].shape)),
     }
+    if len(inputs) > 1:
+        meta["odconv.example_input_shapes"] = json.dumps([list(x.shape) for x in inputs])
+    if other_batch:
+        meta[META_OTHER_BATCH] = json.dumps(other_batch)
     if recipe is not None:
         meta["odconv.recipe"] = json.dumps(recipe, default=str)
     set_metadata(proto, meta)
@@ -398,66 +460,59 @@ def export_onnx(
     tolerance: float = DEFAULT_TOLERANCE,
     batch1_branch: bool = True,
     target: ExportTarget | str = ExportTarget.AUTO,
+    input_names: Sequence[str] | None = None,
     tune: bool | None = None,
     threads: int = 1,
 ) -> onnx.ModelProto:
     """Export ``model`` (eval mode, temperature 1) to ONNX; returns the ModelProto and writes ``path`` if given.
 
-    ``dynamic_batch``: the batch dimension is symbolic and the graph never depends on it (batch 0 included).
-    ``fuse=True`` runs the fusion pass pipeline (``passes.onnx.PIPELINE``); ``fuse=False`` lowers each ODConv
-    naively. ``opset`` must lie in ``MIN_OPSET..MAX_OPSET`` (``UnsupportedOpsetError`` otherwise, before export).
-    Weights holding NaN/inf raise ``ModelNumericsError`` before any pass runs. ``check`` runs the numeric check
-    after every pass (ORT before vs after on a random batch, raising ``PassNumericsError`` naming the pass); its
-    bound is ``tolerance`` or a multiple of the model's own float32 error, whichever is larger
-    (``deploy/export_checks.py``), so a model whose fp32 arithmetic is itself noisy is not refused.
+    ``example_input``: a tensor of any rank from 1, or a tuple of forward's tensor arguments (one graph input
+    each, named by ``input_names``: default ``input``, or ``input_<i>`` for several); dimension 0 is the batch.
+    ``dynamic_batch``: the batch dimension is symbolic and the graph never depends on it (batch 0 included);
+    ``False`` fixes it to the example's batch. ``fuse=True`` runs the fusion pass pipeline
+    (``passes.onnx.PIPELINE``); ``fuse=False`` lowers each ODConv naively. ``opset`` must lie in
+    ``MIN_OPSET..MAX_OPSET`` (``UnsupportedOpsetError`` otherwise, before export); parameters must be float32
+    (``UnsupportedDtypeError`` names ``model.float()``). Weights holding NaN/inf raise ``ModelNumericsError``
+    before any pass runs. ``check`` runs the numeric check after every pass (ORT before vs after on random
+    batches: 1, 2 and, where the model's graph runs it, 0 for a dynamic batch, so that every branch of the file
+    runs; the example's batch for a static one), raising ``PassNumericsError`` naming the pass and the batch; its
+    bound is ``tolerance`` or a multiple of the model's own error, whichever is larger (``own_error.py``), so a
+    model whose arithmetic is itself noisy is not refused. A model whose own graph runs at its example's batch only
+    raises ``StaticBatchGraphError`` (export it with ``dynamic_batch=False``).
     ``batch1_branch`` adds the batch-1 fast path (an ``If`` on the batch size, see
-    ``passes/onnx/lower_by_batch_regime.py``). ``target``: "portable" (standard ONNX ops, any runtime), "ort-cpu"
-    (the batch-1 branch and its static convs run as onnxruntime's CPU NCHWc contrib ops: the fast form for
-    onnxruntime on a CPU, tied to the CPU's NCHWc block) or "auto" (``resolve_target``: the fastest form for the
-    onnxruntime installed here). ``tune`` (ort-cpu; default on unless ``ODCONV_TUNE=0``): each layer's NCHWc form is
-    chosen by timing the candidates on this machine at ``threads`` threads (cached per CPU, block and onnxruntime
-    version, ``passes/onnx/lowering/plan.py``); ``tune=False`` uses the calibrated cost model (reproducible). The
-    chosen forms and their source are in the file's ``odconv.forms`` metadata. Recipe, project version, target and
+    ``passes/onnx/lower_by_batch_regime.py``; left out where a layer runs on another batch than the input).
+    ``target``: "portable" (standard ONNX ops, any runtime), "ort-cpu" (the batch-1 branch and its static convs
+    run as onnxruntime's CPU NCHWc contrib ops: the fast form for onnxruntime on a CPU, tied to the CPU's NCHWc
+    block) or "auto" (``resolve_target``: the fastest form for the onnxruntime installed here). ``tune`` (ort-cpu;
+    default on unless ``ODCONV_TUNE=0``): each layer's NCHWc form is chosen by timing the candidates on this
+    machine at ``threads`` threads (cached per CPU, block and onnxruntime version,
+    ``passes/onnx/lowering/plan.py``); ``tune=False`` uses the calibrated cost model (reproducible). The chosen
+    forms and their source are in the file's ``odconv.forms`` metadata. Recipe, project version, target and
     temperature go into ``metadata_props``.
     """
-    from ..passes.onnx import PassNumericsError, run_pipeline
-    from ..passes.onnx.check import CHECK_BATCH, random_batch
-
     for name, flag in (("dynamic_batch", dynamic_batch), ("fuse", fuse), ("check", check), ("batch1_branch", batch1_branch)):
         if not isinstance(flag, bool):  # fuse="no" must not mean True
-            raise TypeError(f"export_onnx {name} must be True or False, got {flag!r}")
+            raise InvalidTypeError(f"export_onnx {name} must be True or False, got {flag!r}")
     if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not 0 <= float(tolerance) < float("inf"):
-        raise ValueError(f"export_onnx tolerance must be a finite number >= 0, got {tolerance!r}")
-    example_input = as_example_input(example_input)
+        raise InvalidValueError(f"export_onnx tolerance must be a finite number >= 0, got {tolerance!r}")
     tune = default_tune() if tune is None else tune
     if not isinstance(tune, bool):
         raise InvalidValueError(f"tune must be True, False or None (the default: on unless ODCONV_TUNE=0), got {tune!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise InvalidValueError(f"threads must be an int >= 1 (the deployment's onnxruntime intra-op threads), got {threads!r}")
+    inputs = as_example_inputs(example_input)
     target = resolve_target(target)
     check_opset(opset)
+    check_dtype(model)
     check_finite_weights(model)
-    bound, note = tolerance, ""
+    proto = export_marked(model, inputs, dynamic_batch=dynamic_batch, opset=opset, input_names=input_names)
+    options = dict(fuse=fuse, batch1_branch=batch1_branch and dynamic_batch, target=target, tune=tune, threads=threads)
     if check:
-        model_error = fp32_error(model, random_batch(tuple(example_input.shape), CHECK_BATCH), example_input.device)
-        bound = check_bound(tolerance, model_error)
-        note = check_note(tolerance, model_error)
-        LOGGER.debug("numeric check: %s", note)
-    proto = export_marked(model, example_input, dynamic_batch=dynamic_batch, opset=opset)
-    try:
-        proto = run_pipeline(
-            proto,
-            fuse=fuse,
-            check_input=example_input.detach().cpu().numpy().astype(np.float32) if check else None,
-            tolerance=bound,
-            check_batch=CHECK_BATCH,
-            batch1_branch=batch1_branch and dynamic_batch,
-            target=target,
-            tune=tune,
-            threads=threads,
-        )
-    except PassNumericsError as err:
-        raise PassNumericsError(err.pass_name, err.max_err, err.tol, "; ".join(filter(None, [err.detail, note]))) from err
+        proto = _run_checked(model, inputs, proto, tolerance, dynamic_batch, options)
+    else:
+        from ..passes.onnx import run_pipeline
+
+        proto = run_pipeline(proto, **options)
     if path is not None:  # temp + fsync + rename: never a partial file, a link, a device or a checkpoint replaced
         from ..atomic_file import atomic_write
 
@@ -466,4 +521,56 @@ def export_onnx(
     return proto
 
 
-__all__: Sequence[str] = ["export_onnx", "resolve_target", "export_marked", "export_mode", "generic_forward", "DEFAULT_OPSET"]
+def check_batches(inputs: Sequence[Tensor], dynamic_batch: bool) -> tuple[int, ...]:
+    """The batch sizes the export check runs: every branch of a dynamic-batch file (1, 2 and 0), or the one batch a
+    static-batch file takes."""
+    from ..passes.onnx.check import CHECK_BATCH
+
+    return (1, CHECK_BATCH, 0) if dynamic_batch else (_batch_of(inputs),)
+
+
+def _run_checked(model: nn.Module, inputs: tuple[Tensor, ...], proto: onnx.ModelProto, tolerance: float,
+                 dynamic_batch: bool, options: dict[str, Any]) -> onnx.ModelProto:
+    """``run_pipeline`` with the numeric check, its bound from the model's own error (``own_error.py``): float32 vs
+    float64 first; where a pass exceeds that bound, the runtime's own error too (one more export), and the
+    pipeline runs again under the wider bound if it is wider."""
+    from ..passes.onnx import PassNumericsError, run_pipeline
+    from ..passes.onnx.check import random_feed
+
+    examples = [x.detach().cpu().numpy() for x in inputs]
+    batches = check_batches(inputs, dynamic_batch)
+    feeds = [random_feed(examples, b) for b in batches if b]
+    # Over every check batch (a layer's eager form depends on the batch), and the example's, which the model runs
+    # at even where its own code fixes the batch (the pipeline's reference run says so then).
+    own = OwnError(fp32=worst_fp32_error(model, [random_feed(examples, _batch_of(inputs)), *feeds], inputs[0].device))
+    if own.fp32 is None:  # the model cannot run in float64: measure the runtime's error instead
+        own = with_runtime(own, model, inputs, feeds)
+    marked = proto.SerializeToString()
+
+    def run(bound: float) -> onnx.ModelProto:
+        LOGGER.debug("numeric check: %s", own.note(tolerance))
+        return run_pipeline(onnx.load_from_string(marked), check_input=examples, tolerance=bound,
+                            check_batches=batches, **options)
+
+    try:
+        try:
+            proto = run(own.bound(tolerance))
+        except PassNumericsError as err:
+            wider = with_runtime(own, model, inputs, feeds) if err.max_err < float("inf") else own
+            if wider.bound(tolerance) <= own.bound(tolerance):
+                own = wider
+                raise
+            own = wider
+            proto = run(own.bound(tolerance))
+    except PassNumericsError as err:
+        hint = ("the file's batch-1 branch: export_onnx(..., batch1_branch=False) leaves it out"
+                if err.pass_name == "lower_by_batch_regime" and "at batch 1" in err.detail else "")
+        raise PassNumericsError(err.pass_name, err.max_err, err.tol,
+                                "; ".join(filter(None, [err.detail, hint, own.note(tolerance)]))) from err
+    warn_if_unstable(own, tolerance, "export_onnx's numeric check")
+    return proto
+
+
+__all__: Sequence[str] = [
+    "export_onnx", "resolve_target", "export_marked", "export_mode", "generic_forward", "plain_export", "DEFAULT_OPSET",
+]

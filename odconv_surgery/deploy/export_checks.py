@@ -1,31 +1,16 @@
-"""What ``export_onnx`` checks before and around the passes: a supported opset, finite weights, and a numeric
-check bound calibrated to the model.
+"""What ``export_onnx`` checks before any pass: a supported opset, float32 parameters and finite weights.
 
-A pass is checked by running onnxruntime before and after it on a random batch. A correct pass still changes the
-output by rounding, and how much depends on the model: a deep network whose BatchNorm statistics come from data
-can amplify float32 rounding far beyond 1e-4, where a fixed bound cannot tell a wrong pass from the model's own
-arithmetic. So the bound is ``max(tolerance, CHECK_FACTOR * e)`` where ``e`` is the model's own float32 error: its
-eager output against a float64 copy's on the same batch. Well-conditioned models keep the strict ``tolerance``.
+The numeric check's bound, calibrated to the model's own error, is ``own_error.py``'s.
 """
 
 from __future__ import annotations
 
-import copy
-
-import numpy as np
 import torch
 from torch import nn
 
-from ..nn.temperature import temperature_at
-from ..numerics import relative_error
 from ..passes.onnx.common import ModelNumericsError
 from .schema import MAX_OPSET, MIN_OPSET
-from ..errors import UnsupportedOpsetError  # noqa: F401 - raised here, defined with every error
-
-#: A pass may change the output by this multiple of the model's own float32 error; correct passes stay well inside
-#: it on trained-like torchvision models (the measurements are in the commit that set it).
-CHECK_FACTOR = 16
-
+from ..errors import UnsupportedDtypeError, UnsupportedOpsetError  # noqa: F401 - raised here, defined with every error
 
 def check_opset(opset: int) -> None:
     """Refuse an opset outside ``MIN_OPSET..MAX_OPSET`` before anything is exported."""
@@ -51,55 +36,24 @@ def check_finite_weights(model: nn.Module) -> None:
         )
 
 
-@torch.no_grad()
-def fp32_error(model: nn.Module, feed: np.ndarray, device: torch.device | str = "cpu") -> float:
-    """The model's own float32 rounding error on ``feed`` (eval mode, temperature 1): the ``relative_error`` of
-    its float32 outputs against a float64 deep copy's. Raises ``ModelNumericsError`` when the float32 outputs are not finite."""
-    from .runtime import flatten_outputs
-
-    x = torch.from_numpy(feed).to(device)
-    was_training = model.training
-    try:
-        with temperature_at(model.eval(), 1.0):
-            out32 = flatten_outputs(model(x))
-            model64 = copy.deepcopy(model).double()
-            out64 = flatten_outputs(model64(x.double()))
-    finally:
-        model.train(was_training)
-    if not all(torch.isfinite(t).all() for t in out32):
-        raise ModelNumericsError(
-            "the model's own float32 outputs hold NaN or inf on the check input (a random batch shaped like "
-            "example_input): the model overflows before export; check its weights and normalisation"
+def check_dtype(model: nn.Module) -> None:
+    """Refuse a model whose floating parameters are not float32 (``UnsupportedDtypeError``, naming ``model.float()``):
+    the lowering writes float32 constants beside them, which onnxruntime refuses to bind to one Conv."""
+    dtypes = sorted({str(p.dtype) for p in model.parameters() if p.is_floating_point() and p.dtype != torch.float32})
+    if dtypes:
+        raise UnsupportedDtypeError(
+            f"export_onnx writes float32 files, but this model's parameters are {', '.join(dtypes)}: export a float32 "
+            "copy, export_onnx(copy.deepcopy(model).float(), ...) (an fp16/bf16-trained model's weights are exact "
+            "in float32), and feed it float32 inputs; convert the file to float16 afterwards (e.g. onnxconverter-"
+            "common's float16 converter) if a half-precision file is needed"
         )
-    return relative_error([t.double().cpu().numpy() for t in out64], [t.double().cpu().numpy() for t in out32])
-
-
-def check_bound(tolerance: float, model_error: float) -> float:
-    """The numeric check's bound for one pass: ``tolerance`` or ``CHECK_FACTOR`` x the model's own error."""
-    return max(tolerance, CHECK_FACTOR * model_error)
-
-
-#: Above this own float32 error a model's outputs depend on the order of floating-point operations.
-UNSTABLE_ERROR = 1e-2
-
-
-def check_note(tolerance: float, model_error: float) -> str:
-    """How the bound came about, for the check's error message (and what it means when the model is unstable)."""
-    note = (f"bound = max(tolerance={tolerance:g}, {CHECK_FACTOR} x the model's own float32 error "
-            f"{model_error:.3g} against float64 on the check batch)")
-    if model_error > UNSTABLE_ERROR:
-        note += ("; a model this far from float64 is numerically unstable in float32 (its outputs change with the "
-                 "order of operations: check its BatchNorm statistics), so no check can tell a wrong pass from it")
-    return note
 
 
 __all__ = [
-    "CHECK_FACTOR",
     "ModelNumericsError",
+    "UnsupportedDtypeError",
     "UnsupportedOpsetError",
-    "check_bound",
+    "check_dtype",
     "check_finite_weights",
-    "check_note",
     "check_opset",
-    "fp32_error",
 ]

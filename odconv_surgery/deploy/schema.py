@@ -30,6 +30,9 @@ META_NCHWC_BLOCK = "odconv.nchwc_block"
 META_FORMS = "odconv.forms"
 #: How an ort-cpu file runs a batch > 1: "per-sample graph" (a Scan of the batch-1 graph) or "per-layer".
 META_BATCH_FORM = "odconv.batch_form"
+#: Marked layers that ran on another batch size than the model's input when exported (window attention folds the
+#: windows into the batch): JSON list, exporter -> ``lower_by_batch_regime``, which then keeps no batch-1 branch.
+META_OTHER_BATCH = "odconv.other_batch_layers"
 
 DEFAULT_OPSET = 18
 #: The opsets export supports: the passes emit opset-18 operator forms (ReduceMean with axes as an input), and 20

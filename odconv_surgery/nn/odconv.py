@@ -220,6 +220,18 @@ class ODConv2d(nn.Module):
             else:
                 self.bias.copy_(bias)
 
+    def _apply(self, fn, recurse=True):
+        """Apply ``fn`` to the 5-D kernel bank as the 4-D (n * C_out, C_in/g, kh, kw) stack of its kernels, so that
+        ``to(memory_format=torch.channels_last)`` lays every kernel out like an ``nn.Conv2d`` weight (torch applies
+        a 4-D memory format to 4-D and 5-D tensors alike and refuses channels_last on the 5-D bank)."""
+
+        def per_kernel(t: Tensor) -> Tensor:
+            if isinstance(t, Tensor) and t.dim() == 5:
+                return fn(t.flatten(0, 1)).unflatten(0, t.shape[:2])
+            return fn(t)
+
+        return super()._apply(per_kernel, recurse)
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
         # Checkpoints from before ``kernel_scale`` existed stored the bank already divided by the gain: scale 1.
         state_dict.setdefault(prefix + "kernel_scale", torch.ones(()))

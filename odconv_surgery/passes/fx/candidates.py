@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from ...nn.odconv import ODConv2d
@@ -82,10 +83,25 @@ def _structure(model: nn.Module, example_inputs: Sequence[Any] | None) -> tuple[
     return analyse_graph(model, graph), "fx"
 
 
+def tied_convs(model: nn.Module) -> dict[str, list[str]]:
+    """conv name -> the other conv modules holding the same weight tensor (weights tied between two modules)."""
+    holders: dict[int, list[str]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d) and isinstance(module.weight, torch.Tensor):
+            holders.setdefault(id(module.weight), []).append(name)
+    return {name: [n for n in names if n != name] for names in holders.values() if len(names) > 1 for name in names}
+
+
+def _tied_reason(others: list[str]) -> str:
+    return (f"weight tied to {', '.join(others)}: converting would untie them (each ODConv2d owns its kernel bank); "
+            "untie the weights first to convert them")
+
+
 def analyse_model(model: nn.Module, example_inputs: Sequence[Any] | None = None) -> ModelAnalysis:
     """Trace ``model`` (fx, or hooks on ``example_inputs`` when fx fails) and describe each convolution."""
     structure, method = _structure(model, example_inputs)
     modules = dict(model.named_modules())
+    tied = tied_convs(model)
     layers = []
     for order, name in enumerate(structure.conv_order):
         module = modules[name]
@@ -103,10 +119,29 @@ def analyse_model(model: nn.Module, example_inputs: Sequence[Any] | None = None)
                 block=block,
                 is_first=order == 0,
                 is_shortcut=name in structure.shortcuts,
-                not_convertible=_not_convertible(module),
+                not_convertible=_not_convertible(module) or (_tied_reason(tied[name]) if name in tied else None),
             )
         )
     return ModelAnalysis(layers, structure.blocks, method)
+
+
+def scripted_convs(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """Convolutions inside ``torch.jit.script`` submodules as (name, scripted conv, name of the scripted module):
+    fx sees such a module as one call, and its compiled code cannot call a replaced layer."""
+    found: list[tuple[str, nn.Module, str]] = []
+    roots: list[str] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, torch.jit.RecursiveScriptModule) or any(name.startswith(r + ".") for r in roots):
+            continue
+        roots.append(name)
+        for sub_name, sub in module.named_modules():
+            if getattr(sub, "original_name", None) in _SCRIPTED_CONV_NAMES:
+                found.append((f"{name}.{sub_name}" if sub_name else name, sub, name))
+    return found
+
+
+#: ``original_name`` of a scripted torch convolution.
+_SCRIPTED_CONV_NAMES = {"Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d"}
 
 
 def uncalled_convs(model: nn.Module, analysis: ModelAnalysis) -> list[str]:

@@ -2,11 +2,16 @@
 
 - A *join* is an ``add`` (residual) or ``cat`` (multi-branch) node with two or more tensor inputs.
 - Its *region* is every node between the join's immediate dominator (the fork) and the join.
-- A *projection shortcut* is the lone conv on one input branch of an ``add`` whose other branch holds more convs
-  (ResNet's ``downsample``); the paper keeps those static.
+- A *projection shortcut* is the lone conv on one input branch of a two-input ``add`` whose other branch is a
+  main path: a chain of two or more convs, one feeding the next (ResNet's ``downsample``); the paper keeps those
+  static. The fork itself belongs to neither branch (a conv whose output feeds both the residual and the identity
+  path is on the main path), and parallel branches summed (MobileOne, RepVGG: ``a(x) + b(x) + c(x)``) have no
+  chain beside them, so none of them is a shortcut.
 - A *block* is the smallest module holding a join region; every module of a class found that way is a block
   (so a MobileNetV2 ``InvertedResidual`` without a skip is a block too). When blocks nest (a UNet skip ``cat``
-  makes the whole encoder a block around its residual blocks), the innermost ones win.
+  makes the whole encoder a block around its residual blocks), the innermost ones win. A flat model (an fx
+  ``GraphModule`` from onnx2torch, every module at the top level) has no such module: each join region is then
+  a block named after its join node (``add_3``), and a conv belongs to the innermost region holding it.
 - Nodes computed from parameters and buffers only (``get_attr``, and e.g. ``gamma.view(-1, 1, 1)``) are
   constants, not data flow: they never join anything, so they cannot make the root dominate a residual add.
 """
@@ -112,6 +117,36 @@ def _owning_block(modules: dict[str, nn.Module], prefix: str) -> str | None:
     return None
 
 
+def _projection_shortcut(
+    g: nx.DiGraph, join: fx.Node, inside: set[str], conv_nodes: dict[str, str], constants: set[fx.Node]
+) -> str | None:
+    """The projection-shortcut conv of a residual ``add`` (module name), or None.
+
+    Each input's branch is what lies strictly between the fork and the join (the fork itself is on no branch).
+    The shortcut is a branch's only conv when the other branch is a main path: a chain of at least two convs."""
+    inputs = _tensor_inputs(join, constants)
+    if len(inputs) != 2:
+        return None
+    branches = []
+    for inp in inputs:
+        nodes = (nx.ancestors(g, inp.name) | {inp.name}) & inside
+        branches.append([n for n in nodes if n in conv_nodes])
+    small, large = sorted(branches, key=len)
+    if len(small) != 1 or conv_nodes[small[0]] in {conv_nodes[n] for n in large}:
+        return None
+    chained = any(nx.has_path(g, a, b) for a in large for b in large if a != b)
+    return conv_nodes[small[0]] if chained else None
+
+
+def _region_blocks(regions: list[tuple[str, set[str]]]) -> dict[str, str]:
+    """conv name -> the join whose region is the smallest one holding it (blocks of a model without block modules)."""
+    block_of: dict[str, str] = {}
+    for join, convs in sorted(regions, key=lambda r: len(r[1]), reverse=True):  # smaller regions overwrite
+        for conv in convs:
+            block_of[conv] = join
+    return block_of
+
+
 def analyse_graph(model: nn.Module, graph: fx.Graph) -> GraphStructure:
     """Read conv order, projection shortcuts and blocks off an fx graph traced with ``ConvLeafTracer``."""
     modules = dict(model.named_modules())
@@ -128,6 +163,7 @@ def analyse_graph(model: nn.Module, graph: fx.Graph) -> GraphStructure:
     idom = nx.immediate_dominators(g, _ROOT)
     shortcuts: set[str] = set()
     region_prefixes: list[str] = []
+    regions: list[tuple[str, set[str]]] = []  # (join node, convs inside its region)
     for node in graph.nodes:
         kind = _join_kind(node, constants)
         if kind is None:
@@ -137,15 +173,11 @@ def analyse_graph(model: nn.Module, graph: fx.Graph) -> GraphStructure:
         region_convs = [conv_nodes[n] for n in inside if n in conv_nodes]
         if region_convs:
             region_prefixes.append(_common_module_prefix(region_convs))
+        regions.append((node.name, {conv_nodes[n] for n in inside if n in conv_nodes}))
         if kind == "add":
-            branches = []
-            for inp in _tensor_inputs(node, constants):
-                branch = (nx.ancestors(g, inp.name) | {inp.name}) & (inside | {inp.name})
-                branches.append([conv_nodes[n] for n in branch if n in conv_nodes])
-            if len(branches) == 2:
-                small, large = sorted(branches, key=len)
-                if len(small) == 1 and len(large) >= 2 and small[0] not in large:
-                    shortcuts.add(small[0])
+            shortcut = _projection_shortcut(g, node, inside, conv_nodes, constants)
+            if shortcut is not None:
+                shortcuts.add(shortcut)
 
     block_types = {type(modules[b]) for b in filter(None, map(lambda p: _owning_block(modules, p), region_prefixes))}
     candidates = [name for name, m in model.named_modules() if name and type(m) in block_types]
@@ -157,6 +189,8 @@ def analyse_graph(model: nn.Module, graph: fx.Graph) -> GraphStructure:
             if conv.startswith(block + "."):
                 block_of[conv] = block
                 break
+    if not block_of and regions:  # a flat model: the join regions themselves are the blocks
+        block_of = _region_blocks(regions)
     first_use = {conv: i for i, conv in enumerate(conv_order)}
     used_blocks = {b for b in block_of.values()}
     blocks = sorted(used_blocks, key=lambda b: min(first_use[c] for c, bb in block_of.items() if bb == b))

@@ -10,16 +10,21 @@ the batch-1 graph once per sample in one ``Scan`` (batch 0: empty outputs), so a
 to end (mobilenet_v2 0.5 at batch 8, all threads: see ``benchmarks/onnx_results_cpu_*.md``). Each branch (and each per-sample ``Scan`` body) keeps the
 constants it reads as its own initializers: onnxruntime prepacks and blocks only a subgraph's own constant
 weights, and sharing them through the main graph measured slower (``benchmarks/onnx_lowering_forms.md``).
+
+The batch-1 form assumes every layer sees batch 1 when the input does. A layer that ran on another batch size
+at export (window attention folds the windows into the batch; the exporter lists such layers in the
+``META_OTHER_BATCH`` metadata) would break it, so such a model gets the any-batch form only (no ``If``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 
 import onnx
 from onnx import helper
 
-from ...deploy.schema import META_BATCH_FORM, META_FORMS, set_metadata
+from ...deploy.schema import META_BATCH_FORM, META_FORMS, META_OTHER_BATCH, metadata, set_metadata
 from .base import OnnxPass, PassContext
 from .common import has_odconv_nodes, odconv_node_count
 from .lowering import lower
@@ -154,6 +159,12 @@ def _lower_by_batch_regime(model: onnx.ModelProto, ctx: PassContext) -> onnx.Mod
     if len(model.graph.input) != 1:
         return lower(model, "any")
     nchwc_block = ctx.nchwc_block
+    other_batch = json.loads(metadata(model).get(META_OTHER_BATCH, "[]"))
+    if other_batch:
+        logging.getLogger("odconv_surgery.passes.onnx").info(
+            "lower_by_batch_regime: %s run(s) on another batch size than the input (e.g. windows folded into the "
+            "batch): any-batch form only, no batch-1 branch", ", ".join(other_batch[:5]))
+        return lower(model, "any", nchwc_block=nchwc_block)
     planner = Planner(nchwc_block, tune=ctx.tune, threads=ctx.threads) if nchwc_block else None
     per_sample_graph = bool(nchwc_block) and whole_graph_scan_fits(model)
     try:

@@ -18,9 +18,9 @@ from ...deploy.schema import META_NCHWC_BLOCK, META_PASSES, META_TARGET, NCHWC_D
 from ...errors import InvalidValueError
 from ...numerics import DEFAULT_TOLERANCE
 from .base import FunctionPass, OnnxPass, PassContext
-from .check import CHECK_BATCH, check_pass, ort_run, random_batch
+from .check import CHECK_BATCH, as_examples, check_pass, reference_outputs
 from .check_and_infer_shapes import CheckAndInferShapes
-from .common import ModelNumericsError, load_model
+from .common import load_model
 from .find_odconv import FindODConv
 from .fold_attention_norm import FoldAttentionNorm
 from .fold_output_bn import FoldOutputBN
@@ -63,20 +63,24 @@ def run_pipeline(
     *,
     fuse: bool = True,
     batch1_branch: bool = True,
-    check_input: np.ndarray | None = None,
+    check_input: np.ndarray | Sequence[np.ndarray] | None = None,
     tolerance: float = DEFAULT_TOLERANCE,
     check_batch: int = CHECK_BATCH,
     target: str = "portable",
     tune: bool = False,
     threads: int = 1,
+    check_batches: Sequence[int] | None = None,
 ) -> onnx.ModelProto:
     """Run ``passes`` (default: the fused or naive pipeline) over ``model`` (ModelProto, path or bytes).
 
     ``target="ort-cpu"`` lets the batch-1 branch use onnxruntime's CPU-only NCHWc contrib ops for every conv
     layer (see ``PassContext``; ``tune`` times each layer's candidate forms at ``threads`` threads instead of using
     the cost model); the default "portable" uses standard ONNX ops only.
-    With ``check_input`` (an array whose shape gives C, H, W) every pass is followed by the numeric check on a
-    random batch of ``check_batch``: ``PassNumericsError`` names the first pass that drifts beyond ``tolerance``.
+    With ``check_input`` (an array, or one per graph input, whose shapes past the batch give the inputs') every
+    pass is followed by the numeric check on a random batch of each of ``check_batches`` (default: ``check_batch``
+    only; batch 0 is skipped where the model's own graph cannot run it): ``PassNumericsError`` names the first
+    pass that drifts beyond ``tolerance`` and the batch. ``check.reference_outputs`` says which errors the
+    unpassed graph raises.
     """
     proto = load_model(model)
     if passes is None:
@@ -84,22 +88,17 @@ def run_pipeline(
     unknown = [p for p in passes if p not in REGISTRY]
     if unknown:
         raise InvalidValueError(f"unknown ONNX pass(es) {unknown}; registered: {sorted(REGISTRY)}")
-    feed = reference = None
+    feeds = reference = None
     if check_input is not None:
-        feed = random_batch(np.shape(check_input), batch=check_batch)
-        reference = ort_run(proto, feed)
-        if not all(np.isfinite(out).all() for out in reference):
-            raise ModelNumericsError(
-                "the exported model's outputs are NaN or inf on the check batch before any pass ran: the model's "
-                "weights or arithmetic, not a pass (export_onnx names NaN/inf weights)"
-            )
+        batches = tuple(check_batches) if check_batches is not None else (check_batch,)
+        feeds, reference = reference_outputs(proto, as_examples(check_input), batches)
     ctx = PassContext.for_target(target, tune=tune, threads=threads)
     applied = []
     for name in passes:
         proto = REGISTRY[name](proto, ctx)
         applied.append(name)
-        if feed is not None:
-            reference = check_pass(name, reference, proto, feed, tolerance)
+        if feeds is not None:
+            reference = check_pass(name, reference, proto, feeds, tolerance)
     meta = {META_PASSES: ",".join(applied), META_TARGET: target}
     if ctx.nchwc_block and any(o.domain == NCHWC_DOMAIN for o in proto.opset_import):
         meta[META_NCHWC_BLOCK] = str(ctx.nchwc_block)

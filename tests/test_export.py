@@ -105,7 +105,7 @@ def test_marker_graph_is_exact_to_find():
 
 
 def test_export_rejects_bad_input():
-    with pytest.raises(ValueError, match=r"example_input must be a 4-D \(N, C, H, W\) tensor .* got \(8, 16, 16\)"):
+    with pytest.raises(ValueError, match=r"ODConv2d expects a 4-D \(N, C, H, W\) input, got shape \(8, 16, 16\)"):
         export_onnx(tiny(1), None, torch.randn(8, 16, 16))
 
 

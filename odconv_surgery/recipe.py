@@ -13,8 +13,9 @@ from .nn.odconv import ODConv2d
 from .passes.fx.swap_modules import swap_module
 from .nn.attention import ATTENTION_NORMS  # noqa: F401 - the recipe's attention_norm choices
 from .nn.odconv import INIT_MODES
+from .nn.memory import check_conversion_memory
 from .nn.options import LAYER_KEYS, LayerOptions, check_layer_settings
-from .nn.validation import check_choice, check_conversion_memory
+from .nn.validation import check_choice
 from .errors import CheckpointMismatchError, InvalidTypeError, RecipeMismatchError
 
 RECIPE_ATTRIBUTE = "odconv_recipe"

@@ -16,8 +16,9 @@ from torch import nn
 from .errors import AlreadyConvertedError, EmptySelectionError, InvalidTypeError, PolicyError
 from .nn.odconv import INIT_MODES, ODConv2d
 from .model_copy import copy_model
+from .nn.memory import check_conversion_memory
 from .nn.options import LayerOptions, check_layer_settings
-from .nn.validation import check_bool, check_choice, check_conversion_memory, check_int
+from .nn.validation import check_bool, check_choice, check_int
 from .passes.fx.candidates import ConvLayer, ModelAnalysis, analyse_model, scripted_convs, uncalled_convs
 from .passes.fx.swap_modules import aliases_of, swap_module
 from .policies import PAPER_POLICIES, Policy, Selector, available_policies, decide, get_policy, select

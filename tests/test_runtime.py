@@ -153,3 +153,18 @@ def test_parity_on_a_transformers_model_output():
     with torch.no_grad():
         assert type(model(x)).__name__ == "ImageClassifierOutputWithNoAttention"
     check_parity(model, export_onnx(model, None, x), x, batches=(1, 2))
+
+
+def test_parity_and_runner_refuse_arguments_that_check_nothing():
+    """#21 item 13: batches=() returned [], batches=(0,) passed without comparing a value, threads=-1 was taken."""
+    from odconv_surgery.errors import InvalidValueError
+
+    model = tiny(1)
+    x = torch.randn(1, 8, 16, 16)
+    proto = export_onnx(model, None, x, target="portable", check=False)
+    with pytest.raises(InvalidValueError, match="non-empty sequence"):
+        check_parity(model, proto, x, batches=())
+    with pytest.raises(InvalidValueError, match="compare nothing"):
+        check_parity(model, proto, x, batches=(0,))
+    with pytest.raises(InvalidValueError, match="threads must be an int >= 0"):
+        OrtRunner(proto, threads=-1)

@@ -433,7 +433,7 @@ def resolve_target(target: ExportTarget | str) -> str:
     CUDA EP with a GPU is available (the file will most likely run in this onnxruntime, on this CPU), else
     "portable"; the choice is logged. Other values are returned as they are once checked."""
     from ..passes.onnx.common import detect_nchwc_block
-    from .runtime import cuda_available
+    from .providers import cuda_available
 
     target = check_target(target)
     if target != ExportTarget.AUTO:
@@ -544,7 +544,7 @@ def _run_checked(model: nn.Module, inputs: tuple[Tensor, ...], proto: onnx.Model
     # at even where its own code fixes the batch (the pipeline's reference run says so then).
     own = OwnError(fp32=worst_fp32_error(model, [random_feed(examples, _batch_of(inputs)), *feeds], inputs[0].device))
     if own.fp32 is None:  # the model cannot run in float64: measure the runtime's error instead
-        own = with_runtime(own, model, inputs, feeds)
+        own = with_runtime(own, model, inputs, feeds, plain_export)
     marked = proto.SerializeToString()
 
     def run(bound: float) -> onnx.ModelProto:
@@ -556,7 +556,7 @@ def _run_checked(model: nn.Module, inputs: tuple[Tensor, ...], proto: onnx.Model
         try:
             proto = run(own.bound(tolerance))
         except PassNumericsError as err:
-            wider = with_runtime(own, model, inputs, feeds) if err.max_err < float("inf") else own
+            wider = with_runtime(own, model, inputs, feeds, plain_export) if err.max_err < float("inf") else own
             if wider.bound(tolerance) <= own.bound(tolerance):
                 own = wider
                 raise

@@ -19,7 +19,8 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -29,6 +30,7 @@ from torch import nn
 from ..nn.temperature import temperature_at
 from ..numerics import relative_error
 from ..errors import ModelNumericsError
+from .outputs import flatten_outputs
 
 LOGGER = logging.getLogger("odconv_surgery.export")
 
@@ -87,8 +89,6 @@ def _tensors(feed: np.ndarray | Sequence[np.ndarray], device: torch.device | str
 @torch.no_grad()
 def eager_outputs(model: nn.Module, feed: np.ndarray | Sequence[np.ndarray], device: torch.device | str = "cpu") -> list[torch.Tensor]:
     """The model's outputs on ``feed`` (eval mode, temperature 1), flattened as the exporter flattens them."""
-    from .runtime import flatten_outputs
-
     was_training = model.training
     try:
         with temperature_at(model.eval(), 1.0):
@@ -135,12 +135,12 @@ def worst_fp32_error(model: nn.Module, feeds: Sequence[np.ndarray | Sequence[np.
 
 
 def runtime_error(
-    model: nn.Module, example: Sequence[torch.Tensor], feeds: Sequence[np.ndarray | Sequence[np.ndarray]]
+    model: nn.Module, example: Sequence[torch.Tensor], feeds: Sequence[np.ndarray | Sequence[np.ndarray]],
+    plain_export: Callable[[nn.Module, Sequence[torch.Tensor]], Any],
 ) -> float | None:
     """onnxruntime's own error on the model: a plain export (no markers, no passes) run on each feed against eager
     float32, the worst over the feeds. None when the plain export does not export or run (logged at DEBUG)."""
     from ..passes.onnx.check import run_feed, session
-    from .export import plain_export
 
     try:
         proto = plain_export(model, example)
@@ -155,11 +155,13 @@ def runtime_error(
     return max(errors, default=0.0)
 
 
-def with_runtime(own: OwnError, model: nn.Module, example: Sequence[torch.Tensor], feeds) -> OwnError:
-    """``own`` with the runtime's error measured (once)."""
+def with_runtime(own: OwnError, model: nn.Module, example: Sequence[torch.Tensor], feeds,
+                 plain_export: Callable[[nn.Module, Sequence[torch.Tensor]], Any]) -> OwnError:
+    """``own`` with the runtime's error measured (once) on ``plain_export(model, example)``: the model exported
+    with no marker and no pass (``deploy.export.plain_export``, handed in so this module imports no exporter)."""
     if own.runtime is not None:
         return own
-    return replace(own, runtime=runtime_error(model, example, feeds))
+    return replace(own, runtime=runtime_error(model, example, feeds, plain_export))
 
 
 __all__ = [

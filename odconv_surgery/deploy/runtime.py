@@ -25,6 +25,8 @@ from ..numerics import DEFAULT_TOLERANCE, relative_error
 from ..passes.onnx.common import OnnxModelError, detect_nchwc_block, has_odconv_nodes, load_model
 from .schema import META_NCHWC_BLOCK, metadata
 from ..errors import ParityError
+from .outputs import flatten_outputs
+from .providers import cuda_available, default_providers
 
 LOGGER = logging.getLogger("odconv_surgery.runtime")
 
@@ -34,28 +36,6 @@ _OPT_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-
-
-def cuda_available() -> bool:
-    """True when onnxruntime ships the CUDA EP and torch sees a GPU (or torch is absent)."""
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return False
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:  # pragma: no cover
-        return True
-
-
-def default_providers(device: str = "auto") -> list[str]:
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    if device == "cuda":
-        if not cuda_available():
-            raise UnavailableFeatureError("device='cuda' requested but onnxruntime's CUDAExecutionProvider / a GPU is not available")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return (["CUDAExecutionProvider"] if cuda_available() else []) + ["CPUExecutionProvider"]
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -137,6 +117,8 @@ class OrtRunner:
                 "this ONNX model still holds odconv.surgery::ODConv2d marker nodes; lower it first "
                 "(odconv_surgery.passes.onnx.run_pipeline) or export with export_onnx"
             )
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise InvalidValueError(f"threads must be an int >= 0 (0: onnxruntime's default, all cores), got {threads!r}")
         self.providers = default_providers(device)
         check_nchwc_block(proto, self.providers)
         if optimization not in _OPT_LEVELS:
@@ -239,29 +221,6 @@ class OrtRunner:
         return self.session.end_profiling()
 
 
-def flatten_outputs(output: Any) -> list[Any]:
-    """The tensors of a model output in the order the ONNX exporter flattens them: tuples and lists in order,
-    mappings (dict, HF ``ModelOutput``) by value in insertion order, dataclasses by field; ``None`` is left out."""
-    import torch
-
-    if output is None:
-        return []
-    if isinstance(output, torch.Tensor):
-        return [output]
-    if isinstance(output, Mapping):
-        values = list(output.values())
-    elif dataclasses.is_dataclass(output) and not isinstance(output, type):
-        values = [getattr(output, f.name) for f in dataclasses.fields(output)]
-    elif isinstance(output, (tuple, list)):
-        values = list(output)
-    else:
-        raise InvalidTypeError(
-            f"cannot compare a model output of type {type(output).__name__}: return tensors, or tuples, lists, "
-            "dicts or dataclasses of tensors"
-        )
-    return [tensor for value in values for tensor in flatten_outputs(value)]
-
-
 @dataclass
 class ParityResult:
     """One batch size: the worst relative error over every output (``output`` is its index); ``ok`` when it is
@@ -303,6 +262,11 @@ def check_parity(
 
     from ..nn.temperature import temperature_at
 
+    batches = tuple(batches)
+    if not batches or not all(isinstance(b, int) and not isinstance(b, bool) and b >= 0 for b in batches):
+        raise InvalidValueError(f"batches must be a non-empty sequence of batch sizes >= 0, got {batches!r}")
+    if not any(batches):
+        raise InvalidValueError(f"batches {batches!r} compare nothing (a batch of 0 has no values): add a batch >= 1")
     runner = onnx_model if isinstance(onnx_model, OrtRunner) else OrtRunner(onnx_model, device="cpu")
     examples = tuple(example_input) if isinstance(example_input, (tuple, list)) else (example_input,)
     gen = torch.Generator().manual_seed(seed)
@@ -371,13 +335,14 @@ def _calibrated_bound(
 ) -> tuple[float, str, bool]:
     """The export check's bound for this model on the parity batches (``own_error.OwnError``), its note, and
     whether the model is numerically unstable in float32 (then no bound can tell a wrong file from it)."""
+    from .export import plain_export
     from .own_error import UNSTABLE_ERROR, OwnError, with_runtime, worst_fp32_error
 
     feeds = [[x.detach().cpu().numpy() for x in xs] for xs in inputs if xs and xs[0].shape[0]]
     if not feeds:
         return tolerance, f"tolerance {tolerance:g}", False
     device = next((p.device for p in model.parameters()), "cpu")
-    own = with_runtime(OwnError(fp32=worst_fp32_error(model, feeds, device)), model, list(examples), feeds)
+    own = with_runtime(OwnError(fp32=worst_fp32_error(model, feeds, device)), model, list(examples), feeds, plain_export)
     return own.bound(tolerance), own.note(tolerance), (own.fp32 or 0.0) > UNSTABLE_ERROR
 
 

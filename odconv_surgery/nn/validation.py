@@ -21,7 +21,6 @@ __all__ = [
     "available_memory",
     "check_bool",
     "check_choice",
-    "check_conversion_memory",
     "check_int",
     "check_memory",
     "check_number",
@@ -122,48 +121,4 @@ def check_memory(needed: int, device: torch.device | str | None, what: str, fix:
         raise KernelBankMemoryError(
             f"{what} needs {format_bytes(needed)} ({needed} bytes) but only {format_bytes(free)} are available on "
             f"{torch.device('cpu' if device is None else device)}; {fix}"
-        )
-
-
-INIT_TEMPORARIES = 3  # banks of temporaries ODConv2d.from_conv holds at its peak: repeated kernel, noise, centred noise
-
-
-def conversion_bytes(conv: torch.nn.Conv2d, layer_settings: Mapping[str, Any]) -> tuple[int, int]:
-    """Bytes the kernel bank and the attention branch of ``conv`` converted with ``layer_settings`` take (settings
-    left out take their defaults); every size argument counts, ``min_attention_channels`` included."""
-    from .attention import attention_channels
-    from .options import LayerOptions
-
-    o = LayerOptions.from_settings({k: v for k, v in layer_settings.items() if k in LayerOptions.__dataclass_fields__})
-    n = o.kernel_num
-    kh, kw = conv.kernel_size
-    bank = bank_bytes(n, conv.out_channels, conv.in_channels // conv.groups, (kh, kw), conv.weight.dtype)
-    hidden = attention_channels(conv.in_channels, o)
-    per_kernel = 1 if o.share_attention else n
-    depthwise = conv.in_channels == conv.groups == conv.out_channels
-    outputs = [conv.in_channels * per_kernel]  # the heads (1x1 convs with bias) of nn/attention.py's ODAttention
-    outputs += [] if depthwise else [conv.out_channels * per_kernel]
-    outputs += [] if kh * kw == 1 else [kh * kw * per_kernel]
-    outputs += [] if n == 1 else [n]
-    norm = {"bn": 4 * hidden, "ln": 2 * hidden}.get(o.attention_norm, 0)
-    attention = conv.in_channels * hidden + norm + sum((hidden + 1) * width for width in outputs)
-    return bank, attention * conv.weight.dtype.itemsize
-
-
-def check_conversion_memory(layers: Iterable[tuple[str, torch.nn.Conv2d, Mapping[str, Any]]]) -> None:
-    """Refuse (``KernelBankMemoryError``) before allocating when converting ``(name, conv, settings)`` would not
-    fit in the memory the convs' devices have free: every bank and attention branch, plus the temporaries the
-    initialisation of the largest bank holds at its peak (``INIT_TEMPORARIES`` banks). The one free-memory probe
-    per device of a conversion: the layers are then built with ``check_memory=False``."""
-    per_device: dict[torch.device, list[tuple[int, int, str]]] = {}
-    for name, conv, layer_settings in layers:
-        bank, attention = conversion_bytes(conv, layer_settings)
-        per_device.setdefault(conv.weight.device, []).append((bank, attention, name))
-    for device, banks in per_device.items():
-        largest, _, name = max(banks)
-        check_memory(
-            sum(bank + attention for bank, attention, _ in banks) + INIT_TEMPORARIES * largest, device,
-            f"converting {len(banks)} layer(s) (largest bank: {name}, {format_bytes(largest)}, attention branches "
-            "included)",
-            "lower kernel_num or min_attention_channels, convert fewer layers, or convert on a device with more memory",
         )

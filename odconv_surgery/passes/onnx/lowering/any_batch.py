@@ -17,6 +17,7 @@ from ..common import OdLayer
 from .attention import build_attention
 from .builder import Builder, Geometry, finish, kernel_mix, tap_slices
 from .naive import lower_naive
+from .pointwise_static import lower_pointwise_static
 
 
 def lower_any(b: Builder, layer: OdLayer, att=None, planner=None) -> gs.Variable:
@@ -30,23 +31,10 @@ def lower_any(b: Builder, layer: OdLayer, att=None, planner=None) -> gs.Variable
         return lower_per_sample(b, layer, planner)  # builds its attention inside the Scan body
     att = build_attention(b, layer) if att is None else att
     if Geometry.of(layer).k2 == 1 and layer.attrs["kernel_num"] == 1:
-        return _pointwise_static(b, layer, att)
+        return lower_pointwise_static(b, layer, att)
     if layer.kind in ("dense", "pointwise"):
         return _im2col(b, layer, att)
     return lower_naive(b, layer, att)
-
-
-def _pointwise_static(b: Builder, layer: OdLayer, att) -> gs.Variable:
-    """1x1, n = 1: the constant kernel stays a Conv weight; attentions scale its input and output."""
-    p = layer.params()
-    geo = Geometry.of(layer)
-    x = b.op("Mul", [layer.x, att["channel"]])
-    conv_in = [x, b.const("weight", p["weight"][0])]
-    bias_in_conv = "bias" in p and "filter" not in att
-    if bias_in_conv:
-        conv_in.append(b.const("bias", p["bias"]))
-    y = b.op("Conv", conv_in, geo.conv_attrs(layer.attrs["group"]))
-    return finish(b, y, att, p, bias_done=bias_in_conv)
 
 
 def _im2col(b: Builder, layer: OdLayer, att) -> gs.Variable:

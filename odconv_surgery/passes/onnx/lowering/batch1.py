@@ -1,7 +1,7 @@
 """Form ``batch1`` (the batch-size-1 branch of ``lower_by_batch_regime``; valid only for batch 1, reshapes use it): every
 attention folded into one computed kernel, then one Conv per layer. An attention is folded into the kernel when
 the kernel is smaller than the activation it would otherwise scale; else the activation is scaled and the
-constant kernel kept. 1x1 n = 1 layers keep the ``any`` form (constant Conv weight)."""
+constant kernel kept. 1x1 n = 1 layers keep the ``pointwise_static`` form (constant Conv weight)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..common import OdLayer
-from .any_batch import lower_any
 from .builder import Builder, Geometry, finish, kernel_mix
+from .pointwise_static import lower_pointwise_static
 
 
 def lower_batch1(b: Builder, layer: OdLayer, att) -> gs.Variable:
@@ -20,7 +20,7 @@ def lower_batch1(b: Builder, layer: OdLayer, att) -> gs.Variable:
     n, cout, cin, g = a["kernel_num"], a["out_channels"], a["in_channels"], a["group"]
     w = p["weight"]
     if geo.k2 == 1 and n == 1:
-        return lower_any(b, layer, att)
+        return lower_pointwise_static(b, layer, att)
     kind = layer.kind
     hin, win = a["input_hw"]
     wshape = [cout, cin // g, geo.kh, geo.kw]

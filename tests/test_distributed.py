@@ -69,6 +69,7 @@ WORKER = textwrap.dedent(
     report["weights_equal"] = all(torch.allclose(x, ws[0]) for x in ws)
     with open(os.path.join(out, f"rank{ctx.rank}.json"), "w") as fh:
         json.dump(report, fh)
+    torch.distributed.barrier()  # both ranks done before the group goes (gloo's shutdown race)
     ctx.close()
     """
 )
@@ -80,6 +81,10 @@ def test_ddp_two_cpu_processes_with_sync_batchnorm(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    if proc.returncode and "terminate called without an active exception" in proc.stderr:
+        # gloo's threads sometimes abort at interpreter exit on a loaded 2-core machine (seen 2 in 6 full runs,
+        # never alone): one more try, the same assertions after it
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for rep in reports:

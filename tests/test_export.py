@@ -190,7 +190,7 @@ def _with_foreign_block(proto: onnx.ModelProto, blk: int) -> onnx.ModelProto:
     tampered = onnx.ModelProto()
     tampered.CopyFrom(proto)
     hits = [t for g in (tampered.graph, *_subgraphs(tampered.graph)) for t in g.initializer if "nchwc_guard/expected" in t.name]
-    assert len(hits) == 2  # one guard per branch (batch 1, and the per-sample graph of a batch)
+    assert len(hits) == 1  # one guard on the file's outputs, whatever branch runs (pass guard_nchwc_block)
     for hit in hits:
         hit.CopyFrom(onnx.numpy_helper.from_array(blocked_probe(other)[1], hit.name))
     set_metadata(tampered, {META_NCHWC_BLOCK: str(other)})
@@ -208,8 +208,7 @@ def test_ort_cpu_file_from_another_cpu_is_refused_or_nan_never_wrong():
     foreign = _with_foreign_block(export_onnx(model, None, x, target="ort-cpu"), blk)
     with pytest.raises(OnnxModelError, match="target='portable'"):
         OrtRunner(foreign, device="cpu")
-    # a bare InferenceSession runs it: the guard turns the outputs of both branches (the batch-1 one and the
-    # per-sample graph of the other) into NaN
+    # a bare InferenceSession runs it: the guard turns the outputs into NaN at every batch (either branch)
     session = ort.InferenceSession(foreign.SerializeToString(), providers=["CPUExecutionProvider"])
     for batch in (1, 3):
         assert np.isnan(session.run(None, {"input": torch.randn(batch, 8, 16, 16).numpy()})[0]).all()

@@ -196,3 +196,34 @@ def test_chain_nchwc_fuses_one_add_per_conv():
     assert [n.op_type for n in blocked.graph.node].count("Add") == 1
     feed = random_batch((1, c, 8, 8), batch=1)
     np.testing.assert_allclose(ort_run(blocked, feed), ort_run(plain, feed), rtol=1e-4, atol=1e-4)
+
+
+def test_nchwc_steps_are_passes_named_in_the_file_and_checked(monkeypatch):
+    """ort-cpu: blocking the model's convs, chaining and the block guard run as passes of their own, recorded in
+    ``odconv.passes``, and a wrong rewrite in one of them is caught by the numeric check naming it."""
+    from odconv_surgery.deploy.export import export_onnx
+    from odconv_surgery.deploy.schema import metadata
+    from odconv_surgery.passes.onnx import block_static_convs as module
+    from odconv_surgery.passes.onnx.common import detect_nchwc_block
+
+    if detect_nchwc_block() is None:
+        pytest.skip("onnxruntime NCHWc contrib ops not usable here")
+    model, x = tiny(1), torch.randn(1, 8, 16, 16)
+    model.c0 = torch.nn.Conv2d(8, 8, 1)  # a static conv in front, for block_static_convs to block
+    forward = model.forward
+    model.forward = lambda t: forward(model.c0(t))
+    proto = export_onnx(model, None, x, target="ort-cpu")
+    applied = metadata(proto)["odconv.passes"].split(",")
+    assert applied[applied.index("lower_by_batch_regime") + 1:] == ["block_static_convs", "chain_nchwc", "guard_nchwc_block", "check_and_infer_shapes"]
+    real = module.block_static_conv
+
+    def wrong(graph, node, blk):
+        done = real(graph, node, blk)
+        if done:
+            conv = next(n for n in graph.nodes if n.op == "Conv" and n.domain and n.name.endswith("/nchwc"))
+            conv.inputs[1].values = conv.inputs[1].values * 1.5
+        return done
+
+    monkeypatch.setattr(module, "block_static_conv", wrong)
+    with pytest.raises(PassNumericsError, match="block_static_convs"):
+        export_onnx(model, None, x, target="ort-cpu")

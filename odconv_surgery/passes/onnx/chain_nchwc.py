@@ -12,8 +12,8 @@ run to a fixpoint, each returning how many rewrites it made:
   the real channels; where the channels are padded to the block, ``t``'s padding channels hold finite values
   (0, or an activation of 0) that every consumer ignores (zero kernel columns, zero ``fc`` columns).
 
-It runs inside the batch-1 lowering of ``lower_by_batch_regime`` when the context has an NCHWc block (the other branch
-and the portable target never hold NCHWc nodes); as a pass it applies to any graph whose top level does.
+It runs after the lowering when the context has an NCHWc block, on every graph (main graph or subgraph: the
+batch-1 branch, the per-sample graph of a batch) that holds NCHWc Convs.
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ class ChainNchwc(OnnxPass):
     UNIT = "rewrites"
 
     def rewrite(self, graph: gs.Graph, ctx: PassContext) -> int:
-        return chain_nchwc(graph)
+        from .block_static_convs import graphs_with_nchwc_convs
+
+        return sum(chain_nchwc(g) for g in graphs_with_nchwc_convs(graph))
 
 
 def chain_nchwc(graph: gs.Graph) -> int:

@@ -3,8 +3,9 @@
 Order of the fused pipeline (each pass's module docstring states the invariant it keeps):
 ``find_odconv`` (validate, no change) -> ``fold_output_bn`` -> ``fold_attention_norm`` -> ``merge_attention_heads``
 -> ``lower_by_batch_regime`` (lower twice, ``If`` on the batch size) or ``lower_odconv`` (any-batch form only)
--> ``check_and_infer_shapes`` (cleanup, toposort, checker, shape inference). ``NAIVE_PIPELINE`` lowers without
-fusing. Pass names are verbs; they are recorded in the exported file's ``odconv.passes`` metadata.
+-> ``block_static_convs`` -> ``chain_nchwc`` -> ``guard_nchwc_block`` (ort-cpu only: the model's convs blocked
+beside the NCHWc ODConv layers, reorders and fusions, the block guard) -> ``check_and_infer_shapes`` (cleanup,
+toposort, checker, shape inference). ``NAIVE_PIPELINE`` lowers without fusing. Pass names are verbs; they are recorded in the exported file's ``odconv.passes`` metadata.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ from ...errors import InvalidValueError
 from ...numerics import DEFAULT_TOLERANCE
 from .base import FunctionPass, OnnxPass, PassContext
 from .check import CHECK_BATCH, as_examples, check_pass, reference_outputs
+from .block_static_convs import BlockStaticConvs
+from .chain_nchwc import ChainNchwc
 from .check_and_infer_shapes import CheckAndInferShapes
+from .guard_nchwc_block import GuardNchwcBlock
 from .common import load_model
 from .find_odconv import FindODConv
 from .fold_attention_norm import FoldAttentionNorm
@@ -39,13 +43,18 @@ REGISTRY: dict[str, OnnxPass] = {
         LowerODConv("lower_odconv", "any"),
         LowerODConv("lower_naive", "naive"),
         LowerByBatchRegime(),
+        BlockStaticConvs(),
+        ChainNchwc(),
+        GuardNchwcBlock(),
         CheckAndInferShapes(),
     )
 }
 
 _FOLDS = ["find_odconv", "fold_output_bn", "fold_attention_norm", "merge_attention_heads"]
-PIPELINE: list[str] = [*_FOLDS, "lower_by_batch_regime", "check_and_infer_shapes"]
-PIPELINE_NO_BATCH1: list[str] = [*_FOLDS, "lower_odconv", "check_and_infer_shapes"]
+#: The whole-graph NCHWc steps (``target="ort-cpu"``; no-ops for the portable target).
+_NCHWC = ["block_static_convs", "chain_nchwc", "guard_nchwc_block"]
+PIPELINE: list[str] = [*_FOLDS, "lower_by_batch_regime", *_NCHWC, "check_and_infer_shapes"]
+PIPELINE_NO_BATCH1: list[str] = [*_FOLDS, "lower_odconv", *_NCHWC, "check_and_infer_shapes"]
 NAIVE_PIPELINE: list[str] = ["find_odconv", "lower_naive", "check_and_infer_shapes"]
 
 

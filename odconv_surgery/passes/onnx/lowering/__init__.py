@@ -14,15 +14,12 @@ import onnx_graphsurgeon as gs
 
 from ....errors import InvalidValueError
 from ..base import export_sorted
-from ..chain_nchwc import ChainNchwc
 from ..common import import_graph, odconv_layers
 from .any_batch import lower_any
 from .attention import build_attention
 from .batch1 import lower_batch1
-from .batch1_nchwc import block_static_conv
-from .builder import Builder
+from .builder import LOWERED_TAG, Builder
 from .naive import lower_naive
-from .nchwc_guard import guard_block_size
 from .plan import Planner, lower_batch1_planned
 
 logger = logging.getLogger("odconv_surgery.passes.onnx")
@@ -44,21 +41,18 @@ def lower_graph(graph: gs.Graph, form: str, prefix: str = "", nchwc_block: int |
                 planner: Planner | None = None) -> int:
     """Lower ``graph``'s markers in place (node names under ``prefix``); the number of layers lowered.
 
-    With an NCHWc block, the 'any' form runs its per-sample layers as NCHWc Convs. With an NCHWc block and the
-    'batch1' form, the graph's constant-weight static convs become NCHWc too,
-    ``chain_nchwc`` then keeps the whole network blocked between them, and ``nchwc_guard`` makes the outputs NaN
-    on a machine whose onnxruntime uses another block."""
+    With an NCHWc block, the 'batch1' form builds each layer as NCHWc Convs (the form ``planner`` picks) and the
+    'any' form runs its per-sample layers that way. The whole-graph NCHWc steps are passes of their own that run
+    after the lowering: ``block_static_convs``, ``chain_nchwc``, ``guard_nchwc_block``."""
     if form not in FORMS:
         raise InvalidValueError(f"unknown lowering form {form!r}; expected one of {sorted(FORMS)}")
     nchwc_block = nchwc_block if form in ("batch1", "any") else None
     if nchwc_block and planner is None:
         planner = Planner(nchwc_block)
     planner = planner if nchwc_block else None
-    blocked_network = nchwc_block if form == "batch1" else None
-    static_convs = [n for n in graph.nodes if n.op == "Conv" and not n.domain] if blocked_network else []
     layers = odconv_layers(graph)
     for layer in layers:
-        b = Builder(graph, f"{prefix}{layer.name}/od_{form}")
+        b = Builder(graph, f"{prefix}{layer.name}{LOWERED_TAG}{form}")
         if form == "batch1":
             y_new = lower_batch1_planned(b, layer, planner)
         elif form == "any":
@@ -71,13 +65,6 @@ def lower_graph(graph: gs.Graph, form: str, prefix: str = "", nchwc_block: int |
         idx = producer.outputs.index(y_new)
         layer.node.outputs.clear()
         producer.outputs[idx] = y_old
-    if blocked_network:
-        blocked = sum(block_static_conv(graph, node, blocked_network) for node in static_convs)
-        logger.info("%sbatch1 (NCHWc block %d): %d static convs blocked", prefix, blocked_network, blocked)
-        graph.cleanup()
-        ChainNchwc().apply(graph)
-    if nchwc_block:
-        guard_block_size(graph, nchwc_block, prefix)
     return len(layers)
 
 

@@ -15,6 +15,10 @@ from ....deploy.schema import OD_DOMAIN
 from ..common import OdLayer
 
 
+#: In the name of every node a lowering builds (``<layer>/od_<form>/...``): tells them from the model's own nodes.
+LOWERED_TAG = "/od_"
+
+
 class Builder:
     """Tiny node factory over a gs graph with unique names under one prefix."""
 

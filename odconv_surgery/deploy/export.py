@@ -506,13 +506,22 @@ def export_onnx(
     check_dtype(model)
     check_finite_weights(model)
     proto = export_marked(model, inputs, dynamic_batch=dynamic_batch, opset=opset, input_names=input_names)
-    options = dict(fuse=fuse, batch1_branch=batch1_branch and dynamic_batch, target=target, tune=tune, threads=threads)
-    if check:
-        proto = _run_checked(model, inputs, proto, tolerance, dynamic_batch, options)
-    else:
+    options = dict(fuse=fuse, batch1_branch=batch1_branch and dynamic_batch, target=target, threads=threads)
+
+    def lowered(tune_forms: bool) -> onnx.ModelProto:
+        if check:
+            return _run_checked(model, inputs, proto, tolerance, dynamic_batch, {**options, "tune": tune_forms})
         from ..passes.onnx import run_pipeline
 
-        proto = run_pipeline(proto, **options)
+        return run_pipeline(onnx.load_from_string(marked), **options, tune=tune_forms)
+
+    marked = proto.SerializeToString()
+    if tune and fuse and target == ExportTarget.ORT_CPU:
+        from .tuning import faster_file
+
+        proto = faster_file(lowered(True), lowered(False), inputs, threads)
+    else:
+        proto = lowered(False)
     if path is not None:  # temp + fsync + rename: never a partial file, a link, a device or a checkpoint replaced
         from ..atomic_file import atomic_write
 

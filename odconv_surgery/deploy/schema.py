@@ -28,6 +28,9 @@ META_NCHWC_BLOCK = "odconv.nchwc_block"
 #: Each layer's batch-1 NCHWc form and where the choice came from (JSON ``{layer: "form (measured|cache|cost
 #: model)"}``; ``lowering/plan.py`` -> whoever reads the file).
 META_FORMS = "odconv.forms"
+#: With ``tune``: whether the measured per-layer forms or the cost model's were kept, and both files' times
+#: (``deploy/tuning.py``).
+META_TUNING = "odconv.tuning"
 #: How an ort-cpu file runs a batch > 1: "per-sample graph" (a Scan of the batch-1 graph) or "per-layer".
 META_BATCH_FORM = "odconv.batch_form"
 #: Marked layers that ran on another batch size than the model's input when exported (window attention folds the

@@ -53,9 +53,7 @@ COLUMNS_COST = 2.5  # tap-major columns (Pad, k^2 Slices, Concat, Mul, ReorderIn
 
 #: A measured form replaces the cost model's only when it is faster by more than this fraction (timing noise).
 MEASURED_MARGIN = 0.03
-#: ``plain`` must win by more: it breaks the blocked chain, which also unfuses the neighbours' activation and
-#: residual Add, costs the single-layer timing graph does not see.
-PLAIN_MARGIN = 0.20
+
 
 
 def scale_on_activations(layer: OdLayer, geo: Geometry) -> bool:
@@ -93,7 +91,9 @@ def taps_on_columns(layer: OdLayer, geo: Geometry) -> bool:
 
 
 def candidate_forms(layer: OdLayer, blk: int) -> list[str]:
-    """The NCHWc forms that can build ``layer`` (its cost-model choice first), then ``plain``."""
+    """The forms the tuner times for ``layer``: the NCHWc forms that can build it, its cost-model choice first
+    (``plain`` only for a layer no NCHWc form can build: timed alone, the portable form misses what breaking the
+    blocked chain costs its neighbours, the fusions they lose, and measured slower in the network)."""
     from .batch1_nchwc import nchwc_ok
 
     if not nchwc_ok(layer, blk):
@@ -106,7 +106,7 @@ def candidate_forms(layer: OdLayer, blk: int) -> list[str]:
             and layer.attrs["in_channels"] % blk == 0):
         forms.append("columns")
     model = cost_model_form(layer, blk)
-    return [model] + [f for f in forms if f != model] + ["plain"]
+    return [model] + [f for f in forms if f != model]
 
 
 def cost_model_form(layer: OdLayer, blk: int) -> str:
@@ -156,7 +156,7 @@ class Planner:
         if layer.name in self.choices:
             return self.choices[layer.name]
         forms = candidate_forms(layer, self.blk)
-        if self.force in forms:
+        if self.force in forms or self.force == "plain":
             choice = Choice(self.force, "forced")
         elif not self.tune or len(forms) == 1:
             choice = Choice(cost_model_form(layer, self.blk), "cost model")
@@ -175,8 +175,7 @@ class Planner:
             times, source = time_forms(layer, self.blk, forms, self.threads), "measured"
             self.cache.put(self.blk, key, times)
         model = forms[0]
-        needed = {f: (PLAIN_MARGIN if f == "plain" else MEASURED_MARGIN) for f in forms}
-        faster = [f for f in forms if times[f] < times[model] * (1 - needed[f])]
+        faster = [f for f in forms if times[f] < times[model] * (1 - MEASURED_MARGIN)]
         best = min(faster, key=times.get) if faster else model  # within noise of the cost model: keep it (stable)
         return Choice(best, source, times)
 

@@ -1,0 +1,77 @@
+"""The last word of ``export_onnx(tune=True)``: the file built from the measured per-layer forms ships only when it
+is faster, as a whole, than the file built from the cost model's forms.
+
+Each layer's form is timed alone (``passes/onnx/lowering/plan.py``); a network's speed also depends on what the
+layers do to each other (a form that breaks a fusion, cache effects), so both files are timed end to end at batch
+1 on this machine, at the deployment's thread count, in interleaved rounds, and the faster one is kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Sequence
+
+import numpy as np
+import onnx
+from torch import Tensor
+
+from .schema import META_FORMS, META_TUNING, metadata, set_metadata
+
+LOGGER = logging.getLogger("odconv_surgery.export")
+
+#: The measured forms must be faster than the cost model's by more than this fraction (timing noise).
+WHOLE_FILE_MARGIN = 0.02
+
+
+def faster_file(tuned: onnx.ModelProto, modelled: onnx.ModelProto, inputs: Sequence[Tensor], threads: int,
+                rounds: int = 5, round_s: float = 0.05) -> onnx.ModelProto:
+    """``tuned`` when it runs faster than ``modelled`` at batch 1 (both are the same model, forms apart), else
+    ``modelled``; the choice and both times go into the file's ``odconv.tuning`` metadata."""
+    forms_tuned = json.loads(metadata(tuned).get(META_FORMS, "{}"))
+    forms_modelled = json.loads(metadata(modelled).get(META_FORMS, "{}"))
+    if {k: v.split(" (")[0] for k, v in forms_tuned.items()} == {k: v.split(" (")[0] for k, v in forms_modelled.items()}:
+        set_metadata(tuned, {META_TUNING: "the measured forms are the cost model's"})
+        return tuned
+    ms = time_files([tuned, modelled], inputs, threads, rounds, round_s)
+    keep_tuned = ms[0] < ms[1] * (1 - WHOLE_FILE_MARGIN)
+    chosen = tuned if keep_tuned else modelled
+    what = "measured forms kept" if keep_tuned else "cost model's forms kept"
+    note = f"{what}: {ms[0]:.3f} ms measured forms vs {ms[1]:.3f} ms cost model (batch 1, {threads} thread(s))"
+    LOGGER.info("tuning: %s", note)
+    set_metadata(chosen, {META_TUNING: note})
+    return chosen
+
+
+def time_files(protos: Sequence[onnx.ModelProto], inputs: Sequence[Tensor], threads: int, rounds: int = 5,
+               round_s: float = 0.05) -> list[float]:
+    """Milliseconds per batch-1 run of each file: the fastest of interleaved rounds of about ``round_s`` each."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    sessions, feeds = [], []
+    for proto in protos:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        feed = {i.name: rng.standard_normal((1, *x.shape[1:])).astype(np.float32) for i, x in zip(sess.get_inputs(), inputs)}
+        sessions.append(sess)
+        feeds.append(feed)
+    runs = []
+    for sess, feed in zip(sessions, feeds):
+        sess.run(None, feed)
+        start = time.perf_counter()
+        sess.run(None, feed)
+        runs.append(max(3, int(round_s / max(time.perf_counter() - start, 1e-6))))
+    best = [float("inf")] * len(sessions)
+    for r in range(rounds):
+        order = list(range(len(sessions)))
+        order = order[r % len(order):] + order[:r % len(order)]
+        for i in order:
+            start = time.perf_counter()
+            for _ in range(runs[i]):
+                sessions[i].run(None, feeds[i])
+            best[i] = min(best[i], (time.perf_counter() - start) / runs[i] * 1e3)
+    return best

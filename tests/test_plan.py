@@ -169,3 +169,7 @@ def test_whole_file_check_keeps_the_faster_file(model, blk, monkeypatch):
         assert "kept" in metadata(expected)["odconv.tuning"]
     same = export_onnx(model, None, x, target="ort-cpu", tune=False, check=False)
     assert tuning.faster_file(same, modelled, [x], 1) is same  # identical forms: nothing timed
+    assert metadata(same)["odconv.forms_departing"] == "0" and tuning.same_as_cost_model(same)
+    forced = export_onnx(model, None, x, target="ort-cpu", tune=False, check=False)
+    set_metadata(forced, {"odconv.forms_departing": "2"})
+    assert not tuning.same_as_cost_model(forced)

@@ -517,9 +517,11 @@ def export_onnx(
 
     marked = proto.SerializeToString()
     if tune and fuse and target == ExportTarget.ORT_CPU:
-        from .tuning import faster_file
+        from .tuning import faster_file, same_as_cost_model
 
-        proto = faster_file(lowered(True), lowered(False), inputs, threads)
+        proto = lowered(True)
+        if not same_as_cost_model(proto):  # else the cost model's file is this one: nothing to compare
+            proto = faster_file(proto, lowered(False), inputs, threads)
     else:
         proto = lowered(False)
     if path is not None:  # temp + fsync + rename: never a partial file, a link, a device or a checkpoint replaced

@@ -28,6 +28,9 @@ META_NCHWC_BLOCK = "odconv.nchwc_block"
 #: Each layer's batch-1 NCHWc form and where the choice came from (JSON ``{layer: "form (measured|cache|cost
 #: model)"}``; ``lowering/plan.py`` -> whoever reads the file).
 META_FORMS = "odconv.forms"
+#: How many layers' forms depart from the cost model's (``lowering/plan.py``): 0 means the file is the one
+#: ``tune=False`` would make.
+META_FORMS_DEPART = "odconv.forms_departing"
 #: With ``tune``: whether the measured per-layer forms or the cost model's were kept, and both files' times
 #: (``deploy/tuning.py``).
 META_TUNING = "odconv.tuning"

@@ -17,12 +17,21 @@ import numpy as np
 import onnx
 from torch import Tensor
 
-from .schema import META_FORMS, META_TUNING, metadata, set_metadata
+from .schema import META_FORMS, META_FORMS_DEPART, META_TUNING, metadata, set_metadata
 
 LOGGER = logging.getLogger("odconv_surgery.export")
 
 #: The measured forms must be faster than the cost model's by more than this fraction (timing noise).
 WHOLE_FILE_MARGIN = 0.02
+
+
+def same_as_cost_model(proto: onnx.ModelProto) -> bool:
+    """Whether every layer of a tuned file got the cost model's form (then the file is the ``tune=False`` one); the
+    verdict goes into its ``odconv.tuning`` metadata."""
+    same = metadata(proto).get(META_FORMS_DEPART) == "0"
+    if same:
+        set_metadata(proto, {META_TUNING: "the measured forms are the cost model's"})
+    return same
 
 
 def faster_file(tuned: onnx.ModelProto, modelled: onnx.ModelProto, inputs: Sequence[Tensor], threads: int,

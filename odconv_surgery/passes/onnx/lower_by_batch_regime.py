@@ -24,7 +24,7 @@ import logging
 import onnx
 from onnx import helper
 
-from ...deploy.schema import META_BATCH_FORM, META_FORMS, META_OTHER_BATCH, metadata, set_metadata
+from ...deploy.schema import META_BATCH_FORM, META_FORMS, META_FORMS_DEPART, META_OTHER_BATCH, metadata, set_metadata
 from .base import OnnxPass, PassContext
 from .common import has_odconv_nodes, odconv_node_count
 from .lowering import lower
@@ -211,6 +211,7 @@ def _lower_by_batch_regime(model: onnx.ModelProto, ctx: PassContext) -> onnx.Mod
     out.metadata_props.extend(model.metadata_props)
     if planner is not None:
         set_metadata(out, {META_FORMS: json.dumps(planner.summary(), sort_keys=True),
+                           META_FORMS_DEPART: str(planner.departures()),
                            META_BATCH_FORM: "per-sample graph" if per_sample_graph else "per-layer"})
     out.producer_name, out.producer_version = model.producer_name, model.producer_version
     return out

@@ -131,6 +131,7 @@ class Choice:
     form: str
     source: str
     times_us: dict[str, float] = field(default_factory=dict)
+    model_form: str = ""  # what the cost model picks (the same as ``form`` unless a measurement overrode it)
 
 
 class Planner:
@@ -156,10 +157,11 @@ class Planner:
         if layer.name in self.choices:
             return self.choices[layer.name]
         forms = candidate_forms(layer, self.blk)
+        model = cost_model_form(layer, self.blk)
         if self.force in forms or self.force == "plain":
-            choice = Choice(self.force, "forced")
+            choice = Choice(self.force, "forced", model_form=model)
         elif not self.tune or len(forms) == 1:
-            choice = Choice(cost_model_form(layer, self.blk), "cost model")
+            choice = Choice(model, "cost model", model_form=model)
         else:
             choice = self._measured(layer, forms)
         self.choices[layer.name] = choice
@@ -177,7 +179,7 @@ class Planner:
         model = forms[0]
         faster = [f for f in forms if times[f] < times[model] * (1 - MEASURED_MARGIN)]
         best = min(faster, key=times.get) if faster else model  # within noise of the cost model: keep it (stable)
-        return Choice(best, source, times)
+        return Choice(best, source, times, model_form=model)
 
     def _tick(self, layer: OdLayer) -> None:
         """A progress line once tuning has taken a few seconds (it can take a minute on a large model)."""
@@ -192,6 +194,10 @@ class Planner:
         if self.progress and self._started and time.perf_counter() - self._started > 3.0:
             print(file=sys.stderr)
         return {name: f"{c.form} ({c.source})" for name, c in self.choices.items()}
+
+    def departures(self) -> int:
+        """How many layers got another form than the cost model's."""
+        return sum(c.form != c.model_form for c in self.choices.values())
 
     def close(self) -> None:
         self.cache.save()

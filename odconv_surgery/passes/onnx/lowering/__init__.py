@@ -1,30 +1,44 @@
 """The lowering forms of the ODConv marker, one per module (the pass that uses them: ``lower_odconv``).
 
 ``naive`` (reference), ``any`` (fused, any batch size), ``batch1`` (fused, batch size 1) and, with an NCHWc
-block, ``batch1`` through onnxruntime's NCHWc contrib ops (``batch1_nchwc``). Shared pieces: ``builder``
-(node factory, ``Geometry``), ``attention`` (the attention branch).
+block, ``batch1`` through onnxruntime's NCHWc contrib ops (``batch1_nchwc``, each layer's form chosen by
+``plan``). ``FORMS`` maps each name to a function of one signature, ``(builder, layer, planner) -> y``. Shared
+pieces: ``builder`` (node factory, ``Geometry``), ``attention`` (the attention branch).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import onnx
 import onnx_graphsurgeon as gs
 
 from ....errors import InvalidValueError
 from ..base import export_sorted
-from ..common import import_graph, odconv_layers
+from ..common import OdLayer, import_graph, odconv_layers
 from .any_batch import lower_any
 from .attention import build_attention
-from .batch1 import lower_batch1
 from .builder import LOWERED_TAG, Builder
 from .naive import lower_naive
 from .plan import Planner, lower_batch1_planned
 
 logger = logging.getLogger("odconv_surgery.passes.onnx")
 
-FORMS = {"naive": lower_naive, "any": lower_any, "batch1": lower_batch1}
+#: A form lowers one layer: ``form(builder, layer, planner) -> y`` (the planner picks NCHWc forms; None for the
+#: portable target). Every form builds the attention it needs itself.
+Form = Callable[[Builder, OdLayer, "Planner | None"], gs.Variable]
+
+
+def _naive(b: Builder, layer: OdLayer, planner: Planner | None) -> gs.Variable:
+    return lower_naive(b, layer, build_attention(b, layer))
+
+
+def _any(b: Builder, layer: OdLayer, planner: Planner | None) -> gs.Variable:
+    return lower_any(b, layer, planner=planner)
+
+
+FORMS: dict[str, Form] = {"naive": _naive, "any": _any, "batch1": lower_batch1_planned}
 
 
 def lower(model: onnx.ModelProto, form: str = "any", prefix: str = "", nchwc_block: int | None = None,
@@ -53,12 +67,7 @@ def lower_graph(graph: gs.Graph, form: str, prefix: str = "", nchwc_block: int |
     layers = odconv_layers(graph)
     for layer in layers:
         b = Builder(graph, f"{prefix}{layer.name}{LOWERED_TAG}{form}")
-        if form == "batch1":
-            y_new = lower_batch1_planned(b, layer, planner)
-        elif form == "any":
-            y_new = lower_any(b, layer, planner=planner)
-        else:
-            y_new = FORMS[form](b, layer, build_attention(b, layer))
+        y_new = FORMS[form](b, layer, planner)
         y_old = layer.y
         # Re-point: the producer of y_new now produces y_old's tensor (keeps the downstream names).
         producer = y_new.inputs[0]

@@ -15,8 +15,8 @@ The pass uses the fused any-batch form; ``lower_naive`` (the same class) the nai
   other grouped convs naive.
 * ``batch1`` (only inside ``lower_by_batch_regime``'s batch-1 branch): every attention folded into a computed kernel,
   one Conv per layer; with an NCHWc block in the ``PassContext`` (``target="ort-cpu"``), every depthwise / 1x1 /
-  dense layer whose channels allow it (and the static convs) as onnxruntime NCHWc Convs, kept blocked between
-  layers by ``chain_nchwc``.
+  dense layer whose channels allow it as onnxruntime NCHWc Convs in the form ``lowering/plan.py`` picks; the
+  passes ``block_static_convs`` and ``chain_nchwc`` then block the static convs and keep the network blocked.
 """
 
 from __future__ import annotations

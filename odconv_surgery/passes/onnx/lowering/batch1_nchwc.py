@@ -13,7 +13,8 @@ Three forms (``plan.py`` chooses per layer, by measurement or its cost model): `
 into the kernel; ``activations`` applies a dense / 1x1 layer's channel and filter attentions to the activations, as
 NCHWc depthwise 1x1 Convs whose weight is the attention vector, so the main conv keeps the constant kernel (n = 1,
 no spatial head) or only the taps' scaling; ``columns`` (dense k x k, n = 1) scales the tap-major input columns by
-the spatial and channel attentions and feeds the constant kernel as a 1x1 Conv, so no kernel is rewritten at all. The ``chain_nchwc`` pass then removes the reorders between consecutive NCHWc layers and fuses
+the spatial and channel attentions and feeds the constant kernel as a 1x1 Conv, so no kernel is rewritten at all.
+The ``chain_nchwc`` pass then removes the reorders between consecutive NCHWc layers and fuses
 activations and residual Adds into the convs. Measurements: ``benchmarks/onnx_lowering_forms.md``.
 """
 

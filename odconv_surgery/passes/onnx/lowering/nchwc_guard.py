@@ -4,9 +4,10 @@ another NCHWc block than the one the kernels were laid out for.
 An ``ort-cpu`` file stores kernels already in onnxruntime's blocked filter layout, whose block (8 with AVX2, 16 with
 AVX-512) depends on the CPU. Run elsewhere, those kernels would be read in the wrong order and give plausible but
 wrong numbers. The guard reorders a constant probe with ``ReorderInput`` and compares it with the layout expected
-for the export's block; every float output is multiplied by 1 when they match and by NaN when not. All guard nodes
-but the final ``Mul`` have constant inputs, so onnxruntime folds them when it loads the file. ``OrtRunner`` refuses
-such a file with a clear error before it runs (``deploy/runtime.py``); the guard covers a bare InferenceSession.
+for the export's block; every float output is multiplied by 1 when they match and by NaN when not. onnxruntime
+does not constant-fold the contrib ``ReorderInput``, so the guard's few small nodes run on every call (measured a
+few microseconds; one guard per file, pass ``guard_nchwc_block``). ``OrtRunner`` refuses such a file with a clear
+error before it runs (``deploy/runtime.py``); the guard covers a bare InferenceSession.
 """
 
 from __future__ import annotations

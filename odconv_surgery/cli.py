@@ -205,7 +205,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_target(out, inputs=inputs + [_spec_sidecar(inputs[0])], replaces="onnx")  # before any work (`-o m.pt` on m.pt)
     model = _load_model_or_checkpoint(args).eval()
     out.parent.mkdir(parents=True, exist_ok=True)
-    proto = export_onnx(model, out, _example(args), dynamic_batch=not args.static_batch, fuse=not args.no_fuse, target=args.target)
+    proto = export_onnx(model, out, _example(args), dynamic_batch=not args.static_batch, fuse=not args.no_fuse,
+                        target=args.target, tune=args.tune, threads=args.threads)
     if not args.quiet:
         target = metadata(proto).get(META_TARGET, args.target)
         print(f"wrote {out} ({'static' if args.static_batch else 'dynamic'} batch, {'unfused' if args.no_fuse else 'fused'}, target {target})")
@@ -369,6 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--static-batch", action="store_true", help="fix the batch dimension to 1")
     p.add_argument("--target", choices=[t.value for t in ExportTarget], default=ExportTarget.AUTO.value,
                    help="; ".join(f"{t.value}{' (default)' if t is ExportTarget.AUTO else ''}: {TARGET_HELP[t]}" for t in ExportTarget))
+    p.add_argument("--tune", action=argparse.BooleanOptionalAction, default=None,
+                   help="ort-cpu: choose each layer's NCHWc form by timing it on this machine (cached; default on "
+                        "unless ODCONV_TUNE=0); --no-tune uses the calibrated cost model")
+    p.add_argument("--threads", type=_int_in(1, 1 << 10), default=1,
+                   help="onnxruntime intra-op threads of the deployment, for the tuning's timings (default 1)")
     common(p)
     p.set_defaults(func=cmd_export)
 

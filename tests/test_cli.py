@@ -291,3 +291,24 @@ def test_export_static_batch(plugin, tmp_path):
     assert main(["export", "tiny.pt", "-o", "tiny.onnx", "--image-size", "16", "--static-batch"]) == 0
     dims = onnx.load(tmp_path / "tiny.onnx").graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_value == 1
+
+
+def test_export_tune_flags_reach_the_file(plugin, tmp_path, monkeypatch):
+    """``--tune --threads 2`` tunes (the file says how its forms were chosen); ``--no-tune`` uses the cost model."""
+    import json
+
+    import onnx
+
+    from odconv_surgery.passes.onnx.common import detect_nchwc_block
+
+    if detect_nchwc_block() is None:
+        pytest.skip("onnxruntime NCHWc contrib ops not usable here")
+    monkeypatch.setenv("ODCONV_TUNING_CACHE", str(tmp_path / "tuning.json"))
+    assert main(["apply", SPEC, "--policy", "all_but_first", "-o", "tiny.pt", "--image-size", "16"]) == 0
+    assert main(["export", "tiny.pt", "-o", "tuned.onnx", "--image-size", "16", "--target", "ort-cpu", "--tune", "--threads", "2"]) == 0
+    meta = {p.key: p.value for p in onnx.load(tmp_path / "tuned.onnx").metadata_props}
+    assert "odconv.tuning" in meta and (tmp_path / "tuning.json").is_file()
+    assert main(["export", "tiny.pt", "-o", "plain.onnx", "--image-size", "16", "--target", "ort-cpu", "--no-tune"]) == 0
+    meta = {p.key: p.value for p in onnx.load(tmp_path / "plain.onnx").metadata_props}
+    assert "odconv.tuning" not in meta
+    assert all(v.endswith("(cost model)") for v in json.loads(meta["odconv.forms"]).values())

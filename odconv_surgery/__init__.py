@@ -3,6 +3,7 @@
 from . import errors
 from .errors import *  # noqa: F403 - every error is public
 from .checkpoint import CheckpointMismatchError, load, save
+from .folding import FoldReport, fold_static
 from .fuse import fuse_batchnorm
 from .nn import BatchOneBatchNormError, ODAttention, ODConv2d, TemperatureSchedule, get_temperature, param_groups, set_temperature
 from .nn.odconv import KernelBankError
@@ -68,6 +69,8 @@ __all__ = [
     "UntraceableModelError",
     "apply_odconv",
     "available_policies",
+    "fold_static",
+    "FoldReport",
     "fuse_batchnorm",
     "get_recipe",
     "get_temperature",

@@ -43,10 +43,14 @@ class Recipe:
     layers: dict[str, dict[str, Any]] = field(default_factory=dict)  # conv name -> ODConv2d settings
     init: str = "pretrained"
     version: str = field(default_factory=package_version)
+    folded: list[str] = field(default_factory=list)  # converted, then folded back into plain convs (fold_static)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy, **self.options.as_dict(), "layers": copy.deepcopy(self.layers),
-                "init": self.init, "version": self.version}
+        out = {"policy": self.policy, **self.options.as_dict(), "layers": copy.deepcopy(self.layers),
+               "init": self.init, "version": self.version}
+        if self.folded:  # only when there are any: files without folds read as before
+            out["folded"] = list(self.folded)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Recipe":
@@ -74,6 +78,9 @@ def _checked_fields(data: dict[str, Any]) -> dict[str, Any]:
         raise TypeError(f"recipe policy must be a string or None, got {type(out['policy']).__name__}")
     if "init" in out:
         out["init"] = check_choice("recipe init", out["init"], INIT_MODES)
+    folded = out.get("folded", [])
+    if not isinstance(folded, list) or not all(isinstance(n, str) and n for n in folded):
+        raise TypeError(f"recipe folded must be a list of layer names, got {folded!r}")
     if "version" in out and not isinstance(out["version"], str):
         raise TypeError(f"recipe version must be a string, got {type(out['version']).__name__}")
     layers = out.get("layers", {})

@@ -1,0 +1,162 @@
+"""Fold converted layers back into plain convolutions: each ODConv layer becomes an ``nn.Conv2d`` whose kernel is
+the layer's mean aggregated kernel over calibration data, every attention (channel, filter, spatial, kernel)
+folded in. After fine-tuning, a layer whose kernel hardly varies across inputs costs an ODConv layer's fixed
+overhead for little; folding it keeps what it learned at a static conv's price.
+
+A layer whose attentions are constant folds exactly. For the others the report gives, per layer, the relative
+error of the folded layer's output against the layer's own, on the same data (max |y_fold - y| / max |y|, the
+measure of ``numerics.relative_error``). The folded layers are recorded in the model's recipe (``Recipe.folded``),
+so ``save`` / ``load`` rebuild them as plain convs; export and ``fuse_batchnorm`` see ordinary convs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .errors import EmptySelectionError, InvalidTypeError, InvalidValueError
+from .nn.odconv import ODConv2d
+from .nn.temperature import temperature_at
+from .passes.fx.swap_modules import swap_module
+from .recipe import attach_recipe, get_recipe
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldedLayer:
+    """One folded layer: its name and the relative error its fold causes on the calibration data."""
+
+    name: str
+    relative_error: float
+    samples: int
+
+
+@dataclasses.dataclass(frozen=True)
+class FoldReport:
+    layers: tuple[FoldedLayer, ...]
+
+    def summary(self) -> str:
+        rows = [f"{layer.name}: relative output error {layer.relative_error:.3g} ({layer.samples} samples)"
+                for layer in self.layers]
+        return f"folded {len(self.layers)} layer(s) back into plain convolutions\n" + "\n".join(rows)
+
+
+def per_sample_kernels(layer: ODConv2d, x: Tensor) -> Tensor:
+    """The aggregated kernel of each sample of ``x`` (B, C_out, C_in/groups, kh, kw): every attention and the fixed
+    ``kernel_scale`` folded in, so that ``conv(x[b], kernel[b]) + bias`` is the layer's output for sample b."""
+    att = layer.attentions(x)
+    if not layer.share_attention:
+        return layer._aggregate_unshared(att)
+    kernel = layer.aggregate_weight(att) * layer._channel_as_weight(att.channel)
+    if att.filter is not None:
+        kernel = kernel * att.filter.unsqueeze(-1)
+    return kernel.expand(x.shape[0], *kernel.shape[1:])
+
+
+def _inputs(batch) -> tuple:
+    """The model's positional inputs from one calibration item: a tensor, a tuple whose first item is the input
+    (``(x, y)`` from a DataLoader), or a dict with ``"x"``/``"input"``."""
+    if isinstance(batch, Tensor):
+        return (batch,)
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        return (batch[0],)
+    if isinstance(batch, dict):
+        for key in ("x", "input", "inputs", "pixel_values"):
+            if isinstance(batch.get(key), Tensor):
+                return (batch[key],)
+    raise InvalidTypeError(f"calibration data items must be tensors or (input, target) pairs, got {type(batch).__name__}")
+
+
+def _select(model: nn.Module, layers: Sequence[str] | None) -> dict[str, ODConv2d]:
+    converted = {name: m for name, m in model.named_modules() if isinstance(m, ODConv2d)}
+    if not converted:
+        raise EmptySelectionError("the model has no ODConv2d layer to fold; convert it with apply_odconv first")
+    if layers is None:
+        return converted
+    if isinstance(layers, str) or not all(isinstance(n, str) for n in layers):
+        raise InvalidTypeError(f"layers must be a list of layer names (or None for every ODConv2d), got {layers!r}")
+    unknown = [n for n in layers if n not in converted]
+    if unknown:
+        raise InvalidValueError(f"not ODConv2d layers of this model: {unknown}; converted layers: {list(converted)[:10]}")
+    return {n: converted[n] for n in dict.fromkeys(layers)}
+
+
+@torch.no_grad()
+def fold_static(model: nn.Module, data: Iterable, layers: Sequence[str] | None = None, *,
+                max_batches: int | None = None) -> tuple[nn.Module, FoldReport]:
+    """Replace the ODConv layers ``layers`` (names; None: every one) of ``model``, in place, by plain convolutions
+    whose kernel is the layer's mean aggregated kernel over ``data`` (an iterable of input batches or
+    ``(input, target)`` pairs, e.g. a DataLoader; ``max_batches`` caps it). Runs in eval mode at temperature 1.
+    Returns the model and a ``FoldReport`` with each folded layer's relative output error on the same data."""
+    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1):
+        raise InvalidValueError(f"max_batches must be an int >= 1 or None, got {max_batches!r}")
+    chosen = _select(model, layers)
+    batches = []
+    for i, batch in enumerate(data):
+        if max_batches is not None and i >= max_batches:
+            break
+        batches.append(_inputs(batch))
+    if not batches:
+        raise InvalidValueError("the calibration data is empty: pass a few batches of the model's inputs")
+    sums = {name: None for name in chosen}
+    counts = dict.fromkeys(chosen, 0)
+    seen: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in chosen}
+
+    def hook(name: str):
+        def record(module: ODConv2d, args, output: Tensor) -> None:
+            x = args[0]
+            if x.shape[0] == 0:
+                return
+            kernels = per_sample_kernels(module, x).double()
+            total = kernels.sum(dim=0)
+            sums[name] = total if sums[name] is None else sums[name] + total
+            counts[name] += x.shape[0]
+            seen[name].append((x.detach(), output.detach()))
+        return record
+
+    was_training = model.training
+    handles = [m.register_forward_hook(hook(name)) for name, m in chosen.items()]
+    try:
+        with temperature_at(model.eval(), 1.0):
+            for inputs in batches:
+                model(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    report = []
+    for name, layer in chosen.items():
+        if not counts[name]:
+            raise InvalidValueError(f"layer {name!r} never ran on the calibration data; give data that reaches it")
+        conv = _plain_conv(layer, (sums[name] / counts[name]).to(layer.weight.dtype))
+        worst_diff = worst_ref = 0.0
+        for x, y in seen[name]:
+            diff = (conv(x) - y).abs().max().item()
+            worst_diff, worst_ref = max(worst_diff, diff), max(worst_ref, y.abs().max().item())
+        report.append(FoldedLayer(name, worst_diff / worst_ref if worst_ref else worst_diff, counts[name]))
+        swap_module(model, layer, conv)
+    recipe = get_recipe(model)
+    if recipe is not None:
+        folded = [n for n in chosen]
+        attach_recipe(model, dataclasses.replace(
+            recipe, layers={k: v for k, v in recipe.layers.items() if k not in folded},
+            folded=sorted(set(recipe.folded) | set(folded))))
+    return model, FoldReport(tuple(report))
+
+
+def _plain_conv(layer: ODConv2d, kernel: Tensor) -> nn.Conv2d:
+    """An ``nn.Conv2d`` with ``layer``'s geometry, ``kernel`` and bias (gradients as the layer's bank had them)."""
+    conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+                     layer.dilation, layer.groups, bias=layer.bias is not None, padding_mode=layer.padding_mode,
+                     device=layer.weight.device, dtype=layer.weight.dtype)
+    conv.weight.copy_(kernel)
+    conv.weight.requires_grad_(layer.weight.requires_grad)
+    if layer.bias is not None:
+        conv.bias.copy_(layer.bias)
+        conv.bias.requires_grad_(layer.bias.requires_grad)
+    return conv
+
+
+__all__ = ["FoldReport", "FoldedLayer", "fold_static", "per_sample_kernels"]

@@ -83,16 +83,9 @@ def _select(model: nn.Module, layers: Sequence[str] | None) -> dict[str, ODConv2
     return {n: converted[n] for n in dict.fromkeys(layers)}
 
 
-@torch.no_grad()
-def fold_static(model: nn.Module, data: Iterable, layers: Sequence[str] | None = None, *,
-                max_batches: int | None = None) -> tuple[nn.Module, FoldReport]:
-    """Replace the ODConv layers ``layers`` (names; None: every one) of ``model``, in place, by plain convolutions
-    whose kernel is the layer's mean aggregated kernel over ``data`` (an iterable of input batches or
-    ``(input, target)`` pairs, e.g. a DataLoader; ``max_batches`` caps it). Runs in eval mode at temperature 1.
-    Returns the model and a ``FoldReport`` with each folded layer's relative output error on the same data."""
+def _calibration_batches(data: Iterable, max_batches: int | None) -> list[tuple]:
     if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1):
         raise InvalidValueError(f"max_batches must be an int >= 1 or None, got {max_batches!r}")
-    chosen = _select(model, layers)
     batches = []
     for i, batch in enumerate(data):
         if max_batches is not None and i >= max_batches:
@@ -100,21 +93,17 @@ def fold_static(model: nn.Module, data: Iterable, layers: Sequence[str] | None =
         batches.append(_inputs(batch))
     if not batches:
         raise InvalidValueError("the calibration data is empty: pass a few batches of the model's inputs")
-    sums = {name: None for name in chosen}
-    counts = dict.fromkeys(chosen, 0)
-    seen: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in chosen}
+    return batches
 
+
+def _run_with_hooks(model: nn.Module, chosen: dict[str, ODConv2d], batches: list[tuple], record) -> None:
+    """Run ``model`` (eval, temperature 1) on ``batches`` with ``record(name, layer, x, y)`` called after each chosen
+    layer's forward on a non-empty batch."""
     def hook(name: str):
-        def record(module: ODConv2d, args, output: Tensor) -> None:
-            x = args[0]
-            if x.shape[0] == 0:
-                return
-            kernels = per_sample_kernels(module, x).double()
-            total = kernels.sum(dim=0)
-            sums[name] = total if sums[name] is None else sums[name] + total
-            counts[name] += x.shape[0]
-            seen[name].append((x.detach(), output.detach()))
-        return record
+        def call(module: ODConv2d, args, output: Tensor) -> None:
+            if args[0].shape[0]:
+                record(name, module, args[0].detach(), output.detach())
+        return call
 
     was_training = model.training
     handles = [m.register_forward_hook(hook(name)) for name, m in chosen.items()]
@@ -126,6 +115,28 @@ def fold_static(model: nn.Module, data: Iterable, layers: Sequence[str] | None =
         for handle in handles:
             handle.remove()
         model.train(was_training)
+
+
+@torch.no_grad()
+def fold_static(model: nn.Module, data: Iterable, layers: Sequence[str] | None = None, *,
+                max_batches: int | None = None) -> tuple[nn.Module, FoldReport]:
+    """Replace the ODConv layers ``layers`` (names; None: every one) of ``model``, in place, by plain convolutions
+    whose kernel is the layer's mean aggregated kernel over ``data`` (an iterable of input batches or
+    ``(input, target)`` pairs, e.g. a DataLoader; ``max_batches`` caps it). Runs in eval mode at temperature 1.
+    Returns the model and a ``FoldReport`` with each folded layer's relative output error on the same data."""
+    chosen = _select(model, layers)
+    batches = _calibration_batches(data, max_batches)
+    sums: dict[str, Tensor | None] = {name: None for name in chosen}
+    counts = dict.fromkeys(chosen, 0)
+    seen: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in chosen}
+
+    def record(name: str, module: ODConv2d, x: Tensor, y: Tensor) -> None:
+        total = per_sample_kernels(module, x).double().sum(dim=0)
+        sums[name] = total if sums[name] is None else sums[name] + total
+        counts[name] += x.shape[0]
+        seen[name].append((x, y))
+
+    _run_with_hooks(model, chosen, batches, record)
     report = []
     for name, layer in chosen.items():
         if not counts[name]:
@@ -146,6 +157,37 @@ def fold_static(model: nn.Module, data: Iterable, layers: Sequence[str] | None =
     return model, FoldReport(tuple(report))
 
 
+@torch.no_grad()
+def kernel_dynamism(model: nn.Module, data: Iterable, layers: Sequence[str] | None = None, *,
+                    max_batches: int | None = None) -> dict[str, float]:
+    """How much each ODConv layer's aggregated kernel varies across the samples of ``data``: the root mean square,
+    over samples, of ``||K_b - mean K||`` divided by ``||mean K||`` (0: the layer is static on this data and folds
+    exactly). A first measure of what a layer's dynamism is worth (``fold_static`` folds the low ones)."""
+    chosen = _select(model, layers)
+    batches = _calibration_batches(data, max_batches)
+    sums: dict[str, Tensor | None] = {name: None for name in chosen}
+    squares = dict.fromkeys(chosen, 0.0)
+    counts = dict.fromkeys(chosen, 0)
+
+    def record(name: str, module: ODConv2d, x: Tensor, y: Tensor) -> None:
+        kernels = per_sample_kernels(module, x).double().flatten(1)
+        total = kernels.sum(dim=0)
+        sums[name] = total if sums[name] is None else sums[name] + total
+        squares[name] += float((kernels * kernels).sum())
+        counts[name] += x.shape[0]
+
+    _run_with_hooks(model, chosen, batches, record)
+    out = {}
+    for name in chosen:
+        if not counts[name]:
+            raise InvalidValueError(f"layer {name!r} never ran on the calibration data; give data that reaches it")
+        mean = sums[name] / counts[name]
+        mean_sq = float((mean * mean).sum())
+        variance = max(squares[name] / counts[name] - mean_sq, 0.0)  # E||K||^2 - ||E K||^2 = E||K - E K||^2
+        out[name] = (variance ** 0.5) / (mean_sq ** 0.5) if mean_sq else float("inf")
+    return out
+
+
 def _plain_conv(layer: ODConv2d, kernel: Tensor) -> nn.Conv2d:
     """An ``nn.Conv2d`` with ``layer``'s geometry, ``kernel`` and bias (gradients as the layer's bank had them)."""
     conv = nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
@@ -159,4 +201,4 @@ def _plain_conv(layer: ODConv2d, kernel: Tensor) -> nn.Conv2d:
     return conv
 
 
-__all__ = ["FoldReport", "FoldedLayer", "fold_static", "per_sample_kernels"]
+__all__ = ["FoldReport", "FoldedLayer", "fold_static", "kernel_dynamism", "per_sample_kernels"]

@@ -22,7 +22,7 @@ def small_model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.ReLU(),
         nn.Conv2d(16, 24, 1), nn.ReLU(),
         nn.Conv2d(24, 24, 3, stride=2, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 5),
     ).eval()
@@ -30,6 +30,11 @@ def small_model() -> nn.Module:
 
 def converted(kernel_num: int = 1) -> nn.Module:
     model, _ = apply_odconv(small_model(), "all_but_first", kernel_num=kernel_num, init="scratch", seed=1)
+    with torch.no_grad():  # non-trivial BN statistics, so folding a BN is not the identity
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+                m.running_mean.normal_(0, 0.2)
     return randomise(model, scale=0.5)
 
 
@@ -116,3 +121,44 @@ def test_bad_arguments():
         fold_static(model, [])
     with pytest.raises(InvalidValueError, match="max_batches"):
         fold_static(model, data(), max_batches=0)
+
+
+def test_dynamism_is_zero_for_constant_attention_and_matches_its_definition():
+    from odconv_surgery.folding import kernel_dynamism
+
+    model = converted(3)
+    batches = data()
+    dyn = kernel_dynamism(model, batches)
+    assert set(dyn) == {n for n, m in model.named_modules() if isinstance(m, ODConv2d)}
+    name = next(iter(dyn))
+    layer = dict(model.named_modules())[name]
+    inputs = []
+    handle = layer.register_forward_hook(lambda m, a, out: inputs.append(a[0].detach()))
+    with torch.no_grad():
+        for x, _ in batches:
+            model(x)
+        handle.remove()
+        kernels = torch.cat([per_sample_kernels(layer, x) for x in inputs]).double().flatten(1)
+    mean = kernels.mean(0)
+    expected = ((kernels - mean).pow(2).sum(1).mean().sqrt() / mean.norm()).item()
+    assert dyn[name] == pytest.approx(expected, rel=1e-6) and dyn[name] > 0
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, ODConv2d):
+                for head in m.attention.heads().values():
+                    head.weight.zero_()
+    assert max(kernel_dynamism(model, batches).values()) < 1e-6
+
+
+def test_folded_layer_is_an_ordinary_conv_for_batchnorm_folding():
+    from odconv_surgery import fuse_batchnorm
+
+    model = converted(1)
+    folded, _ = fold_static(model, data(), layers=["3"])
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        before = folded(x)
+        fused = copy.deepcopy(folded)
+        pairs = fuse_batchnorm(fused)
+        torch.testing.assert_close(fused(x), before, rtol=1e-4, atol=1e-5)
+    assert ("3", "4") in pairs  # the folded depthwise layer's BN folds into it like any conv's

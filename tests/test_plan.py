@@ -173,3 +173,23 @@ def test_whole_file_check_keeps_the_faster_file(model, blk, monkeypatch):
     forced = export_onnx(model, None, x, target="ort-cpu", tune=False, check=False)
     set_metadata(forced, {"odconv.forms_departing": "2"})
     assert not tuning.same_as_cost_model(forced)
+
+
+def test_a_form_that_fails_to_run_is_left_out(blk, model, monkeypatch):
+    """A candidate this runtime cannot build or run is dropped from the timing; if the cost model's own form fails,
+    the cost model's choice stands (no measurement to trust)."""
+    graph = import_graph(export_marked(model, torch.randn(1, 3, 16, 16)))
+    layer = next(layer for layer in odconv_layers(graph) if layer.kind == "pointwise")
+    model_form = cost_model_form(layer, blk)
+    other = next(f for f in candidate_forms(layer, blk) if f != model_form)
+    real = plan.layer_graph
+    for broken, expected_source in ((other, "measured"), (model_form, "cost model")):
+        def failing(lay, b, form, broken=broken):
+            if form == broken:
+                raise RuntimeError("not buildable here")
+            return real(lay, b, form)
+
+        monkeypatch.setattr(plan, "layer_graph", failing)
+        choice = Planner(blk, tune=True, cache_path=None).choose(layer)
+        assert choice.form == model_form and choice.source == expected_source
+        assert broken not in choice.times_us

@@ -175,8 +175,11 @@ class Planner:
         else:
             self._tick(layer)
             times, source = time_forms(layer, self.blk, forms, self.threads), "measured"
+            if forms[0] not in times:  # the cost model's own form failed to run here: nothing safe to compare
+                return Choice(forms[0], "cost model", model_form=forms[0])
             self.cache.put(self.blk, key, times)
         model = forms[0]
+        forms = [f for f in forms if f in times]
         faster = [f for f in forms if times[f] < times[model] * (1 - MEASURED_MARGIN)]
         best = min(faster, key=times.get) if faster else model  # within noise of the cost model: keep it (stable)
         return Choice(best, source, times, model_form=model)
@@ -273,19 +276,25 @@ def time_forms(layer: OdLayer, blk: int, forms: list[str], threads: int = 1, rou
 
     a = layer.attrs
     feed = {"x": np.random.default_rng(0).standard_normal((1, a["in_channels"], *a["input_hw"])).astype(np.float32)}
-    sessions = {}
-    for form in forms:
+    sessions, runs = {}, {}
+    for form in forms:  # warm up, and size each form's runs to about round_s per round
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        sessions[form] = ort.InferenceSession(layer_graph(layer, blk, form).SerializeToString(), opts,
-                                              providers=["CPUExecutionProvider"])
-    runs = {}
-    for form, sess in sessions.items():  # warm up, and size each form's runs to about round_s per round
-        sess.run(None, feed)
+        opts.log_severity_level = 4
+        try:
+            sess = ort.InferenceSession(layer_graph(layer, blk, form).SerializeToString(), opts,
+                                        providers=["CPUExecutionProvider"])
+            sess.run(None, feed)
+        except Exception as exc:  # noqa: BLE001 - a form this runtime cannot build or run is not a candidate
+            logger.debug("tuning %s: form %r left out (%s: %s)", layer.name, form, type(exc).__name__, exc)
+            continue
         start = time.perf_counter()
         sess.run(None, feed)
+        sessions[form] = sess
         runs[form] = max(min_runs, int(round_s / max(time.perf_counter() - start, 1e-6)))
+    forms = list(sessions)
+    if not forms:
+        return {}
     samples: dict[str, list[float]] = {f: [] for f in forms}
     for r in range(rounds):
         order = forms[r % len(forms):] + forms[:r % len(forms)]

@@ -230,9 +230,28 @@ def _lower_form(b: Builder, layer: OdLayer, blk: int, form: str) -> gs.Variable:
     from .batch1 import lower_batch1
     from .batch1_nchwc import lower_batch1_nchwc
 
+    if form == STATIC:
+        return _static_conv(b, layer, blk)
     if form == "plain":
         return lower_batch1(b, layer, build_attention(b, layer))
     return lower_batch1_nchwc(b, layer, blk, form)
+
+
+#: Not a form: the layer as the static conv it replaced (its first kernel), blocked like the model's own convs. Timed
+#: beside a form, it gives the layer's marginal cost (``deploy/layer_costs.py``).
+STATIC = "static"
+
+
+def _static_conv(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
+    from .batch1_nchwc import block_static_conv
+
+    geo = Geometry.of(layer)
+    inputs = [layer.x, b.const("static_weight", layer.param("weight")[0])]
+    if layer.has("bias"):
+        inputs.append(b.const("static_bias", layer.param("bias")))
+    y = b.op("Conv", inputs, {**geo.conv_attrs(layer.attrs["group"]), "kernel_shape": [geo.kh, geo.kw]})
+    block_static_conv(b.graph, y.inputs[0], blk)  # falls back to the plain conv where it cannot be blocked
+    return y
 
 
 # ---- timing ----------------------------------------------------------------------------------------------------

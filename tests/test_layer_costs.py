@@ -1,0 +1,34 @@
+"""layer_costs (issue #19, item 2): each converted layer's time in onnxruntime beside the static conv it replaced."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from odconv_surgery import ODConv2d, apply_odconv
+from odconv_surgery.deploy.layer_costs import layer_costs
+from odconv_surgery.passes.onnx.common import detect_nchwc_block
+
+
+def test_every_converted_layer_gets_its_cost_beside_the_static_conv():
+    if detect_nchwc_block() is None:
+        pytest.skip("onnxruntime NCHWc contrib ops not usable here")
+    torch.manual_seed(0)
+    static = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 32, 3, padding=1, groups=32), nn.ReLU(),
+        nn.Conv2d(32, 12, 1),
+    ).eval()
+    model, _ = apply_odconv(static, "all_but_first")
+    costs = layer_costs(model, torch.randn(1, 3, 32, 32))
+    assert set(costs) == {n for n, m in model.named_modules() if isinstance(m, ODConv2d)}
+    for cost in costs.values():
+        assert cost.form in ("kernel", "activations", "columns")
+        assert math.isfinite(cost.odconv_us) and cost.static_us > 0
+        assert cost.marginal_us == pytest.approx(cost.odconv_us - cost.static_us)
+    # the attention branch is real work: converted layers cost more than their static convs, all taken together
+    assert sum(c.marginal_us for c in costs.values()) > 0

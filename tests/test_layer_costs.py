@@ -25,10 +25,15 @@ def test_every_converted_layer_gets_its_cost_beside_the_static_conv():
     ).eval()
     model, _ = apply_odconv(static, "all_but_first")
     costs = layer_costs(model, torch.randn(1, 3, 32, 32))
+    from odconv_surgery.accounting import count_cost
+
+    counted = {layer.name: layer for layer in count_cost(model, (1, 3, 32, 32)).layers}
     assert set(costs) == {n for n, m in model.named_modules() if isinstance(m, ODConv2d)}
     for cost in costs.values():
         assert cost.form in ("kernel", "activations", "columns")
         assert math.isfinite(cost.odconv_us) and cost.static_us > 0
         assert cost.marginal_us == pytest.approx(cost.odconv_us - cost.static_us)
+        assert cost.params > 0 and cost.madds > 0
+    assert all(costs[n].params == counted[n].params and costs[n].madds == counted[n].madds for n in costs)
     # the attention branch is real work: converted layers cost more than their static convs, all taken together
     assert sum(c.marginal_us for c in costs.values()) > 0

@@ -15,12 +15,15 @@ from ..errors import UnavailableFeatureError
 
 
 @dataclass(frozen=True)
-class LayerCost:
-    """One layer: its chosen form, its time and the static conv's (microseconds, batch 1), the difference."""
+class LayerLatency:
+    """One layer: its chosen form, its time and the static conv's (microseconds, batch 1) and the difference, beside
+    its parameters and its MAdds (``accounting.count_cost``: the layer's, attention included)."""
 
     form: str
     odconv_us: float
     static_us: float
+    params: int = 0
+    madds: int = 0
 
     @property
     def marginal_us(self) -> float:
@@ -28,10 +31,11 @@ class LayerCost:
 
 
 def layer_costs(model: nn.Module, example_input: Tensor | Sequence[Tensor], *, threads: int = 1,
-                tune: bool = False) -> dict[str, LayerCost]:
-    """Per converted layer of ``model`` (by module name), its ``LayerCost`` in onnxruntime's CPU NCHWc form on this
+                tune: bool = False) -> dict[str, LayerLatency]:
+    """Per converted layer of ``model`` (by module name), its ``LayerLatency`` in onnxruntime's CPU NCHWc form on this
     machine, at ``threads`` threads; ``tune`` picks each layer's form by timing (as ``export_onnx(tune=True)``),
     else the cost model's form."""
+    from ..accounting import count_cost
     from ..passes.onnx import run_pipeline
     from ..passes.onnx.common import detect_nchwc_block, import_graph, odconv_layers
     from ..passes.onnx.lowering.plan import STATIC, Planner, time_forms
@@ -44,6 +48,7 @@ def layer_costs(model: nn.Module, example_input: Tensor | Sequence[Tensor], *, t
                                       "run; use odconv_surgery.accounting.count_cost for parameters and MAdds")
     folds = PIPELINE[:PIPELINE.index("lower_by_batch_regime")]
     graph = import_graph(run_pipeline(export_marked(model, example_input), passes=folds))
+    accounted = {layer.name: layer for layer in count_cost(model, example_input=example_input).layers}
     planner = Planner(blk, tune=tune, threads=threads)
     costs = {}
     try:
@@ -51,10 +56,12 @@ def layer_costs(model: nn.Module, example_input: Tensor | Sequence[Tensor], *, t
             form = planner.choose(layer).form
             times = time_forms(layer, blk, [form, STATIC], threads)
             name = layer.name.split("/call")[0]
-            costs[name] = LayerCost(form, times.get(form, float("nan")), times.get(STATIC, float("nan")))
+            counted = accounted.get(name)
+            costs[name] = LayerLatency(form, times.get(form, float("nan")), times.get(STATIC, float("nan")),
+                                       counted.params if counted else 0, counted.madds if counted else 0)
     finally:
         planner.close()
     return costs
 
 
-__all__ = ["LayerCost", "layer_costs"]
+__all__ = ["LayerLatency", "layer_costs"]

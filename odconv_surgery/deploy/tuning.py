@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Sequence
 
 import numpy as np
@@ -58,29 +57,16 @@ def time_files(protos: Sequence[onnx.ModelProto], inputs: Sequence[Tensor], thre
     """Milliseconds per batch-1 run of each file: the fastest of interleaved rounds of about ``round_s`` each."""
     import onnxruntime as ort
 
+    from .session_timing import fastest_round_seconds
+
     rng = np.random.default_rng(0)
-    sessions, feeds = [], []
-    for proto in protos:
+    sessions = {}
+    for i, proto in enumerate(protos):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
         sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        feed = {i.name: rng.standard_normal((1, *x.shape[1:])).astype(np.float32) for i, x in zip(sess.get_inputs(), inputs)}
-        sessions.append(sess)
-        feeds.append(feed)
-    runs = []
-    for sess, feed in zip(sessions, feeds):
-        sess.run(None, feed)
-        start = time.perf_counter()
-        sess.run(None, feed)
-        runs.append(max(3, int(round_s / max(time.perf_counter() - start, 1e-6))))
-    best = [float("inf")] * len(sessions)
-    for r in range(rounds):
-        order = list(range(len(sessions)))
-        order = order[r % len(order):] + order[:r % len(order)]
-        for i in order:
-            start = time.perf_counter()
-            for _ in range(runs[i]):
-                sessions[i].run(None, feeds[i])
-            best[i] = min(best[i], (time.perf_counter() - start) / runs[i] * 1e3)
-    return best
+        sessions[i] = (sess, {t.name: rng.standard_normal((1, *x.shape[1:])).astype(np.float32)
+                              for t, x in zip(sess.get_inputs(), inputs)})
+    seconds = fastest_round_seconds(sessions, rounds, round_s, min_runs=3)
+    return [seconds[i] * 1e3 for i in range(len(protos))]

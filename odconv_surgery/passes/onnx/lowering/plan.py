@@ -29,7 +29,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -53,7 +54,6 @@ COLUMNS_COST = 2.5  # tap-major columns (Pad, k^2 Slices, Concat, Mul, ReorderIn
 
 #: A measured form replaces the cost model's only when it is faster by more than this fraction (timing noise).
 MEASURED_MARGIN = 0.03
-
 
 
 def scale_on_activations(layer: OdLayer, geo: Geometry) -> bool:
@@ -151,7 +151,6 @@ class Planner:
         self.progress = progress
         self.choices: dict[str, Choice] = {}
         self._started: float | None = None
-        self._bar = None
 
     def choose(self, layer: OdLayer) -> Choice:
         if layer.name in self.choices:
@@ -204,6 +203,18 @@ class Planner:
 
     def close(self) -> None:
         self.cache.save()
+
+
+@contextmanager
+def planner_for(ctx) -> Iterator["Planner | None"]:
+    """The planner of one pipeline run (``PassContext``: block, tune, threads), its timings saved to the cache when
+    the lowering is done; None without an NCHWc block (portable target)."""
+    planner = Planner(ctx.nchwc_block, tune=ctx.tune, threads=ctx.threads) if ctx.nchwc_block else None
+    try:
+        yield planner
+    finally:
+        if planner is not None:
+            planner.close()
 
 
 def layer_signature(layer: OdLayer, threads: int) -> str:
@@ -293,10 +304,12 @@ def time_forms(layer: OdLayer, blk: int, forms: list[str], threads: int = 1, rou
     forms alike, and another process on the machine, which only ever adds time, is filtered out)."""
     import onnxruntime as ort
 
+    from ....deploy.session_timing import fastest_round_seconds
+
     a = layer.attrs
     feed = {"x": np.random.default_rng(0).standard_normal((1, a["in_channels"], *a["input_hw"])).astype(np.float32)}
-    sessions, runs = {}, {}
-    for form in forms:  # warm up, and size each form's runs to about round_s per round
+    sessions = {}
+    for form in forms:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 4
@@ -307,23 +320,11 @@ def time_forms(layer: OdLayer, blk: int, forms: list[str], threads: int = 1, rou
         except Exception as exc:  # noqa: BLE001 - a form this runtime cannot build or run is not a candidate
             logger.debug("tuning %s: form %r left out (%s: %s)", layer.name, form, type(exc).__name__, exc)
             continue
-        start = time.perf_counter()
-        sess.run(None, feed)
-        sessions[form] = sess
-        runs[form] = max(min_runs, int(round_s / max(time.perf_counter() - start, 1e-6)))
-    forms = list(sessions)
-    if not forms:
+        sessions[form] = (sess, feed)
+    if not sessions:
         return {}
-    samples: dict[str, list[float]] = {f: [] for f in forms}
-    for r in range(rounds):
-        order = forms[r % len(forms):] + forms[:r % len(forms)]
-        for form in order:
-            sess, n = sessions[form], runs[form]
-            start = time.perf_counter()
-            for _ in range(n):
-                sess.run(None, feed)
-            samples[form].append((time.perf_counter() - start) / n * 1e6)
-    return {f: round(min(s), 2) for f, s in samples.items()}
+    seconds = fastest_round_seconds(sessions, rounds, round_s, min_runs)
+    return {form: round(s * 1e6, 2) for form, s in seconds.items()}
 
 
 # ---- the cache -------------------------------------------------------------------------------------------------
@@ -390,5 +391,3 @@ class TuningCache:
         except OSError as exc:  # a read-only home must not fail an export
             logger.warning("could not write the tuning cache %s (%s); set %s to move it", self.path, exc, CACHE_ENV)
 
-
-FormChooser = Callable[[OdLayer], Choice]

@@ -34,9 +34,5 @@ class BlockStaticConvs(OnnxPass):
 
 def graphs_with_nchwc_convs(graph: gs.Graph) -> list[gs.Graph]:
     """``graph`` and its subgraphs (any depth) whose own nodes include an NCHWc Conv."""
-    found = [graph] if any(n.op == "Conv" and n.domain == NCHWC_DOMAIN for n in graph.nodes) else []
-    for node in graph.nodes:
-        for value in node.attrs.values():
-            if isinstance(value, gs.Graph):
-                found += graphs_with_nchwc_convs(value)
-    return found
+    return [g for g in (graph, *graph.subgraphs(recursive=True))
+            if any(n.op == "Conv" and n.domain == NCHWC_DOMAIN for n in g.nodes)]

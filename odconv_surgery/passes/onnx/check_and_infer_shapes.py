@@ -11,7 +11,7 @@ from __future__ import annotations
 import onnx
 
 from .base import OnnxPass, PassContext, export_sorted, logger
-from .common import import_graph
+from .common import import_graph, subgraphs
 
 
 class CheckAndInferShapes(OnnxPass):
@@ -22,24 +22,15 @@ class CheckAndInferShapes(OnnxPass):
         out = export_sorted(import_graph(model), model)
         del out.graph.value_info[:]
         onnx.checker.check_model(out)
-        declared = {(g.name, i): o.type for g in _subgraphs(out.graph) for i, o in enumerate(g.output)
+        declared = {(g.name, i): o.type for g in subgraphs(out.graph) for i, o in enumerate(g.output)
                     if any(d.dim_param for d in o.type.tensor_type.shape.dim)}
         try:
             out = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=False)
         except Exception as exc:  # noqa: BLE001 - inference is best effort; the checker already passed
             logger.warning("%s: ONNX shape inference failed, the model keeps no value_info (%s)", self.NAME, exc)
-        for g in _subgraphs(out.graph):
+        for g in subgraphs(out.graph):
             for i, o in enumerate(g.output):
                 if (g.name, i) in declared:
                     o.type.CopyFrom(declared[(g.name, i)])
         return out, len(out.graph.node)
 
-
-def _subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
-    """Every graph attribute under ``graph``, at any depth."""
-    found = []
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                found += [attr.g, *_subgraphs(attr.g)]
-    return found

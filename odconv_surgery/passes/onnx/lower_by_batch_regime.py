@@ -26,9 +26,9 @@ from onnx import helper
 
 from ...deploy.schema import META_BATCH_FORM, META_FORMS, META_FORMS_DEPART, META_OTHER_BATCH, metadata, set_metadata
 from .base import OnnxPass, PassContext
-from .common import has_odconv_nodes, odconv_node_count
+from .common import has_odconv_nodes, odconv_node_count, subgraphs
 from .lowering import lower
-from .lowering.plan import Planner
+from .lowering.plan import planner_for
 
 
 def _rename(graph: onnx.GraphProto, prefix: str) -> None:
@@ -87,7 +87,7 @@ def _scan_or_empty(b1_model: onnx.ModelProto, inp: str, outputs: list[str], outp
     body.CopyFrom(b1_model.graph)
     del body.input[:]
     del body.value_info[:]
-    used = _names_read(body.node)
+    used = {name for g in (body, *subgraphs(body)) for node in g.node for name in node.input}
     own = [t for t in body.initializer if t.name in used]
     del body.initializer[:]
     body.initializer.extend(own)
@@ -135,17 +135,6 @@ def _scan_or_empty(b1_model: onnx.ModelProto, inp: str, outputs: list[str], outp
     )
 
 
-def _names_read(nodes) -> set[str]:
-    """Every value name ``nodes`` (and their subgraphs) read."""
-    names: set[str] = set()
-    for node in nodes:
-        names.update(node.input)
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                names |= _names_read(attr.g.node)
-    return names
-
-
 class LowerByBatchRegime(OnnxPass):
     NAME = "lower_by_batch_regime"
 
@@ -165,14 +154,10 @@ def _lower_by_batch_regime(model: onnx.ModelProto, ctx: PassContext) -> onnx.Mod
             "lower_by_batch_regime: %s run(s) on another batch size than the input (e.g. windows folded into the "
             "batch): any-batch form only, no batch-1 branch", ", ".join(other_batch[:5]))
         return lower(model, "any", nchwc_block=nchwc_block)
-    planner = Planner(nchwc_block, tune=ctx.tune, threads=ctx.threads) if nchwc_block else None
     per_sample_graph = bool(nchwc_block) and whole_graph_scan_fits(model)
-    try:
+    with planner_for(ctx) as planner:
         b1_model = lower(model, "batch1", prefix="b1/", nchwc_block=nchwc_block, planner=planner)
         any_model = b1_model if per_sample_graph else lower(model, "any", prefix="any/", nchwc_block=nchwc_block, planner=planner)
-    finally:
-        if planner is not None:
-            planner.close()
     inp = model.graph.input[0].name
     inits: dict[str, onnx.TensorProto] = {}
     for m in (any_model, b1_model):

@@ -26,7 +26,7 @@ import onnx_graphsurgeon as gs
 from ...errors import InvalidValueError
 from .base import OnnxPass, PassContext
 from .lowering import FORMS, lower_graph
-from .lowering.plan import Planner
+from .lowering.plan import planner_for
 
 
 class LowerODConv(OnnxPass):
@@ -39,9 +39,5 @@ class LowerODConv(OnnxPass):
         self.form = form
 
     def rewrite(self, graph: gs.Graph, ctx: PassContext) -> int:
-        planner = Planner(ctx.nchwc_block, tune=ctx.tune, threads=ctx.threads) if ctx.nchwc_block else None
-        try:
+        with planner_for(ctx) as planner:
             return lower_graph(graph, self.form, "", ctx.nchwc_block, planner)
-        finally:
-            if planner is not None:
-                planner.close()

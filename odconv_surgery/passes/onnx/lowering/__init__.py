@@ -60,10 +60,8 @@ def lower_graph(graph: gs.Graph, form: str, prefix: str = "", nchwc_block: int |
     after the lowering: ``block_static_convs``, ``chain_nchwc``, ``guard_nchwc_block``."""
     if form not in FORMS:
         raise InvalidValueError(f"unknown lowering form {form!r}; expected one of {sorted(FORMS)}")
-    nchwc_block = nchwc_block if form in ("batch1", "any") else None
-    if nchwc_block and planner is None:
-        planner = Planner(nchwc_block)
-    planner = planner if nchwc_block else None
+    nchwc = nchwc_block and form in ("batch1", "any")
+    planner = (planner or Planner(nchwc_block)) if nchwc else None  # the cost model's when none is given
     layers = odconv_layers(graph)
     for layer in layers:
         b = Builder(graph, f"{prefix}{layer.name}{LOWERED_TAG}{form}")

@@ -84,10 +84,9 @@ def _padded_attention_params(layer: OdLayer, cin_p: int, cout_p: int) -> tuple[d
             start += sizes[h]
         return np.concatenate(parts, axis=0)
 
-    if "heads_weight" in p:
-        order = [h for h in layer.heads if h != "kernel"] + (["kernel"] if "kernel" in sizes else [])
-        p["heads_weight"] = pad_rows(p["heads_weight"], order)
-        p["heads_bias"] = pad_rows(p["heads_bias"], order)
+    if "heads_weight" in p:  # merge_attention_heads stacked the heads' rows in ``layer.heads`` order
+        p["heads_weight"] = pad_rows(p["heads_weight"], layer.heads)
+        p["heads_bias"] = pad_rows(p["heads_bias"], layer.heads)
     else:
         for h in ("channel", "filter"):
             if f"{h}_weight" in p:
@@ -121,12 +120,12 @@ def _attention_vec(b: Builder, layer: OdLayer, xb, cin_p: int, cout_p: int) -> d
 
 
 def _head_params(layer: OdLayer, p: dict[str, np.ndarray], sizes: dict[str, int], head: str) -> tuple[np.ndarray, np.ndarray]:
-    """(weight (size, A), bias (size,)) of one head, sliced out of the merged heads where they are merged."""
+    """(weight (size, A), bias (size,)) of one head, sliced out of the merged heads (rows in ``layer.heads``
+    order) where they are merged."""
     if f"{head}_weight" in p:
         w, bias = p[f"{head}_weight"], p[f"{head}_bias"]
         return w.reshape(w.shape[0], -1), bias
-    order = [h for h in layer.heads if h != "kernel"] + (["kernel"] if "kernel" in sizes else [])
-    start = sum(sizes[h] for h in order[:order.index(head)])
+    start = sum(sizes[h] for h in layer.heads[:layer.heads.index(head)])
     w = p["heads_weight"].reshape(p["heads_weight"].shape[0], -1)
     return w[start:start + sizes[head]], p["heads_bias"][start:start + sizes[head]]
 

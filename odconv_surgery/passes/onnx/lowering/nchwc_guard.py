@@ -31,12 +31,7 @@ def blocked_probe(blk: int) -> tuple[np.ndarray, np.ndarray]:
 
 def uses_nchwc(graph: gs.Graph) -> bool:
     """Whether ``graph`` or a subgraph of one of its nodes (a ``Scan`` body, an ``If`` branch) has an NCHWc node."""
-    for node in graph.nodes:
-        if node.domain == NCHWC_DOMAIN:
-            return True
-        if any(isinstance(v, gs.Graph) and uses_nchwc(v) for v in node.attrs.values()):
-            return True
-    return False
+    return any(node.domain == NCHWC_DOMAIN for g in (graph, *graph.subgraphs(recursive=True)) for node in g.nodes)
 
 
 def guard_block_size(graph: gs.Graph, blk: int, prefix: str = "") -> int:

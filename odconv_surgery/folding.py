@@ -96,6 +96,12 @@ def _calibration_batches(data: Iterable, max_batches: int | None) -> list[tuple]
     return batches
 
 
+def _require_ran(counts: dict[str, int]) -> None:
+    never = [name for name, n in counts.items() if not n]
+    if never:
+        raise InvalidValueError(f"layer {never[0]!r} never ran on the calibration data; give data that reaches it")
+
+
 def _run_with_hooks(model: nn.Module, chosen: dict[str, ODConv2d], batches: list[tuple], record) -> None:
     """Run ``model`` (eval, temperature 1) on ``batches`` with ``record(name, layer, x, y)`` called after each chosen
     layer's forward on a non-empty batch."""
@@ -138,9 +144,8 @@ def fold_static(model: nn.Module, data: Iterable, layers: Sequence[str] | None =
 
     _run_with_hooks(model, chosen, batches, record)
     report = []
+    _require_ran(counts)
     for name, layer in chosen.items():
-        if not counts[name]:
-            raise InvalidValueError(f"layer {name!r} never ran on the calibration data; give data that reaches it")
         conv = _plain_conv(layer, (sums[name] / counts[name]).to(layer.weight.dtype))
         worst_diff = worst_ref = 0.0
         for x, y in seen[name]:
@@ -178,9 +183,8 @@ def kernel_dynamism(model: nn.Module, data: Iterable, layers: Sequence[str] | No
 
     _run_with_hooks(model, chosen, batches, record)
     out = {}
+    _require_ran(counts)
     for name in chosen:
-        if not counts[name]:
-            raise InvalidValueError(f"layer {name!r} never ran on the calibration data; give data that reaches it")
         mean = sums[name] / counts[name]
         mean_sq = float((mean * mean).sum())
         variance = max(squares[name] / counts[name] - mean_sq, 0.0)  # E||K||^2 - ||E K||^2 = E||K - E K||^2

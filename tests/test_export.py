@@ -2,8 +2,6 @@ import json
 
 import numpy as np
 import onnx
-
-from odconv_surgery.deploy.schema import metadata
 import pytest
 import torch
 import torchvision
@@ -12,7 +10,8 @@ from onnx import helper
 from odconv_surgery import ODConv2d
 from odconv_surgery.deploy.export import export_marked, export_onnx
 from odconv_surgery.deploy.runtime import OrtRunner, check_parity
-from odconv_surgery.deploy.schema import OD_DOMAIN
+from odconv_surgery.deploy.schema import OD_DOMAIN, metadata
+from odconv_surgery.passes.onnx.common import subgraphs
 
 from helpers.onnx_models import build, tiny
 
@@ -189,7 +188,7 @@ def _with_foreign_block(proto: onnx.ModelProto, blk: int) -> onnx.ModelProto:
     other = 16 if blk == 8 else 8
     tampered = onnx.ModelProto()
     tampered.CopyFrom(proto)
-    hits = [t for g in (tampered.graph, *_subgraphs(tampered.graph)) for t in g.initializer if "nchwc_guard/expected" in t.name]
+    hits = [t for g in (tampered.graph, *subgraphs(tampered.graph)) for t in g.initializer if "nchwc_guard/expected" in t.name]
     assert len(hits) == 1  # one guard on the file's outputs, whatever branch runs (pass guard_nchwc_block)
     for hit in hits:
         hit.CopyFrom(onnx.numpy_helper.from_array(blocked_probe(other)[1], hit.name))
@@ -264,12 +263,6 @@ def test_ort_cpu_nchwc_chain_parity(name, kernel_num):
     assert on_activations
     if name.startswith("mobilenet") and kernel_num == 1:
         assert "MatMul" in ops
-
-
-def _subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
-    """Every graph attribute under ``graph``, at any depth."""
-    return [g for node in graph.node for attr in node.attribute if attr.type == onnx.AttributeProto.GRAPH
-            for g in (attr.g, *_subgraphs(attr.g))]
 
 
 def _scan_bodies(graph: onnx.GraphProto) -> list[onnx.GraphProto]:

@@ -126,12 +126,13 @@ def test_each_pass_logs_its_count(marked, caplog):
     assert [r.getMessage() for r in caplog.records] == ["find_odconv: 5 layers", "fold_output_bn: 1 layers"]
 
 
-def test_chain_nchwc_rules_count_and_keep_numerics():
-    """Conv -> Relu -> Conv -> Add(residual): each rule of the chain fires once and the function is unchanged."""
+def _blocked_net(shapes, nodes):
+    """A (1, c, 8, 8) -> (1, c, 8, 8) net of ``nodes`` (ONNX helper nodes, input ``x``, output ``y``) over random
+    initializers ``shapes(c)`` (name -> shape), c = 2 * onnxruntime's NCHWc block; returns (plain model, its gs graph
+    with every Conv blocked, c). Skips where the NCHWc ops are not usable."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from odconv_surgery.passes.onnx.chain_nchwc import chain_nchwc, drop_reorder_round_trips, fuse_activations, fuse_residual_adds
-    from odconv_surgery.passes.onnx.common import detect_nchwc_block, export_graph
+    from odconv_surgery.passes.onnx.common import detect_nchwc_block
     from odconv_surgery.passes.onnx.lowering.batch1_nchwc import block_static_conv
 
     blk = detect_nchwc_block()
@@ -139,20 +140,32 @@ def test_chain_nchwc_rules_count_and_keep_numerics():
         pytest.skip("onnxruntime NCHWc contrib ops not usable here")
     rng = np.random.default_rng(0)
     c = 2 * blk
-    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.2, n)
-             for n, s in (("wa", (c, c, 3, 3)), ("ba", (c,)), ("wb", (c, c, 1, 1)), ("bb", (c,)))]
-    nodes = [
-        helper.make_node("Conv", ["x", "wa", "ba"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["a"], ["r"], name="relu"),
-        helper.make_node("Conv", ["r", "wb", "bb"], ["b"], name="conv_b"),
-        helper.make_node("Add", ["b", "r"], ["y"], name="add"),
-    ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 8, 8])],
+    inits = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.2, name)
+             for name, shape in shapes(c).items()]
+    graph = helper.make_graph(nodes(c), "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 8, 8])], inits)
     plain = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     g = gs.import_onnx(plain)
     assert all(block_static_conv(g, n, blk) for n in [n for n in g.nodes if n.op == "Conv"])
     g.cleanup()
+    return plain, g, c
+
+
+def test_chain_nchwc_rules_count_and_keep_numerics():
+    """Conv -> Relu -> Conv -> Add(residual): each rule of the chain fires once and the function is unchanged."""
+    from onnx import helper
+
+    from odconv_surgery.passes.onnx.chain_nchwc import chain_nchwc, drop_reorder_round_trips, fuse_activations, fuse_residual_adds
+    from odconv_surgery.passes.onnx.common import export_graph
+
+    plain, g, c = _blocked_net(
+        lambda c: {"wa": (c, c, 3, 3), "ba": (c,), "wb": (c, c, 1, 1), "bb": (c,)},
+        lambda c: [
+            helper.make_node("Conv", ["x", "wa", "ba"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["a"], ["r"], name="relu"),
+            helper.make_node("Conv", ["r", "wb", "bb"], ["b"], name="conv_b"),
+            helper.make_node("Add", ["b", "r"], ["y"], name="add"),
+        ])
     assert (fuse_activations(g), fuse_residual_adds(g), drop_reorder_round_trips(g)) == (1, 1, 1)
     assert chain_nchwc(g) == 0  # fixpoint reached
     blocked = export_graph(g.cleanup().toposort(), plain)
@@ -164,31 +177,19 @@ def test_chain_nchwc_rules_count_and_keep_numerics():
 def test_chain_nchwc_fuses_one_add_per_conv():
     """``dw3x3(x) + dw1x1(x) + x`` (timm RepViT's token mixer): the second Add must not become a fifth input of an
     NCHWc Conv (onnxruntime's schema allows X, W, B, Sum); the file loads and keeps the function."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
     from odconv_surgery.passes.onnx.chain_nchwc import MAX_CONV_INPUTS, chain_nchwc
-    from odconv_surgery.passes.onnx.common import detect_nchwc_block, export_graph
-    from odconv_surgery.passes.onnx.lowering.batch1_nchwc import block_static_conv
+    from odconv_surgery.passes.onnx.common import export_graph
 
-    blk = detect_nchwc_block()
-    if blk is None:
-        pytest.skip("onnxruntime NCHWc contrib ops not usable here")
-    rng = np.random.default_rng(0)
-    c = 2 * blk
-    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32) * 0.2, n)
-             for n, s in (("w3", (c, 1, 3, 3)), ("b3", (c,)), ("w1", (c, 1, 1, 1)), ("b1", (c,)))]
-    nodes = [
-        helper.make_node("Conv", ["x", "w3", "b3"], ["a"], name="dw3", pads=[1, 1, 1, 1], group=c),
-        helper.make_node("Conv", ["x", "w1", "b1"], ["b"], name="dw1", group=c),
-        helper.make_node("Add", ["a", "b"], ["s"], name="add_ab"),
-        helper.make_node("Add", ["s", "x"], ["y"], name="add_x"),
-    ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, 8, 8])], inits)
-    plain = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    g = gs.import_onnx(plain)
-    assert all(block_static_conv(g, n, blk) for n in [n for n in g.nodes if n.op == "Conv"])
-    g.cleanup()
+    plain, g, c = _blocked_net(
+        lambda c: {"w3": (c, 1, 3, 3), "b3": (c,), "w1": (c, 1, 1, 1), "b1": (c,)},
+        lambda c: [
+            helper.make_node("Conv", ["x", "w3", "b3"], ["a"], name="dw3", pads=[1, 1, 1, 1], group=c),
+            helper.make_node("Conv", ["x", "w1", "b1"], ["b"], name="dw1", group=c),
+            helper.make_node("Add", ["a", "b"], ["s"], name="add_ab"),
+            helper.make_node("Add", ["s", "x"], ["y"], name="add_x"),
+        ])
     assert chain_nchwc(g) >= 1
     blocked = export_graph(g.cleanup().toposort(), plain)
     convs = [n for n in blocked.graph.node if n.op_type == "Conv"]

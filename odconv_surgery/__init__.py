@@ -4,6 +4,7 @@ from . import errors
 from .errors import *  # noqa: F403 - every error is public
 from .checkpoint import CheckpointMismatchError, load, save
 from .folding import FoldReport, fold_static
+from .methods import METHODS, Method
 from .fuse import fuse_batchnorm
 from .nn import BatchOneBatchNormError, ODAttention, ODConv2d, TemperatureSchedule, get_temperature, param_groups, set_temperature
 from .nn.odconv import KernelBankError
@@ -62,6 +63,8 @@ __all__ = [
     "ExportTarget",
     "KernelBankError",
     "LayerOptions",
+    "METHODS",
+    "Method",
     "ODAttention",
     "ODConv2d",
     "Recipe",

@@ -13,9 +13,13 @@ paper's h w k^2 c_in c_out for the static convolution (using the input map the G
 The equations are written for dense convolutions; we account for the layer as built:
 
 * kernel-aggregation terms use the kernel's real input depth c_in / groups (a depthwise kernel has depth 1);
-* the head term counts only the heads the layer has: the channel head always (c_in), the filter head unless
-  depthwise (c_out), the spatial head unless 1x1 (k^2), the kernel head only for n > 1 (n); heads are n times
-  wider when attention is not shared between kernels.
+* the head term counts only the heads the layer has (``nn.attention.head_widths``): heads are n times wider when
+  attention is not shared between kernels; without the trunk (CondConv) the heads read the pooled input, and with
+  ``pool_size`` p the first FC reads p^2 c_in values;
+* a layer whose only attention is the kernel one (CondConv, DyConv) aggregates with n |W| MAdds, a weighted sum of
+  its n kernels; a single-kernel layer with one attention with |W| (one multiply per kernel weight). Both
+  reproduce the paper's counts (Tables 1, 2, 7); its multi-attention rows of Table 7 follow no single rule, and
+  we keep Eq. 3/4 for them.
 
 The flop counter also sees the attention's own 1x1 convolutions inside an ``ODConv2d``; those are excluded from
 the static count (the equations above already include them), so ``madds = static + extra`` is not double
@@ -124,22 +128,25 @@ def odconv_extra_madds(layer: ODConv2d, out_hw: tuple[int, int]) -> int:
     ``out_hw`` is the spatial size of the layer output: the paper's h, w (same notation as h w k^2 c_in c_out).
     """
     att = layer.attention
+    heads = att.heads()
+    if not heads:
+        return 0
     c_in, c_out, groups, n = layer.in_channels, layer.out_channels, layer.groups, layer.kernel_num
     kh, kw = layer.kernel_size
     k2 = kh * kw
-    hidden = att.hidden_channels
-    per_kernel = 1 if layer.share_attention else n
     gap = out_hw[0] * out_hw[1] * c_in
-    head_outputs = c_in * per_kernel
-    if att.filter_fc is not None:
-        head_outputs += c_out * per_kernel
-    if att.spatial_fc is not None:
-        head_outputs += k2 * per_kernel
-    if att.kernel_fc is not None:
-        head_outputs += n
-    attention = hidden * (c_in + head_outputs)  # trunk FC (c_in -> A) + heads (A -> outputs)
+    pooled = c_in * att.pool_size**2
+    head_outputs = sum(head.out_channels for head in heads.values())
+    hidden = att.hidden_channels
+    # trunk FC (pooled c_in -> A) + heads (A -> outputs); without a trunk the heads read the pooled input
+    attention = hidden * (pooled + head_outputs) if hidden else pooled * head_outputs
     c_in_kernel = c_in // groups
-    if n == 1:
+    kernel_size = c_out * c_in_kernel * k2
+    if set(heads) == {"kernel"}:
+        aggregation = n * kernel_size  # CondConv / DyConv: a weighted sum of n kernels
+    elif n == 1 and len(heads) == 1:
+        aggregation = kernel_size  # one attention: one multiply per kernel weight (Table 7's single-head rows)
+    elif n == 1:
         aggregation = k2 * c_in_kernel * (1 + 2 * c_out)
     else:
         aggregation = k2 * c_in_kernel * (1 + c_out + 2 * n * c_out)

@@ -20,6 +20,7 @@ from typing import NoReturn, Sequence
 from .atomic_file import atomic_write, check_target, open_for_read
 from .deploy.targets import TARGET_HELP, ExportTarget
 from .nn.odconv import INIT_MODES
+from .methods import DEFAULT_METHOD, METHOD_POLICY, METHODS
 from .nn.options import LAYER_KEYS, LayerOptions
 from .policies import PAPER_POLICIES
 from .errors import CliError, ODConvError
@@ -178,8 +179,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     check_target(_spec_sidecar(out), replaces="json")
     model = spec.build(**_classes(args))
     before = count_cost(model, _input_shape(args))
-    options = LayerOptions(**{key: getattr(args, key) for key in LAYER_KEYS})
-    model, report = apply_odconv(model, args.policy, options=options, init=args.init, inplace=True)
+    settings = {key: getattr(args, key) for key in LAYER_KEYS if hasattr(args, key)}  # only the flags given
+    model, report = apply_odconv(model, args.policy, method=args.method, init=args.init, inplace=True, **settings)
     after = count_cost(model, _input_shape(args))
     save(model, out)
     sidecar = json.dumps({"model": str(spec), "kwargs": _classes(args)}).encode()
@@ -311,21 +312,26 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def layer_option_args(parser: argparse.ArgumentParser) -> None:
-    """One option per ``LayerOptions`` field (``--kernel-num``, ...), with its default, help, short flag and choices
-    read from the field, so a new layer setting needs no change here."""
+    """One option per ``LayerOptions`` field (``--kernel-num``, ...), with its help, short flag and choices read
+    from the field, so a new layer setting needs no change here. A flag left out is absent from the namespace
+    (``--method`` then supplies it); the help shows ODConv's default."""
     for f in dataclasses.fields(LayerOptions):
         flags = [f"--{f.name.replace('_', '-')}", *([f.metadata["short"]] if "short" in f.metadata else [])]
-        kwargs: dict = {"default": f.default, "dest": f.name, "metavar": f.name.split("_")[-1].upper()}
+        kwargs: dict = {"default": argparse.SUPPRESS, "dest": f.name, "metavar": f.name.split("_")[-1].upper()}
         if isinstance(f.default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
             del kwargs["metavar"]
-            kwargs["help"] = f"{f.metadata['help']} (default {'on' if f.default else 'off'})"
+            shown = "on" if f.default else "off"
+        elif isinstance(f.default, tuple):  # a list setting: comma-separated on the command line
+            kwargs["type"] = str
+            shown = ",".join(f.default)
         else:
             kwargs["type"] = _float if isinstance(f.default, float) else type(f.default)
-            kwargs["help"] = f"{f.metadata['help']} (default {f.default:g})" if isinstance(f.default, float) else f"{f.metadata['help']} (default %(default)s)"
+            shown = f"{f.default:g}" if isinstance(f.default, float) else str(f.default)
             if "choices" in f.metadata:
                 kwargs["choices"] = f.metadata["choices"]
                 del kwargs["metavar"]  # argparse shows the choices
+        kwargs["help"] = f"{f.metadata['help']} (ODConv default {shown})"
         parser.add_argument(*flags, **kwargs)
 
 
@@ -355,7 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("apply", help="convert and save weights + recipe", description="Convert MODEL with a placement policy and save a checkpoint (weights + recipe).")
     model_arg(p)
-    p.add_argument("--policy", "-p", default="all_but_first", help="placement policy (all_but_first, 1x1, 3x3, last:K, all)")
+    p.add_argument("--method", choices=tuple(METHODS), default=DEFAULT_METHOD,
+                   help="dynamic-convolution method: its layer settings and placement (flags below replace them)")
+    p.add_argument("--policy", "-p", default=METHOD_POLICY,
+                   help="placement policy (all_but_first, 1x1, 3x3, last:K, all, all_but_stem, condconv); default: the method's")
     layer_option_args(p)
     p.add_argument("--init", choices=INIT_MODES, default="pretrained", help="function-preserving (default), neutral (no kernel rescaling, for training from scratch) or the paper's scratch init")
     p.add_argument("-o", "--output", required=True, help="checkpoint path to write (e.g. model.pt)")

@@ -46,10 +46,10 @@ class FoldReport:
 def per_sample_kernels(layer: ODConv2d, x: Tensor) -> Tensor:
     """The aggregated kernel of each sample of ``x`` (B, C_out, C_in/groups, kh, kw): every attention and the fixed
     ``kernel_scale`` folded in, so that ``conv(x[b], kernel[b]) + bias`` is the layer's output for sample b."""
-    att = layer.attentions(x)
-    if not layer.share_attention:
+    att = layer.compute_attentions(x)
+    if not layer.share_attention and layer.has_per_sample_kernel():
         return layer._aggregate_unshared(att)
-    kernel = layer.aggregate_weight(att) * layer._channel_as_weight(att.channel)
+    kernel = layer.aggregate_weight(att) * layer._channel_as_weight(layer.channel_scale(att))
     if att.filter is not None:
         kernel = kernel * att.filter.unsqueeze(-1)
     return kernel.expand(x.shape[0], *kernel.shape[1:])

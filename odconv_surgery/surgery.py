@@ -15,6 +15,7 @@ from torch import nn
 
 from .errors import AlreadyConvertedError, EmptySelectionError, InvalidTypeError, PolicyError
 from .nn.odconv import INIT_MODES, ODConv2d
+from .methods import DEFAULT_METHOD, METHOD_POLICY, method_options, resolve_policy
 from .model_copy import copy_model
 from .nn.memory import check_conversion_memory
 from .nn.options import LayerOptions, check_layer_settings
@@ -124,8 +125,9 @@ def _check_overrides(overrides: Any) -> dict[Selector, dict[str, Any] | None]:
 
 def apply_odconv(
     model: nn.Module,
-    policy: str | Policy | None = "all_but_first",
+    policy: str | Policy | None = METHOD_POLICY,
     *,
+    method: str = DEFAULT_METHOD,
     options: LayerOptions | None = None,
     init: str = "pretrained",
     include: Selector | Sequence[Selector] | None = None,
@@ -138,7 +140,10 @@ def apply_odconv(
 ) -> ConversionResult:
     """Rewrite the convolutions chosen by ``policy`` into ``ODConv2d`` and return ``(model, report)``.
 
-    ``policy``: a registered name (``"all_but_first"``, ``"1x1"``, ``"3x3"``, ``"last:6"``, ``"all"``), a
+    ``method``: ``"odconv"`` (default), ``"dyconv"`` or ``"condconv"`` (``odconv_surgery.methods``): the layer
+    settings and placement of that method, which keywords and ``policy`` replace.
+    ``policy``: ``"default"`` (the method's placement: ``"all_but_first"`` for ODConv), a registered name
+    (``"all_but_first"``, ``"1x1"``, ``"3x3"``, ``"last:6"``, ``"all"``, ``"all_but_stem"``, ``"condconv"``), a
     callable ``(layer, analysis) -> bool``, or ``None`` to convert only what ``include`` selects.
     The layer settings are ``options`` (a ``LayerOptions``) or keywords naming its fields (``kernel_num=4``,
     ``reduction=0.25``, ``share_attention``, ``min_attention_channels``, ``attention_norm``), which replace the
@@ -151,7 +156,8 @@ def apply_odconv(
     (e.g. ``"1x1"`` then ``"3x3"``): its recipe then describes the layers of every call.
     """
     model = _check_model(model)
-    options = (LayerOptions() if options is None else options).merged(settings, "apply_odconv")
+    options = method_options(method, options, settings, "apply_odconv")
+    policy = resolve_policy(policy, method)
     defaults = options.as_dict()
     check_choice("init", init, INIT_MODES)
     check_bool("inplace", inplace)

@@ -129,3 +129,22 @@ def test_compare_costs_table():
 def test_bad_input_shape_names_the_fix():
     with pytest.raises(ValueError, match="batch dimension"):
         count_cost(nn.Conv2d(3, 4, 3), (3,))
+
+
+@pytest.mark.parametrize("arch,kwargs,settings,paper", [
+    ("resnet18", {}, dict(method="dyconv"), 1.861e9),  # Table 2
+    ("mobilenet_v2", {}, dict(method="dyconv"), 317.1e6),  # Table 1
+    ("mobilenet_v2", {"width_mult": 0.5}, dict(method="dyconv"), 103.2e6),  # Table 1
+    ("resnet18", {}, dict(attentions="spatial", reduction=0.25), 1.827e9),  # Table 7, one attention each
+    ("resnet18", {}, dict(attentions="channel", reduction=0.25), 1.827e9),
+    ("resnet18", {}, dict(attentions="filter", reduction=0.25), 1.827e9),
+    ("resnet18", {}, dict(attentions="spatial,channel,filter", reduction=0.25), 1.839e9),  # Table 7 / 16
+    ("resnet18", {}, dict(pool_size=3, reduction=0.25), 1.842e9),  # Table 16 (1.8406G: 0.08 % under)
+])
+def test_family_madds_match_paper(arch, kwargs, settings, paper):
+    from odconv_surgery import apply_odconv
+
+    with torch.device("meta"):
+        converted, _ = apply_odconv(getattr(torchvision.models, arch)(**kwargs), init="scratch", **settings)
+        madds = count_cost(converted).madds
+    assert madds == pytest.approx(paper, rel=1e-3)

@@ -49,3 +49,33 @@ def test_baselines_match_paper():
     assert round(params_m(build("mobilenet_v2")), 2) == 3.50
     assert round(params_m(build("resnet18")), 2) == 11.69
     assert round(params_m(build("resnet50")), 2) == 25.56
+
+
+# The paper's ablations (Tables 7 and 16, ResNet18, r = 1/4; n = 4 with the kernel attention, else 1) and the
+# DyConv rows of Tables 1 and 2 (its preset: every conv but the stem, shortcuts included).
+ABLATIONS = [
+    # (model, kwargs, apply_odconv keywords, paper params in M, table)
+    ("resnet18", {}, dict(attentions="spatial"), 11.98, "Table 7"),
+    ("resnet18", {}, dict(attentions="channel"), 12.26, "Table 7"),
+    ("resnet18", {}, dict(attentions="filter"), 12.28, "Table 7"),
+    ("resnet18", {}, dict(attentions="spatial,channel"), 12.27, "Table 7"),
+    ("resnet18", {}, dict(attentions="spatial,filter"), 12.29, "Table 7 (row 5, printed as filter only)"),
+    ("resnet18", {}, dict(attentions="channel,filter"), 12.57, "Table 7"),
+    ("resnet18", {}, dict(attentions="spatial,channel,filter"), 12.58, "Table 7"),
+    ("resnet18", {}, dict(kernel_num=4), 45.54, "Table 7"),
+    ("resnet18", {}, dict(pool_size=3), 14.85, "Table 16"),
+    ("mobilenet_v2", {}, dict(method="dyconv"), 12.40, "Table 1"),
+    ("mobilenet_v2", {"width_mult": 0.75}, dict(method="dyconv"), 7.95, "Table 1"),
+    ("mobilenet_v2", {"width_mult": 0.5}, dict(method="dyconv"), 4.57, "Table 1"),
+    ("resnet18", {}, dict(method="dyconv"), 45.47, "Table 2"),
+    ("resnet50", {}, dict(method="dyconv"), 100.88, "Table 2"),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,settings,expected,table", ABLATIONS, ids=lambda v: str(v))
+def test_ablation_and_dyconv_parameter_counts_match_paper(name, kwargs, settings, expected, table):
+    settings = dict(settings)
+    if "method" not in settings:
+        settings["reduction"] = 1 / 4
+    converted, _ = apply_odconv(build(name, **kwargs), init="scratch", **settings)
+    assert abs(params_m(converted) - expected) <= 0.01, f"{table}: {params_m(converted):.3f}M vs paper {expected}M"

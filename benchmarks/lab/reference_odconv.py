@@ -33,7 +33,7 @@ class ReferenceODConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         layer = self.layer
-        att = layer.attentions(x)  # channel attention carries the fixed kernel_scale, a scalar
+        att = layer.compute_attentions(x)  # channel attention carries the fixed kernel_scale, a scalar
         x = x * att.channel
         if layer.kernel_size == (1, 1) and layer.kernel_num == 1:  # _forward_impl_pw1x
             out = layer._conv(x, layer.weight[0], layer.groups)

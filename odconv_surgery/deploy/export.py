@@ -61,7 +61,12 @@ def _explicit_pads(layer: ODConv2d) -> list[int]:
 
 
 def marker_supported(layer: ODConv2d) -> bool:
-    return layer.share_attention and layer.padding_mode == "zeros"
+    """Whether the ONNX passes lower ``layer``'s marker: shared attention, zero padding, sigmoid channel/filter/
+    spatial and softmax kernel heads on a 1x1-pooled trunk, a channel head. Other layers export in the generic form."""
+    att = layer.attention
+    return (layer.share_attention and layer.padding_mode == "zeros" and att.activation == "sigmoid"
+            and att.kernel_activation == "softmax" and att.pool_size == 1 and att.fc is not None
+            and att.channel_fc is not None)
 
 
 def _layer_params(layer: ODConv2d) -> tuple[list[str], list[Tensor], dict[str, Any]]:
@@ -182,10 +187,10 @@ def _marker_forward(layer: ODConv2d, name: str, original_forward, batch: int | N
 def generic_forward(layer: ODConv2d, x: Tensor) -> Tensor:
     """Batch-independent ODConv forward (any batch size, 0 included): per-sample kernels, im2col and a batched
     matmul."""
-    att = layer.attentions(x)
+    att = layer.compute_attentions(x)
     batch = x.shape[0]
-    if layer.share_attention:
-        x = x * att.channel
+    if layer.share_attention or not layer.has_per_sample_kernel():
+        x = x * layer.channel_scale(att)
         weight = layer.aggregate_weight(att)
         if weight.dim() == 4:  # no per-sample part: (C_out, C_in/g, kh, kw)
             weight = weight.unsqueeze(0)
@@ -213,7 +218,7 @@ def generic_forward(layer: ODConv2d, x: Tensor) -> Tensor:
     cols = torch.stack(taps, dim=2).reshape(batch, g, cols_per_group, out_h * out_w)
     w = weight.reshape(batch, g, layer.out_channels // g, cols_per_group)
     out = torch.matmul(w, cols).reshape(batch, layer.out_channels, out_h, out_w)
-    if layer.share_attention and att.filter is not None:
+    if (layer.share_attention or not layer.has_per_sample_kernel()) and att.filter is not None:
         out = out * att.filter
     if layer.bias is not None:
         out = out + layer.bias.view(1, -1, 1, 1)

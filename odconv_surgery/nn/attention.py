@@ -1,8 +1,10 @@
-"""The multi-head attention pi(x) of ODConv (paper §3.2, Fig. 1b).
+"""The multi-head attention pi(x) of ODConv (paper §3.2, Fig. 1b), and of its relatives CondConv and DyConv.
 
-GAP -> 1x1 conv (C_in -> A, no bias) -> norm -> ReLU, then up to four 1x1-conv heads:
-channel (C_in, sigmoid), filter (C_out, sigmoid), spatial (kh*kw, sigmoid), kernel (n, softmax).
-Each head's logits are divided by the temperature before the activation.
+Average pool (to 1x1, or ``pool_size`` x ``pool_size``) -> FC (C_in -> A, no bias; a ``pool_size`` conv) -> norm ->
+ReLU (the trunk), then up to four 1x1-conv heads: channel (C_in), filter (C_out), spatial (kh*kw), each with a
+sigmoid or a softmax over its own values, and kernel (n, softmax over kernels or a sigmoid per kernel). Without the
+trunk every head reads the pooled input (CondConv's routing). Each head's logits are divided by the temperature
+before the activation. Which heads a layer has is ``head_widths``: the one place that decides it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import torch
 from torch import Tensor, nn
 from ..errors import BatchOneBatchNormError, InvalidValueError
 from .options import ATTENTION_NORMS, LayerOptions
+
+HEAD_NAMES = ("channel", "filter", "spatial", "kernel")  # the order of heads everywhere (modules, export, counts)
 
 
 class Attentions(NamedTuple):
@@ -32,6 +36,39 @@ class Attentions(NamedTuple):
 def attention_channels(in_channels: int, options: LayerOptions) -> int:
     """Width A of the attention trunk: ``max(int(C_in * r), min_attention_channels)`` as in the reference code."""
     return max(int(in_channels * options.reduction), options.min_attention_channels)
+
+
+def head_widths(
+    in_channels: int, out_channels: int, kernel_size: tuple[int, int], groups: int, options: LayerOptions
+) -> dict[str, int]:
+    """Output width of each head a layer has, in ``HEAD_NAMES`` order. A head is left out when ``options.attentions``
+    leaves it out or when it could not vary anything: no spatial head for 1x1 kernels, no filter head for depthwise
+    convs (the channel head already scales each filter's one input), no kernel head for a single kernel. Without
+    attention sharing the channel, filter and spatial heads are n times wider (one set per kernel)."""
+    per_kernel = 1 if options.share_attention else options.kernel_num
+    kh, kw = kernel_size
+    possible = {
+        "channel": in_channels * per_kernel,
+        "filter": None if in_channels == groups == out_channels else out_channels * per_kernel,
+        "spatial": None if kh * kw == 1 else kh * kw * per_kernel,
+        "kernel": None if options.kernel_num == 1 else options.kernel_num,
+    }
+    return {name: width for name, width in possible.items() if width is not None and name in options.attentions}
+
+
+def attention_parameter_count(
+    in_channels: int, out_channels: int, kernel_size: tuple[int, int], groups: int, options: LayerOptions
+) -> int:
+    """Parameters of the attention branch ``ODAttention`` builds for these arguments (0 without heads)."""
+    widths = head_widths(in_channels, out_channels, kernel_size, groups, options)
+    if not widths:
+        return 0
+    pooled = in_channels * options.pool_size**2
+    if not options.attention_trunk:
+        return sum((pooled + 1) * width for width in widths.values())
+    hidden = attention_channels(in_channels, options)
+    norm = {"bn": 2 * hidden, "ln": 2 * hidden}.get(options.attention_norm, 0)
+    return pooled * hidden + norm + sum((hidden + 1) * width for width in widths.values())
 
 
 def kaiming_fan_out(shape: torch.Size | tuple[int, ...], generator: torch.Generator | None = None) -> Tensor:
@@ -55,7 +92,7 @@ def _make_norm(kind: str, channels: int) -> nn.Module:
 
 
 class ODAttention(nn.Module):
-    """Computes ODConv's four attentions from the layer input."""
+    """Computes a layer's attentions (the heads of ``head_widths``) from the layer input."""
 
     def __init__(
         self,
@@ -74,26 +111,55 @@ class ODAttention(nn.Module):
         self.kernel_num = kernel_num
         self.share_attention = share_attention
         self.attention_norm = options.attention_norm
+        self.activation = options.activation
+        self.kernel_activation = options.kernel_activation
+        self.pool_size = options.pool_size
+        self.temperature_annealing = options.temperature_annealing
         self.temperature = 1.0
-        hidden = attention_channels(in_channels, options)
-        self.hidden_channels = hidden
-        per_kernel = 1 if share_attention else kernel_num
-        kh, kw = self.kernel_size
+        widths = head_widths(in_channels, out_channels, self.kernel_size, groups, options)
+        has_trunk = bool(widths) and options.attention_trunk
+        hidden = attention_channels(in_channels, options) if has_trunk else 0
+        self.hidden_channels = hidden  # 0: no trunk, the heads read the pooled input
+        pool = options.pool_size
 
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Conv2d(in_channels, hidden, 1, bias=False)
-        self.norm = _make_norm(options.attention_norm, hidden)
+        self.avgpool = nn.AdaptiveAvgPool2d(pool)
+        self.fc = nn.Conv2d(in_channels, hidden, pool, bias=False) if has_trunk else None
+        self.norm = _make_norm(options.attention_norm, hidden) if has_trunk else nn.Identity()
         self.relu = nn.ReLU(inplace=True)
-        self.channel_fc = nn.Conv2d(hidden, in_channels * per_kernel, 1)
-        is_depthwise = in_channels == groups == out_channels
-        self.filter_fc = None if is_depthwise else nn.Conv2d(hidden, out_channels * per_kernel, 1)
-        self.spatial_fc = None if kh * kw == 1 else nn.Conv2d(hidden, kh * kw * per_kernel, 1)
-        self.kernel_fc = None if kernel_num == 1 else nn.Conv2d(hidden, kernel_num, 1)
+        features, head_kernel = (hidden, 1) if has_trunk else (in_channels, pool)
+
+        def head(name: str) -> nn.Conv2d | None:
+            return nn.Conv2d(features, widths[name], head_kernel) if name in widths else None
+
+        self.channel_fc = head("channel")
+        self.filter_fc = head("filter")
+        self.spatial_fc = head("spatial")
+        self.kernel_fc = head("kernel")
 
     def heads(self) -> dict[str, nn.Conv2d]:
-        """The heads this layer has, by name, in a fixed order (channel, filter, spatial, kernel)."""
+        """The heads this layer has, by name, in ``HEAD_NAMES`` order."""
         named = {"channel": self.channel_fc, "filter": self.filter_fc, "spatial": self.spatial_fc, "kernel": self.kernel_fc}
         return {name: head for name, head in named.items() if head is not None}
+
+    def neutral_values(self) -> dict[str, float]:
+        """Each head's attention value when its logits are all zero: 0.5 for a sigmoid, 1/size for a softmax."""
+        per_kernel = 1 if self.share_attention else self.kernel_num
+        values = {}
+        for name, head in self.heads().items():
+            if name == "kernel":
+                values[name] = 0.5 if self.kernel_activation == "sigmoid" else 1.0 / self.kernel_num
+            else:
+                values[name] = 0.5 if self.activation == "sigmoid" else per_kernel / head.out_channels
+        return values
+
+    def gain(self) -> float:
+        """Factor between the layer's output with every logit zero and the plain conv of its mean kernel: the
+        product of the neutral channel, filter and spatial values, times the sum of the n kernel weights."""
+        values = self.neutral_values()
+        gain = 1.0
+        for name in ("channel", "filter", "spatial"):
+            gain *= values.get(name, 1.0)
+        return gain * values.get("kernel", 1.0) * (self.kernel_num if "kernel" in values else 1)
 
     @torch.no_grad()
     def reset_parameters_scratch(self, generator: torch.Generator | None = None) -> None:
@@ -117,6 +183,11 @@ class ODAttention(nn.Module):
         Zero logits give sigmoid 0.5 and softmax 1/n: constant attentions that ``ODConv2d`` compensates.
         Weights from ``kaiming_fan_out``: the same seed gives the same layer on any device.
         """
+        if self.fc is None:  # heads on the pooled input: zero weights give zero logits, and still get gradient
+            for head in self.heads().values():
+                nn.init.zeros_(head.weight)
+                nn.init.zeros_(head.bias)
+            return
         hidden = self.hidden_channels
         if hidden < 2:
             raise InvalidValueError(
@@ -151,32 +222,44 @@ class ODAttention(nn.Module):
                 "model.eval() for inference, or convert with attention_norm='ln' (batch-independent)."
             )
 
+    def _activate(self, logits: Tensor, name: str, groups: int) -> Tensor:
+        """The head's activation on (B, width) logits; a softmax runs over each of ``groups`` equal slices."""
+        kind = self.kernel_activation if name == "kernel" else self.activation
+        if self.temperature != 1.0:
+            logits = logits / self.temperature
+        if kind == "sigmoid":
+            return torch.sigmoid(logits)
+        batch, width = logits.shape  # explicit sizes: an empty batch has nothing to infer a -1 from
+        return torch.softmax(logits.view(batch, groups, width // groups), dim=-1).view(batch, width)
+
     def forward(self, x: Tensor) -> Attentions:
         self._check_batch(x)
+        heads = self.heads()
+        if not heads:
+            return Attentions(None, None, None, None)
         batch = x.shape[0]
-        h = self.relu(self.norm(self.fc(self.avgpool(x))))
-        t = self.temperature
-        scale = (lambda logits: logits) if t == 1.0 else (lambda logits: logits / t)
+        h = self.avgpool(x)
+        if self.fc is not None:
+            h = self.relu(self.norm(self.fc(h)))
         n = self.kernel_num
         kh, kw = self.kernel_size
-
-        channel = torch.sigmoid(scale(self.channel_fc(h)))
-        filt = None if self.filter_fc is None else torch.sigmoid(scale(self.filter_fc(h)))
-        spatial = None if self.spatial_fc is None else torch.sigmoid(scale(self.spatial_fc(h)))
-        kernel = None if self.kernel_fc is None else torch.softmax(scale(self.kernel_fc(h)).view(batch, n), dim=1)
-
+        per_kernel = 1 if self.share_attention else n
         # Explicit sizes (no -1): an empty batch (N = 0) has nothing to infer them from.
+        raw = {name: self._activate(head(h).view(batch, head.out_channels), name, 1 if name == "kernel" else per_kernel)
+               for name, head in heads.items()}
+        channel, filt, spatial, kernel = (raw.get(name) for name in HEAD_NAMES)
         cin, cout = self.in_channels, self.out_channels
+        kernel = None if kernel is None else kernel.view(batch, n, 1, 1, 1, 1)
         if self.share_attention:
             return Attentions(
-                channel=channel.view(batch, cin, 1, 1),
+                channel=None if channel is None else channel.view(batch, cin, 1, 1),
                 filter=None if filt is None else filt.view(batch, cout, 1, 1),
                 spatial=None if spatial is None else spatial.view(batch, 1, 1, 1, kh, kw),
-                kernel=None if kernel is None else kernel.view(batch, n, 1, 1, 1, 1),
+                kernel=kernel,
             )
         return Attentions(
-            channel=channel.view(batch, n, cin),
+            channel=None if channel is None else channel.view(batch, n, cin),
             filter=None if filt is None else filt.view(batch, n, cout),
             spatial=None if spatial is None else spatial.view(batch, n, kh * kw),
-            kernel=None if kernel is None else kernel.view(batch, n, 1, 1, 1, 1),
+            kernel=kernel,
         )

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .attention import attention_channels
+from .attention import attention_channels, attention_parameter_count, head_widths
 from .options import LayerOptions
 from .validation import bank_bytes, check_memory, format_bytes
 
@@ -22,15 +22,10 @@ def conversion_bytes(conv: torch.nn.Conv2d, layer_settings: Mapping[str, Any]) -
     n = o.kernel_num
     kh, kw = conv.kernel_size
     bank = bank_bytes(n, conv.out_channels, conv.in_channels // conv.groups, (kh, kw), conv.weight.dtype)
-    hidden = attention_channels(conv.in_channels, o)
-    per_kernel = 1 if o.share_attention else n
-    depthwise = conv.in_channels == conv.groups == conv.out_channels
-    outputs = [conv.in_channels * per_kernel]  # the heads (1x1 convs with bias) of nn/attention.py's ODAttention
-    outputs += [] if depthwise else [conv.out_channels * per_kernel]
-    outputs += [] if kh * kw == 1 else [kh * kw * per_kernel]
-    outputs += [] if n == 1 else [n]
-    norm = {"bn": 4 * hidden, "ln": 2 * hidden}.get(o.attention_norm, 0)
-    attention = conv.in_channels * hidden + norm + sum((hidden + 1) * width for width in outputs)
+    geometry = (conv.in_channels, conv.out_channels, (kh, kw), conv.groups, o)
+    attention = attention_parameter_count(*geometry)
+    if o.attention_norm == "bn" and o.attention_trunk and head_widths(*geometry):  # running mean and variance
+        attention += 2 * attention_channels(conv.in_channels, o)
     return bank, attention * conv.weight.dtype.itemsize
 
 

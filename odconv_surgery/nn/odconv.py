@@ -172,9 +172,9 @@ class ODConv2d(nn.Module):
         self.attention.reset_parameters_scratch(generator)
 
     def attention_gain(self) -> float:
-        """Product of the attentions when every head outputs zero logits (sigmoid 0.5 each, softmax 1/n)."""
-        sigmoid_heads = sum(name in self.attention.heads() for name in ("channel", "filter", "spatial"))
-        return 0.5**sigmoid_heads
+        """Output of the layer with every head at zero logits, relative to the plain conv of its mean kernel (e.g.
+        0.5**3 with sigmoid channel, filter and spatial heads); see ``ODAttention.gain``."""
+        return self.attention.gain()
 
     @torch.no_grad()
     def load_static_weight(
@@ -258,8 +258,16 @@ class ODConv2d(nn.Module):
             return F.conv2d(x, weight, None, self.stride, 0, self.dilation, groups)
         return F.conv2d(x, weight, None, self.stride, self.padding, self.dilation, groups)
 
+    def channel_scale(self, att: Attentions) -> Tensor:
+        """What scales the input channels: the channel attention from ``attentions`` (``kernel_scale`` folded in), or
+        ``kernel_scale`` alone (a 0-d tensor) for a layer without a channel attention."""
+        return self.kernel_scale if att.channel is None else att.channel
+
     def has_per_sample_kernel(self) -> bool:
-        """Whether forward needs a per-sample aggregated kernel (spatial or kernel attention, or no sharing)."""
+        """Whether forward needs a per-sample aggregated kernel (spatial or kernel attention, or attentions not
+        shared between kernels); a layer without any head has none."""
+        if not self.attention.heads():
+            return False
         return self.attention.spatial_fc is not None or self.kernel_num > 1 or not self.share_attention
 
     def aggregate_weight(self, att: Attentions) -> Tensor:
@@ -274,20 +282,22 @@ class ODConv2d(nn.Module):
 
     def _aggregate_unshared(self, att: Attentions) -> Tensor:
         """Per-sample kernels when each kernel has its own channel/filter/spatial attention (Table 12)."""
-        batch, n = att.channel.shape[:2]
+        n = self.kernel_num
+        batch = next(a.shape[0] for a in att if a is not None)  # has_per_sample_kernel: some head exists
         kh, kw = self.kernel_size
         cin_g = self.in_channels // self.groups
-        channel = att.channel.view(batch, n, self.groups, 1, cin_g)  # per input channel, grouped
         weight = self.weight.view(1, n, self.groups, self.out_channels // self.groups, cin_g, kh * kw)
-        weight = weight * channel.unsqueeze(-1)
-        weight = weight.reshape(batch, n, self.out_channels, cin_g, kh, kw)
+        if att.channel is not None:
+            channel = att.channel.view(batch, n, self.groups, 1, cin_g)  # per input channel, grouped
+            weight = weight * channel.unsqueeze(-1)
+        weight = weight.expand(batch, *weight.shape[1:]).reshape(batch, n, self.out_channels, cin_g, kh, kw)
         if att.filter is not None:
             weight = weight * att.filter.view(batch, n, self.out_channels, 1, 1, 1)
         if att.spatial is not None:
             weight = weight * att.spatial.view(batch, n, 1, 1, kh, kw)
         if att.kernel is not None:
             weight = weight * att.kernel
-        return weight.sum(dim=1)
+        return weight.sum(dim=1) if att.channel is not None else weight.sum(dim=1) * self.kernel_scale
 
     def _grouped_per_sample_conv(self, x: Tensor, weight: Tensor) -> Tensor:
         """Convolve each sample with its own kernel: one conv with the batch folded into the groups."""
@@ -325,7 +335,7 @@ class ODConv2d(nn.Module):
         batch = x.shape[0]
         (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
         out_h, out_w = self._output_size(x.shape[-2], x.shape[-1])
-        x = F.pad(x * att.channel, self._pads())
+        x = F.pad(x * self.channel_scale(att), self._pads())
         spatial = att.spatial.reshape(batch, kh * kw, 1, 1, 1)
         out = None
         for i in range(kh):
@@ -336,7 +346,10 @@ class ODConv2d(nn.Module):
         return out
 
     def _channel_as_weight(self, channel: Tensor) -> Tensor:
-        """Channel attention (B, C_in, 1, 1) laid out as a per-sample kernel factor (B, C_out, C_in/g, 1, 1)."""
+        """Channel attention (B, C_in, 1, 1) laid out as a per-sample kernel factor (B, C_out, C_in/g, 1, 1); a 0-d
+        ``channel_scale`` (no channel attention) is returned as is."""
+        if channel.dim() == 0:
+            return channel
         batch = channel.shape[0]
         cin_g, cout_g = self.in_channels // self.groups, self.out_channels // self.groups
         grouped = channel.view(batch, self.groups, 1, cin_g).expand(batch, self.groups, cout_g, cin_g)
@@ -357,7 +370,9 @@ class ODConv2d(nn.Module):
         ):
             return None
         batch, _, height, width = x.shape
-        weight = self.weight[0].view(1, self.out_channels, self.in_channels) * att.channel.view(batch, 1, -1)
+        channel = self.channel_scale(att)
+        weight = self.weight[0].view(1, self.out_channels, self.in_channels)
+        weight = weight * (channel if channel.dim() == 0 else channel.view(batch, 1, self.in_channels))
         if att.filter is not None:
             weight = weight * att.filter.view(batch, -1, 1)
         out = torch.matmul(weight, x.view(batch, self.in_channels, height * width))
@@ -394,11 +409,11 @@ class ODConv2d(nn.Module):
                 "the bank, and leaves no BatchNorm for the foreign fold to touch."
             )
 
-    def attentions(self, x: Tensor) -> Attentions:
+    def compute_attentions(self, x: Tensor) -> Attentions:
         """The layer's attentions for input ``x``, with the fixed ``kernel_scale`` carried by the channel attention
         (every formulation is linear in it, and it is the smallest tensor to scale)."""
         att = self.attention(x)
-        return att._replace(channel=att.channel * self.kernel_scale)
+        return att if att.channel is None else att._replace(channel=att.channel * self.kernel_scale)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4:
@@ -406,8 +421,8 @@ class ODConv2d(nn.Module):
         self._check_bank()
         if x.shape[0] == 0:
             return self._forward_empty(x)
-        att = self.attentions(x)
-        if not self.share_attention:
+        att = self.compute_attentions(x)
+        if not self.share_attention and self.has_per_sample_kernel():
             out = self._grouped_per_sample_conv(x, self._aggregate_unshared(att))
         elif self._use_tap_sum(x):
             out = self._forward_tap_sum(x, att)
@@ -417,16 +432,18 @@ class ODConv2d(nn.Module):
             # Same maths, fewer elements touched: the attentions scale a per-sample kernel instead of activations.
             out = None if self.has_per_sample_kernel() else self._forward_pointwise(x, att)
             if out is None:
-                weight = self.aggregate_weight(att) * self._channel_as_weight(att.channel)
+                weight = self.aggregate_weight(att) * self._channel_as_weight(self.channel_scale(att))
                 if att.filter is not None:
                     weight = weight * att.filter.unsqueeze(-1)
-                out = self._grouped_per_sample_conv(x, weight)
+                out = self._grouped_per_sample_conv(x, weight.expand(x.shape[0], *weight.shape[1:]))
         else:
-            x = x * att.channel
+            if att.channel is not None:
+                x = x * att.channel
+            scale = 1.0 if att.channel is not None else self.kernel_scale  # kernel_scale on the kernel, not on x
             if self.has_per_sample_kernel():
-                out = self._grouped_per_sample_conv(x, self.aggregate_weight(att))
+                out = self._grouped_per_sample_conv(x, self.aggregate_weight(att) * scale)
             else:
-                out = self._conv(x, self.weight[0], self.groups)
+                out = self._conv(x, self.weight[0] * scale, self.groups)
             if att.filter is not None:
                 out = out * att.filter
         return self._add_bias(out)
@@ -446,6 +463,8 @@ class ODConv2d(nn.Module):
         s += f", kernel_num={self.kernel_num}, reduction={self.reduction:g}"
         if not self.share_attention:
             s += ", share_attention=False"
-        if self.attention_norm != "bn":
-            s += f", attention_norm={self.attention_norm}"
+        defaults = LayerOptions()
+        for key in ("attention_norm", "attentions", "activation", "kernel_activation", "pool_size", "attention_trunk"):
+            if getattr(self, key) != getattr(defaults, key):
+                s += f", {key}={getattr(self, key)}"
         return s

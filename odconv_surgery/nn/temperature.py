@@ -17,11 +17,12 @@ from .validation import check_int, check_number
 
 
 def set_temperature(model: nn.Module, temperature: float) -> int:
-    """Set T on every ODConv attention in ``model``; returns how many layers were updated."""
+    """Set T on every ODConv attention in ``model`` that anneals (``temperature_annealing``; the others stay at 1);
+    returns how many layers were updated."""
     temperature = check_number("temperature", temperature, above=0)
     count = 0
     for module in model.modules():
-        if isinstance(module, ODAttention):
+        if isinstance(module, ODAttention) and module.temperature_annealing:
             module.temperature = float(temperature)
             count += 1
     return count

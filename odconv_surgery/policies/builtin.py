@@ -96,3 +96,31 @@ def _parse_last(arg: str) -> Policy:
 register_policy_factory("last", _parse_last)
 register_policy_factory("last_k", _parse_last)
 register_policy("last_k", last_k_blocks(6))  # bare name: the paper's k = 6
+
+
+@register_policy("all_but_stem")
+def all_but_stem(layer: ConvLayer, analysis: ModelAnalysis) -> Decision:
+    """Every conv except the stem, projection shortcuts included: DyConv's placement (its Table 1/2 counts)."""
+    return _STEM if layer.is_first else (True, "all but the stem (shortcuts included)")
+
+
+def condconv_block_count(analysis: ModelAnalysis) -> int:
+    """How many final blocks CondConv converts: 6 in a network with depthwise convs (its MobileNetV2 setting), 3
+    otherwise (its ResNet setting)."""
+    depthwise = any(l.groups > 1 and l.groups == l.in_channels == l.out_channels for l in analysis.layers)
+    return 6 if depthwise else 3
+
+
+@register_policy("condconv")
+def condconv_blocks(layer: ConvLayer, analysis: ModelAnalysis) -> Decision:
+    """CondConv's placement: the convs inside the last blocks (``condconv_block_count``), not the head convs after
+    them, projection shortcuts static."""
+    if not analysis.blocks:
+        raise PolicyError("policy 'condconv' needs the model's blocks, but none were found; select layers with "
+                          "include= or use policy 'last:K' / 'all_but_first'")
+    k = min(condconv_block_count(analysis), len(analysis.blocks))
+    if layer.is_shortcut:
+        return _SHORTCUT
+    if layer.block not in analysis.blocks[-k:]:
+        return False, f"outside the last {k} blocks"
+    return True, f"in the last {k} blocks"

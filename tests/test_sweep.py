@@ -344,3 +344,42 @@ def test_param_groups_scale_the_attention_lr_and_skip_frozen():
         assert len(is_attention) == 1
         assert group["lr"] == pytest.approx(0.01 if is_attention.pop() else 0.1)
         assert group["weight_decay"] == (1e-4 if group["params"][0].ndim > 1 else 0.0)
+
+
+def test_variants_sweep_methods_and_ablations(tmp_path, tiny_data):
+    from odconv_surgery.experiments.sweep_variants import parse_variant
+
+    variants = ["odconv", "dyconv", "odconv:attentions=spatial+channel", "odconv:kernel_num=2"]
+    cfg = _config(policies=["baseline", "default"], variants=variants, kernel_nums=[1], latency=False)
+    assert [c[1:] for c in cfg.configurations()] == [(0, 0, "odconv"), (1, 0, "odconv"), (4, 0, "dyconv"),
+                                                   (1, 0, "odconv:attentions=spatial+channel"), (2, 0, "odconv:kernel_num=2")]
+    result = run_sweep(cfg, tmp_path, model_factory=Tiny, data=tiny_data)
+    keys = [r["key"] for r in read_results(tmp_path)]
+    assert keys[:2] == ["baseline|n=0|seed=0", "default|n=1|seed=0"]  # the default variant keeps the old keys
+    assert keys[2] == "default|n=4|seed=0|variant=dyconv"
+    assert all(r["status"] == "ok" for r in result.records)
+    by_variant = {r.get("variant", "odconv"): r for r in result.records if r["policy"] != "baseline"}
+    assert by_variant["dyconv"]["converted_layers"] == 2  # all but the stem
+    assert by_variant["odconv:kernel_num=2"]["params"] > by_variant["odconv"]["params"]
+    table = (tmp_path / "table.md").read_text()
+    assert "+ DyConv (4x) to its paper's layers" in table and "+ ODConv (1x) [attentions=spatial+channel]" in table
+    attentions = (tmp_path / "table_attentions.md").read_text()
+    assert "| α_s | α_c | α_f | α_w |" in attentions
+    assert "| + DyConv (4x) to its paper's layers | - | - | - | ✓ |" in attentions
+    # a resumed sweep with the same variants has nothing to do
+    assert run_sweep(cfg, tmp_path, model_factory=Tiny, data=tiny_data).skipped == 5
+    assert parse_variant("odconv:reduction=1/4:attention_trunk=off").settings == {"reduction": 0.25, "attention_trunk": False}
+
+
+@pytest.mark.parametrize("variant,match", [
+    ("odkonv", "unknown method 'odkonv'"),
+    ("odconv:kernel_num", "is not key=value"),
+    ("odconv:kernels=4", "is not key=value"),
+    ("odconv:kernel_num=four", "is not a valid value"),
+    ("odconv:attentions=spatial:kernel_num=4", "add 'kernel' to attentions"),
+])
+def test_bad_variants_name_the_fix(variant, match):
+    from odconv_surgery.errors import SweepSettingsError
+
+    with pytest.raises(SweepSettingsError, match=match):
+        _config(variants=[variant])

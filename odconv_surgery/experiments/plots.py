@@ -23,7 +23,8 @@ def _scatter(summary: Sequence[dict[str, Any]], x_key: str, x_err: str | None, x
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     for row in rows:
-        label = "baseline" if row["policy"] == "baseline" else f"{row['policy']} ({row['kernel_num']}x)"
+        variant = row.get("variant", "odconv")
+        label = "baseline" if row["policy"] == "baseline" else f"{row['policy']} {variant} ({row['kernel_num']}x)"
         x = row[x_key] / x_scale
         xerr = (row.get(x_err) or 0) / x_scale if x_err else None
         ax.errorbar(x, row["top1_mean"], xerr=xerr, yerr=row.get("top1_std") or 0, fmt="none", capsize=3,

@@ -52,6 +52,7 @@ from .pretrain import load_static_checkpoint, trained_static_model
 from .sweep_config import BASELINE, DEFAULT_POLICIES, FINETUNE_DEFAULTS, SCRATCH_DEFAULTS, SweepConfig
 from .sweep_manifest import foreign_outputs, record_owned
 from .sweep_results import RESULTS_FILE, SweepResultsWarning, append_record, config_key, read_results
+from .sweep_variants import DEFAULT_VARIANT, parse_variant
 from .sweep_report import markdown_table, summarise, write_outputs
 from .training import evaluate, train_and_evaluate
 from ..errors import (  # noqa: F401 - raised here, defined with every error
@@ -128,7 +129,7 @@ def _starting_model(seed: int, config: SweepConfig, data: DataBundle, factory: M
 
 def run_configuration(
     policy: str, n: int, seed: int, config: SweepConfig, data: DataBundle, factory: ModelFactory, ctx: DistContext,
-    cache_dir: Path | None = None,
+    cache_dir: Path | None = None, variant: str = DEFAULT_VARIANT,
 ) -> dict[str, Any]:
     """Build (or load the trained static model), convert, train or fine-tune, evaluate and measure one
     configuration; returns its record (raises on failure)."""
@@ -139,8 +140,8 @@ def run_configuration(
         from ..surgery import apply_odconv
 
         model, report = apply_odconv(
-            model, policy, kernel_num=n, reduction=config.reduction, init=config.init,
-            attention_norm=config.attention_norm, seed=seed, inplace=True,
+            model, policy, init=config.init, seed=seed, inplace=True,
+            **parse_variant(variant).apply_kwargs(n, config.reduction, config.attention_norm),
         )
         converted = len(report.converted)
     if config.from_trained:  # what the user sees right after surgery, before any fine-tuning
@@ -253,18 +254,17 @@ def preflight(config: SweepConfig, data: DataBundle, factory: ModelFactory) -> N
     model = factory(data.num_classes)
     if config.from_checkpoint is not None:
         load_static_checkpoint(model, config.from_checkpoint)
-    for policy in config.policies:
+    for policy, n, _, variant in config.configurations():
         if policy == BASELINE:
             continue
-        for n in config.kernel_nums:
-            try:
-                apply_odconv(copy.deepcopy(model), policy, kernel_num=n, reduction=config.reduction, init=config.init,
-                             attention_norm=config.attention_norm, seed=0, inplace=True)
-            except (ValueError, TypeError, KeyError, RuntimeError, MemoryError) as exc:
-                raise SweepSettingsError(
-                    f"sweep settings policy {policy!r} with kernel number {n} (--policies, -n) cannot convert "
-                    f"{config.model}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-                ) from exc
+        try:
+            apply_odconv(copy.deepcopy(model), policy, init=config.init, seed=0, inplace=True,
+                         **parse_variant(variant).apply_kwargs(n, config.reduction, config.attention_norm))
+        except (ValueError, TypeError, KeyError, RuntimeError, MemoryError) as exc:
+            raise SweepSettingsError(
+                f"sweep settings policy {policy!r} with kernel number {n} and variant {variant!r} (--policies, -n, "
+                f"--variants) cannot convert {config.model}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            ) from exc
 
 
 def prepare_output(out: Path, lock: DirectoryLock | None = None) -> None:
@@ -326,17 +326,20 @@ def _run_sweep(config: SweepConfig, out: Path, results_path: Path, ctx: DistCont
 
         bar = tqdm(total=len(config.configurations()), initial=skipped, desc="sweep", unit="cfg")
     try:
-        for i, (policy, n, seed) in enumerate(todo):
+        for i, (policy, n, seed, variant) in enumerate(todo):
             if max_configs is not None and i >= max_configs:
                 break
-            key = config_key(policy, n, seed)
+            key = config_key(policy, n, seed, variant)
             if bar is not None:
                 bar.set_postfix_str(key)
             record: dict[str, Any] = {"key": key, "policy": policy, "kernel_num": n, "seed": seed, "settings": settings,
                                       "dataset": data.name}
+            if variant != DEFAULT_VARIANT:
+                record["variant"] = variant
             start = time.perf_counter()
             try:
-                record.update(run_configuration(policy, n, seed, config, data, factory, ctx, out / PRETRAINED_DIR))
+                record.update(run_configuration(policy, n, seed, config, data, factory, ctx, out / PRETRAINED_DIR,
+                                                variant))
             except KeyboardInterrupt:
                 raise
             except TrainingDivergedError as exc:  # recorded as such, not as an ok row at chance accuracy
@@ -359,7 +362,7 @@ def _run_sweep(config: SweepConfig, out: Path, results_path: Path, ctx: DistCont
     records = [rec for rec in _latest(read_results(results_path, warn=False)).values()]
     wanted = {config_key(*c) for c in config.configurations()}
     records = [rec for rec in records if rec["key"] in wanted]
-    summary = summarise(records, config.policies)
+    summary = summarise(records, config.policies, config.variants)
     files: dict[str, Path] = {"results": results_path}
     if ctx.is_main:
         dataset = records[0].get("dataset", data.name) if records else data.name

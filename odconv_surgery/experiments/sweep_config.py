@@ -15,7 +15,9 @@ from dataclasses import Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
+from .sweep_variants import DEFAULT_VARIANT, parse_variant
 from ..errors import SweepSettingsError  # noqa: F401 - raised here, defined with every error
+from ..methods import METHOD_POLICY
 from ..nn.attention import ATTENTION_NORMS
 from ..nn.odconv import INIT_MODES
 from ..nn.optim import ATTENTION_LR_SCALE
@@ -63,8 +65,13 @@ class SweepConfig:
 
     model: str = "torchvision:mobilenet_v2?width_mult=0.5"
     policies: Sequence[str] = field(default=DEFAULT_POLICIES, metadata=_cli(
-        "--policies", "placement policies, 'baseline' for the unconverted model (default: {default})", str, nargs="+",
+        "--policies", "placement policies, 'baseline' for the unconverted model, 'default' for each method's own "
+        "(default: {default})", str, nargs="+",
         metavar="POLICY"))
+    variants: Sequence[str] = field(default=(DEFAULT_VARIANT,), metadata=_cli(
+        "--variants", "methods and layer settings to sweep, METHOD[:key=value]... (odconv, dyconv, condconv, "
+        "'odconv:kernel_num=4', 'odconv:attentions=spatial+channel'; default {default}); with policy 'default' each "
+        "method uses its own placement", str, nargs="+", metavar="VARIANT"))
     kernel_nums: Sequence[int] = field(default=(1,), metadata=_cli(
         ("-n", "--kernel-num"), f"kernel numbers n to sweep, 1..{MAX_KERNEL_NUM} (default {{default}})", int, nargs="+",
         metavar="N"))
@@ -117,6 +124,7 @@ class SweepConfig:
                 object.__setattr__(self, key, value)
         object.__setattr__(self, "policies", tuple(self.policies))
         object.__setattr__(self, "kernel_nums", tuple(self.kernel_nums))
+        object.__setattr__(self, "variants", tuple(self.variants))
         object.__setattr__(self, "seeds", tuple(self.seeds))
 
     # ------------------------------------------------------------------------------------------ validation
@@ -175,14 +183,19 @@ class SweepConfig:
             start = f"trained from scratch {self.epochs} epochs (init={self.init})"
         return f"{self.model} on {dataset}: {start}"
 
-    def configurations(self) -> list[tuple[str, int, int]]:
-        """(policy, n, seed) triples, seed-major (an interrupted sweep has every policy for the first seeds);
-        the baseline runs once per seed with n = 0."""
+    def configurations(self) -> list[tuple[str, int, int, str]]:
+        """(policy, n, seed, variant) tuples, seed-major (an interrupted sweep has every policy for the first
+        seeds); the baseline runs once per seed with n = 0, a variant that fixes its kernel number once with it."""
         runs = []
         for seed in self.seeds:
             for policy in self.policies:
-                for n in ((0,) if policy == BASELINE else self.kernel_nums):
-                    runs.append((policy, n, seed))
+                if policy == BASELINE:
+                    runs.append((policy, 0, seed, DEFAULT_VARIANT))
+                    continue
+                for text in self.variants:
+                    fixed = parse_variant(text).fixed_kernel_num
+                    for n in (self.kernel_nums if fixed is None else (fixed,)):
+                        runs.append((policy, n, seed, text))
         return runs
 
 
@@ -254,11 +267,13 @@ def _check_names(config: SweepConfig) -> None:
     for policy in _sequence(config, "policies"):
         if not isinstance(policy, str):
             _fail("policies", "policy names", policy)
-        if policy != BASELINE:
+        if policy not in (BASELINE, METHOD_POLICY):  # METHOD_POLICY: each variant's method's own placement
             try:
                 get_policy(policy)
             except (ValueError, TypeError) as exc:
                 raise SweepSettingsError(f"sweep setting {_flag('policies')}: {exc}") from None
+    for text in _sequence(config, "variants"):
+        parse_variant(text)  # SweepSettingsError naming the fix
     if config.init is not None and config.init not in INIT_MODES:
         _fail("init", f"one of {', '.join(INIT_MODES)}", config.init)
     if config.attention_norm not in ATTENTION_NORMS:

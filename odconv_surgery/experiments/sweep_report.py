@@ -1,4 +1,4 @@
-"""The sweep's outputs: mean ± std per (policy, n) over seeds (``summarise``), the paper's Table 9 in markdown
+"""The sweep's outputs: mean ± std per (policy, variant, n) over seeds (``summarise``), the paper's Table 9 in markdown
 (``markdown_table``), and the files: results.csv, summary.json, table.md and the plots (``write_outputs``)."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..accounting import format_count
+from ..methods import METHOD_POLICY
 from .sweep_config import BASELINE
+from .sweep_variants import DEFAULT_VARIANT, parse_variant
 from .sweep_manifest import write_owned
 
 POLICY_LABELS = {
@@ -29,16 +31,25 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarise(records: Sequence[dict[str, Any]], policies: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """Mean ± std over seeds per (policy, n), with ratios to the baseline; failed runs are counted, not averaged."""
-    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+def summarise(records: Sequence[dict[str, Any]], policies: Sequence[str] | None = None,
+              variants: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Mean ± std over seeds per (policy, variant, n), with ratios to the baseline; failed runs are counted, not
+    averaged. Rows follow the order of ``policies``, then of ``variants``."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for rec in records:
-        groups.setdefault((rec["policy"], rec["kernel_num"]), []).append(rec)
-    order = list(policies or [])
+        groups.setdefault((rec["policy"], rec.get("variant", DEFAULT_VARIANT), rec["kernel_num"]), []).append(rec)
+    policy_order, variant_order = list(policies or []), list(variants or [DEFAULT_VARIANT])
+
+    def position(key: tuple[str, str, int]) -> tuple:
+        policy, variant, n = key
+        return (policy_order.index(policy) if policy in policy_order else len(policy_order), policy,
+                variant_order.index(variant) if variant in variant_order else len(variant_order), variant, n)
+
     rows = []
-    for (policy, n), recs in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]) if kv[0][0] in order else len(order), kv[0][0], kv[0][1])):
+    for (policy, variant, n), recs in sorted(groups.items(), key=lambda kv: position(kv[0])):
         ok = [r for r in recs if r.get("status") == "ok"]
-        row: dict[str, Any] = {"policy": policy, "kernel_num": n, "runs": len(ok), "failed": len(recs) - len(ok)}
+        row: dict[str, Any] = {"policy": policy, "variant": variant, "kernel_num": n, "runs": len(ok),
+                               "failed": len(recs) - len(ok)}
         for metric in ("top1", "top5", "top1_static", "top1_converted", "latency_ms", "train_seconds"):
             row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std([r.get(metric) for r in ok])
         for metric in ("params", "madds", "extra_madds", "converted_layers"):
@@ -57,14 +68,21 @@ def summarise(records: Sequence[dict[str, Any]], policies: Sequence[str] | None 
     return rows
 
 
-def _label(policy: str, n: int) -> str:
+def _label(policy: str, n: int, variant: str = DEFAULT_VARIANT) -> str:
     if policy == BASELINE:
         return "baseline"
     if policy.startswith("last:"):
         where = f"last {policy.split(':', 1)[1]} blocks"
+    elif policy == METHOD_POLICY:
+        where = "its paper's layers"
     else:
         where = POLICY_LABELS.get(policy, policy)
-    return f"+ ODConv ({n}x) to {where}"
+    return f"+ {parse_variant(variant).label(n)} to {where}"
+
+
+def row_label(row: dict[str, Any]) -> str:
+    """A summary row's label: ``+ DyConv (4x) to its paper's layers``, ``+ ODConv (1x) to all 1x1 conv layers``."""
+    return _label(row["policy"], row["kernel_num"], row.get("variant", DEFAULT_VARIANT))
 
 
 def _pm(mean: float | None, std: float | None, digits: int = 2) -> str:
@@ -90,7 +108,7 @@ def markdown_table(summary: Sequence[dict[str, Any]], title: str = "") -> str:
         extra = f" {_pm(row.get('top1_converted_mean'), row.get('top1_converted_std'))} |" if at_conversion else ""
         lines.append(
             "| {label} | {params} | {madds} |{extra} {top1} | {top5} | {lat} | {ratio} | {runs}{failed} |".format(
-                label=_label(row["policy"], row["kernel_num"]),
+                label=row_label(row),
                 params=format_count(row["params"]) if row["params"] is not None else "-",
                 madds=format_count(row["madds"]) if row["madds"] is not None else "-",
                 extra=extra,
@@ -107,7 +125,35 @@ def markdown_table(summary: Sequence[dict[str, Any]], title: str = "") -> str:
         lines += ["", f"Latency backend: {'; '.join(backends)}. Mean ± std over seeds."]
     errors = [(row, e) for row in summary for e in row["errors"]]
     if errors:
-        lines += ["", "Failed configurations:"] + [f"- {_label(r['policy'], r['kernel_num'])}: {e}" for r, e in errors]
+        lines += ["", "Failed configurations:"] + [f"- {row_label(r)}: {e}" for r, e in errors]
+    return "\n".join(lines)
+
+
+ATTENTION_SYMBOLS = {"spatial": "α_s", "channel": "α_c", "filter": "α_f", "kernel": "α_w"}
+
+
+def attention_table(summary: Sequence[dict[str, Any]], title: str = "") -> str | None:
+    """Table 7's shape (which attentions: params, MAdds, top-1, top-5, mean ± std over seeds) when the sweep's
+    variants differ in their attentions; None otherwise. The kernel attention counts only with n > 1."""
+    rows = []
+    for row in summary:
+        if row["policy"] == BASELINE:
+            rows.append((row, None))
+            continue
+        options = parse_variant(row.get("variant", DEFAULT_VARIANT)).options(row["kernel_num"], 1 / 16, "bn")
+        used = {name for name in options.attentions if name != "kernel" or options.kernel_num > 1}
+        rows.append((row, used))
+    if len({frozenset(used) for _, used in rows if used is not None}) < 2:
+        return None
+    lines = [f"### {title}", ""] if title else []
+    lines += ["| Model | " + " | ".join(ATTENTION_SYMBOLS.values()) + " | Params | MAdds | Top-1 (%) | Top-5 (%) | runs |",
+              "|---|" + ":-:|" * len(ATTENTION_SYMBOLS) + "---:|---:|---:|---:|---:|"]
+    for row, used in rows:
+        marks = ["-"] * len(ATTENTION_SYMBOLS) if used is None else ["✓" if a in used else "-" for a in ATTENTION_SYMBOLS]
+        lines.append(f"| {row_label(row)} | {' | '.join(marks)} | "
+                     f"{format_count(row['params']) if row['params'] is not None else '-'} | "
+                     f"{format_count(row['madds']) if row['madds'] is not None else '-'} | "
+                     f"{_pm(row['top1_mean'], row['top1_std'])} | {_pm(row['top5_mean'], row['top5_std'])} | {row['runs']} |")
     return "\n".join(lines)
 
 
@@ -118,19 +164,23 @@ def write_outputs(records: Sequence[dict[str, Any]], summary: Sequence[dict[str,
     import csv
 
     files: dict[str, Path] = {}
-    columns = ["key", "policy", "kernel_num", "seed", "status", "top1", "top5", "top1_static", "top1_converted", "params", "madds", "extra_madds",
+    columns = ["key", "policy", "variant", "kernel_num", "seed", "status", "top1", "top5", "top1_static", "top1_converted", "params", "madds", "extra_madds",
                "latency_ms", "latency_backend", "train_seconds", "seconds", "error"]
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     for rec in sorted(records, key=lambda r: r["key"]):
-        writer.writerow({c: rec.get(c) for c in columns})
+        writer.writerow({c: rec.get(c, DEFAULT_VARIANT if c == "variant" else None) for c in columns})
     csv_bytes = text.getvalue().encode("utf-8")
     files["csv"] = write_owned(out, "results.csv", lambda fh: fh.write(csv_bytes), "text")
     summary_bytes = json.dumps({"settings": settings, "summary": list(summary)}, indent=2, default=str).encode("utf-8")
     files["json"] = write_owned(out, "summary.json", lambda fh: fh.write(summary_bytes), "json")
     table_bytes = (markdown_table(summary, title) + "\n").encode("utf-8")
     files["table"] = write_owned(out, "table.md", lambda fh: fh.write(table_bytes), "text")
+    attentions = attention_table(summary, title)
+    if attentions is not None:
+        attention_bytes = (attentions + "\n").encode("utf-8")
+        files["attention_table"] = write_owned(out, "table_attentions.md", lambda fh: fh.write(attention_bytes), "text")
     if any(row["runs"] for row in summary):
         from .plots import plot_sweep
 

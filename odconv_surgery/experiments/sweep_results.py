@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .sweep_variants import DEFAULT_VARIANT
 from ..atomic_file import open_for_append, open_for_read
 
 __all__ = ["RESULTS_FILE", "SweepResultsWarning", "append_record", "check_record", "config_key", "read_results"]
@@ -47,8 +48,10 @@ class SweepResultsWarning(UserWarning):
     """A line of a results file was skipped (torn by a crash, hand-edited, or holding impossible values)."""
 
 
-def config_key(policy: str, n: int, seed: int) -> str:
-    return f"{policy}|n={n}|seed={seed}"
+def config_key(policy: str, n: int, seed: int, variant: str = DEFAULT_VARIANT) -> str:
+    """A configuration's results key; the default variant adds nothing, so files from before variants resume."""
+    key = f"{policy}|n={n}|seed={seed}"
+    return key if variant == DEFAULT_VARIANT else f"{key}|variant={variant}"
 
 
 def _is_int(value: Any) -> bool:
@@ -88,8 +91,11 @@ def check_record(record: Any) -> str | None:
     ):
         if not ok:
             return f"{name} must be {what}, got {record.get(name)!r}"
-    if record["key"] != config_key(record["policy"], record["kernel_num"], record["seed"]):
-        return f"key {record['key']!r} does not match policy/kernel_num/seed"
+    variant = record.get("variant", DEFAULT_VARIANT)
+    if not isinstance(variant, str):
+        return f"variant must be text, got {type(variant).__name__}"
+    if record["key"] != config_key(record["policy"], record["kernel_num"], record["seed"], variant):
+        return f"key {record['key']!r} does not match policy/kernel_num/seed/variant"
     for name in TEXT_FIELDS:
         if record.get(name) is not None and not isinstance(record[name], str):
             return f"{name} must be text, got {type(record[name]).__name__}"

@@ -36,6 +36,7 @@ from lab.reference_odconv import use_reference_formulation
 from lab.timing import Timing, measure, release
 from odconv_surgery import apply_odconv
 from odconv_surgery.experiments.model_spec import build_model
+from odconv_surgery.methods import METHOD_POLICY, METHODS
 from odconv_surgery.policies import PAPER_POLICIES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +59,13 @@ PAPER_RATIOS = {
     ("mobilenet_v2_0.5", 1, "1x1"): (1.36, None),
     ("mobilenet_v2_0.5", 1, "3x3"): (1.38, None),
     ("mobilenet_v2_0.5", 1, "last:6"): (1.51, None),
+    # Table 8's other methods (GPU FPS ratios), each with its own placement: policy label "METHOD:default"
+    ("resnet50", 8, "condconv:default"): (652.2 / 425.1, None),
+    ("resnet50", 4, "dyconv:default"): (652.2 / 326.6, None),
+    ("mobilenet_v2_1.0", 8, "condconv:default"): (1452.3 / 1076.9, None),
+    ("mobilenet_v2_1.0", 4, "dyconv:default"): (1452.3 / 918.2, None),
 }
+TABLE8_MODELS = ("resnet50", "mobilenet_v2_1.0")
 
 
 @dataclass
@@ -87,16 +94,24 @@ class Row:
     rel_diff_vs_ours: float | None = None  # official rows: logits vs ours on one small fp32 batch
 
 
-def cases_for(model: str, kernel_nums: list[int]) -> list[tuple[str, int]]:
-    """(policy, n) pairs: all_but_first for each n; on mobilenet_v2 0.5 every Table 9 policy at n = 1."""
-    return [(p, 1) for p in PAPER_POLICIES] if model == POLICY_MODEL else [("all_but_first", n) for n in kernel_nums]
+def cases_for(model: str, kernel_nums: list[int], methods: list[str]) -> list[tuple[str, int]]:
+    """(policy, n) pairs: all_but_first for each n; on mobilenet_v2 0.5 every Table 9 policy at n = 1; on Table 8's
+    models also its other methods (policy "METHOD:default": the method's placement and kernel number)."""
+    if model == POLICY_MODEL:
+        return [(p, 1) for p in PAPER_POLICIES]
+    cases = [("all_but_first", n) for n in kernel_nums]
+    if model in TABLE8_MODELS:
+        cases += [(f"{m}:{METHOD_POLICY}", METHODS[m].settings["kernel_num"]) for m in methods]
+    return cases
 
 
 def convert(static: nn.Module, policy: str, kernel_num: int, official: bool) -> dict[str, nn.Module]:
     """Our conversion of a copy of the CPU ``static`` model and, if asked, a copy of it in the official
-    formulation: the same parameters, so their outputs must agree."""
-    ours, _ = apply_odconv(static, policy, kernel_num=kernel_num, init="scratch")
-    if not official:
+    formulation: the same parameters, so their outputs must agree. ``policy`` "METHOD:POLICY" converts with
+    another method (``odconv_surgery.methods``)."""
+    method, _, policy = policy.rpartition(":") if policy.split(":")[0] in METHODS else ("odconv", "", policy)
+    ours, _ = apply_odconv(static, policy, method=method, kernel_num=kernel_num, init="scratch")
+    if not official or method != "odconv":  # the official formulation is ODConv's
         return {"ours": ours}
     reference = copy.deepcopy(ours)
     use_reference_formulation(reference)
@@ -137,7 +152,7 @@ def run(args, device: torch.device, write) -> list[Row]:
             rows.append(row)
         write(rows)
         del static_dev
-        for policy, kernel_num in cases_for(model_name, args.kernel_nums):
+        for policy, kernel_num in cases_for(model_name, args.kernel_nums, args.methods):
             try:
                 models = {f: m.to(device) for f, m in convert(static, policy, kernel_num, args.official and not args.compile).items()}
                 diff = official_diff(models["ours"], models["official"], args, device) if "official" in models else None
@@ -253,6 +268,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", default=list(SPECS), choices=list(SPECS))
     p.add_argument("--kernel-nums", nargs="+", type=int, default=[1, 4], help=f"n for every model but {POLICY_MODEL}")
+    p.add_argument("--methods", nargs="*", default=["condconv", "dyconv"], choices=["condconv", "dyconv"],
+                   help=f"Table 8's other methods, on {' and '.join(TABLE8_MODELS)} (none: skip)")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     p.add_argument("--dtypes", nargs="+", default=list(DTYPES), choices=list(DTYPES))
     p.add_argument("--no-official", dest="official", action="store_false", help="skip the official formulation")

@@ -3,6 +3,7 @@
     python benchmarks/bench_onnx.py                      # full matrix (slow on 2 cores)
     python benchmarks/bench_onnx.py --quick              # mobilenet_v2 0.5, n=1, Table 9 policies, batch 1 only
     python benchmarks/bench_onnx.py --models resnet18 --kernel-nums 1 --no-b8 --json out.json
+    python benchmarks/bench_onnx.py --table8             # Table 8: static, CondConv, DyConv, ODConv 1x / 4x
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from lab.machine_load import BusyMachineError, describe_load, load_average, require_quiet
 from odconv_surgery.deploy.machine import describe_cpu
 from lab.onnx_tables import default_cases, render_summary, run_benchmark, write_markdown
-from lab.paper import MODELS
+from lab.paper import MODELS, TABLE8_MODELS
 from odconv_surgery.deploy.benchmark import Case, render_markdown, write_json
 from odconv_surgery.deploy.export import export_onnx
 from odconv_surgery.policies import PAPER_POLICIES
@@ -37,6 +38,10 @@ def main(argv=None) -> int:
     p.add_argument("--kernel-nums", nargs="+", type=int, default=[1, 4])
     p.add_argument("--policy-model", default="mobilenet_v2_0.5", help="model on which every Table 9 policy runs")
     p.add_argument("--policies", nargs="*", default=list(PAPER_POLICIES), help="policies run on --policy-model (none: skip)")
+    p.add_argument("--methods", nargs="*", default=["condconv", "dyconv"], choices=["condconv", "dyconv"],
+                   help="Table 8's other methods, run on its models (resnet50, mobilenet_v2_1.0) among --models (none: skip)")
+    p.add_argument("--table8", action="store_true",
+                   help="only Table 8: resnet50 and mobilenet_v2 1.0, static, CondConv, DyConv, ODConv 1x and 4x, CPU batch 1")
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--repeats", type=int, default=10, help="timed runs per round")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (ms: the median of per-round medians; ratios: the median of the per-round ratios)")
@@ -59,8 +64,11 @@ def main(argv=None) -> int:
     if args.quick:
         cases = [Case("mobilenet_v2_0.5", pol, 1) for pol in PAPER_POLICIES]
         args.no_b8 = True
+    elif args.table8:
+        cases = default_cases(TABLE8_MODELS, (1, 4), args.policy_model, (), args.methods)
+        args.no_b8 = True
     else:
-        cases = default_cases(args.models, args.kernel_nums, args.policy_model, args.policies)
+        cases = default_cases(args.models, args.kernel_nums, args.policy_model, args.policies, args.methods)
     rows = run_benchmark(
         cases, input_size=args.input_size, repeats=args.repeats, rounds=args.rounds,
         include_b8=not args.no_b8, include_cuda=not args.no_cuda,

@@ -49,7 +49,7 @@ def test_paper_ratios_name_benchmarked_cases():
     from bench_gpu import cases_for
 
     for model, kernel_num, policy in PAPER_RATIOS:
-        assert model in SPECS and (policy, kernel_num) in cases_for(model, [1, 4])
+        assert model in SPECS and (policy, kernel_num) in cases_for(model, [1, 4], ["condconv", "dyconv"])
 
 
 @pytest.mark.parametrize("mode", ["inference", "train"])

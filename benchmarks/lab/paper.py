@@ -18,9 +18,18 @@ PAPER_CPU_FPS: dict[tuple[str, str | None, int], float] = {
 }
 
 
-def paper_cpu_ratio(model: str, policy: str, kernel_num: int) -> float | None:
-    """The paper's CPU latency ratio (static FPS / ODConv FPS) for this case, where the paper has one."""
-    fps = PAPER_CPU_FPS.get((model, policy, kernel_num))
+#: Table 8's other methods, keyed (model, method), each with its own placement ("default") and kernel number.
+PAPER_METHOD_CPU_FPS: dict[tuple[str, str], float] = {
+    ("resnet50", "condconv"): 4.0, ("resnet50", "dyconv"): 3.8,
+    ("mobilenet_v2_1.0", "condconv"): 14.8, ("mobilenet_v2_1.0", "dyconv"): 11.9,
+}
+#: The models of Table 8.
+TABLE8_MODELS = ("resnet50", "mobilenet_v2_1.0")
+
+
+def paper_cpu_ratio(model: str, policy: str, kernel_num: int, method: str = "odconv") -> float | None:
+    """The paper's CPU latency ratio (static FPS / converted FPS) for this case, where the paper has one."""
+    fps = PAPER_CPU_FPS.get((model, policy, kernel_num)) if method == "odconv" else PAPER_METHOD_CPU_FPS.get((model, method))
     return PAPER_CPU_FPS[(model, None, 1)] / fps if fps else None
 
 

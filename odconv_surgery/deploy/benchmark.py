@@ -33,6 +33,7 @@ class Case:
     model: str
     policy: str = "all_but_first"
     kernel_num: int = 1
+    method: str = "odconv"  # odconv_surgery.methods: with policy "default", the method's own placement
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Row:
     fps: float
     ratio_to_static: float
     ratio_naive_to_fused: float | None = None
+    method: str = "odconv"
 
 
 def build_variants(static: nn.Module, odconv_model: nn.Module, example_input: torch.Tensor) -> dict:
@@ -110,7 +112,7 @@ def run_case(
     with a fixed batch is timed only at that batch)."""
     from ..surgery import apply_odconv
 
-    model, _ = apply_odconv(static, policy=case.policy, kernel_num=case.kernel_num)
+    model, _ = apply_odconv(static, policy=case.policy, method=case.method, kernel_num=case.kernel_num)
     model.eval()
     x = torch.randn(1, 3, input_size, input_size) if example_input is None else example_input
     protos = build_variants(static, model, x)
@@ -129,17 +131,18 @@ def run_case(
                     case.model, case.policy, case.kernel_num, regime[0], variant, regime[2], regime[3],
                     ms=t * 1e3, fps=regime[2] / t, ratio_to_static=ratios[variant],
                     ratio_naive_to_fused=(times["naive"] / t) if variant.startswith("fused") else None,
+                    method=case.method,
                 )
             )
     return rows
 
 
 def render_markdown(rows: Sequence[Row]) -> str:
-    head = "| model | policy | n | regime | variant | ms | FPS | ratio to static | naive/fused |\n|---|---|---|---|---|---|---|---|---|"
+    head = "| model | method | policy | n | regime | variant | ms | FPS | ratio to static | naive/fused |\n|---|---|---|---|---|---|---|---|---|---|"
     lines = [head]
     for r in rows:
         nf = f"{r.ratio_naive_to_fused:.2f}x" if r.ratio_naive_to_fused is not None else ""
-        lines.append(f"| {r.model} | {r.policy} | {r.kernel_num} | {r.regime} | {r.variant} | {r.ms:.2f} | {r.fps:.1f} | {r.ratio_to_static:.2f} | {nf} |")
+        lines.append(f"| {r.model} | {r.method} | {r.policy} | {r.kernel_num} | {r.regime} | {r.variant} | {r.ms:.2f} | {r.fps:.1f} | {r.ratio_to_static:.2f} | {nf} |")
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from .export import export_onnx
 from .runtime import OrtRunner, ParityResult, check_parity, cuda_available
+from .session_timing import rotating_rounds
 
 VARIANTS = ("static", "naive", "fused", "fused_ortcpu")
 
@@ -72,17 +73,15 @@ def _regimes(include_b8: bool, include_cuda: bool) -> list[tuple[str, str, int, 
 
 
 def time_variant_rounds(protos: dict, regime: tuple[str, str, int, int], repeats: int = 10, rounds: int = 5) -> dict[str, list[float]]:
-    """Per variant, the median latency (s) of each of ``rounds`` interleaved rounds; the order rotates every round,
-    since the variant timed right after another one measured up to 10 % slower in a fixed order."""
+    """Per variant, the median latency (s) of each of ``rounds`` interleaved rounds (``rotating_rounds``)."""
     _, device, batch, threads = regime
     runners = {k: OrtRunner(v, device=device, threads=threads, warmup=0) for k, v in protos.items()}
     runners = {k: r for k, r in runners.items() if r.input_shape[0] in (None, batch)}  # fixed-batch files: their batch only
     for runner in runners.values():
         runner.warmup(2, batch)
     per_round: dict[str, list[float]] = {k: [] for k in runners}
-    order = list(runners)
-    for r in range(rounds):
-        for key in order[r % len(order):] + order[: r % len(order)]:  # each round starts one variant later
+    for order in rotating_rounds(list(runners), rounds):
+        for key in order:
             per_round[key].append(statistics.median(runners[key].time(batch, repeats=repeats, warmup=1, iobinding=device == "cuda")))
     return per_round
 

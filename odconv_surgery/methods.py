@@ -7,7 +7,9 @@ settings given as keywords replace the method's.
 
 * ``odconv``: four attentions (spatial, channel, filter, kernel), r = 1/16, every conv but the first.
 * ``dyconv``: kernel attention only, a softmax over n = 4 kernels, trunk C_in -> C_in/4 -> n without
-  normalisation, temperature annealed; every conv but the stem, projection shortcuts included.
+  normalisation (at least 4 hidden units: two mirrored pairs keep the neutral init's trunk alive, see
+  ``ODAttention.reset_parameters_neutral``; no layer of the paper's networks is that narrow), temperature annealed;
+  every conv but the stem, projection shortcuts included.
 * ``condconv``: kernel attention only, a sigmoid per kernel ("routing") read straight from the pooled input, n = 8,
   no temperature; the convs of the last 6 blocks of a network with depthwise convs (MobileNetV2) or of the last
   3 otherwise (ResNets).
@@ -42,7 +44,7 @@ METHODS: dict[str, Method] = {
     "odconv": Method("odconv"),
     "dyconv": Method(
         "dyconv",
-        {"attentions": ("kernel",), "kernel_num": 4, "reduction": 0.25, "min_attention_channels": 1,
+        {"attentions": ("kernel",), "kernel_num": 4, "reduction": 0.25, "min_attention_channels": 4,
          "attention_norm": "none"},
         "all_but_stem",
     ),

@@ -69,11 +69,14 @@ def test_recipe_round_trip_keeps_the_flat_format_and_reads_old_recipes():
 def test_cli_layer_options_come_from_the_fields():
     parser = build_parser()
     args = parser.parse_args(["apply", "torchvision:resnet18", "-o", "x.pt"])
-    assert LayerOptions(**{key: getattr(args, key) for key in LAYER_KEYS}) == LayerOptions()
+    assert not any(hasattr(args, key) for key in LAYER_KEYS)  # flags left out: the method's values apply
     args = parser.parse_args(["apply", "m", "-o", "x.pt", "-n", "3", "-r", "1/4", "--no-share-attention",
-                              "--min-attention-channels", "8", "--attention-norm", "ln"])
-    assert LayerOptions(**{key: getattr(args, key) for key in LAYER_KEYS}) == LayerOptions(
-        kernel_num=3, reduction=0.25, share_attention=False, min_attention_channels=8, attention_norm="ln")
+                              "--min-attention-channels", "8", "--attention-norm", "ln", "--attentions", "spatial,kernel",
+                              "--pool-size", "3", "--no-attention-trunk"])
+    given = {key: getattr(args, key) for key in LAYER_KEYS if hasattr(args, key)}
+    assert LayerOptions(**given) == LayerOptions(
+        kernel_num=3, reduction=0.25, share_attention=False, min_attention_channels=8, attention_norm="ln",
+        attentions=("spatial", "kernel"), pool_size=3, attention_trunk=False)
 
 
 def test_cli_help_comes_from_the_fields(capsys):
@@ -83,7 +86,8 @@ def test_cli_help_comes_from_the_fields(capsys):
     for f in dataclasses.fields(LayerOptions):
         assert f"--{f.name.replace('_', '-')}" in text
         assert " ".join(f.metadata["help"].split()) in text
-    assert "number of kernels n in the bank (default 1)" in text and "(default 0.0625)" in text
+    assert "number of kernels n in the bank (ODConv default 1)" in text and "(ODConv default 0.0625)" in text
+    assert "(ODConv default spatial,channel,filter,kernel)" in text
 
 
 def test_export_targets_are_one_enum():

@@ -108,3 +108,33 @@ def _check_training_step(model: nn.Module, x: torch.Tensor) -> None:
     optimizer.step()
     unchanged = [n for n, p in model.named_parameters() if n in attention and torch.equal(p, attention[n])]
     assert not unchanged, f"attention parameters without update: {unchanged[:5]}"
+
+
+FAMILY = [
+    dict(method="dyconv"), dict(method="condconv"), dict(attentions="spatial,channel", pool_size=3),
+    dict(activation="softmax", kernel_num=2), dict(attention_trunk=False, kernel_activation="sigmoid", kernel_num=2),
+]
+NO_BLOCKS = {"alexnet", "vgg11"}  # CondConv's placement needs blocks
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_model_under_every_method_and_option(name):
+    """Every method preset and the ablation options convert each model function-preservingly and train."""
+    model = build(name)
+    size = {"inception_v3": 75, "alexnet": 64, "vgg11": 32, "googlenet": 48}.get(name, 32)
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        reference = model(x)
+    for settings in FAMILY:
+        if settings.get("method") == "condconv" and name in NO_BLOCKS:
+            with pytest.raises(ValueError, match="needs the model's blocks|selects no convolution"):
+                apply_odconv(model, **settings)
+            continue
+        converted, report = apply_odconv(model, **settings)
+        assert report.converted, settings
+        with torch.no_grad():
+            out = converted(x)
+        err = (out - reference).abs().max() / reference.abs().max()
+        assert err <= 1e-4, f"{settings}: relative error {err:.2e}"
+        if settings.get("method") != "condconv":  # CondConv converts only the last blocks: checked on the others
+            _check_training_step(converted, x)

@@ -196,6 +196,12 @@ class ODAttention(nn.Module):
             )
         with torch.no_grad():
             base = kaiming_fan_out(self.fc.weight.shape, generator)
+            if self.attention_norm == "none":
+                # No norm centres the trunk, so a unit's sign is the input's to decide: every second pair mirrors
+                # the one before it (row -w for w), so for any input one pair of each two is active and passes
+                # gradient (else a trunk of few units could start dead, all its ReLUs at zero: DyConv's C_in/4).
+                mirrored = (hidden // 2) // 2
+                base[2 : 4 * mirrored : 4] = -base[0 : 4 * mirrored : 4]
             base[1::2] = base[0 : hidden - hidden % 2 : 2].clone()  # unit 2i+1 copies unit 2i
             if hidden % 2:  # odd width: the last unit joins the last pair, making a triple
                 base[-1] = base[-3]
@@ -229,6 +235,8 @@ class ODAttention(nn.Module):
             logits = logits / self.temperature
         if kind == "sigmoid":
             return torch.sigmoid(logits)
+        if groups == 1:
+            return torch.softmax(logits, dim=-1)
         batch, width = logits.shape  # explicit sizes: an empty batch has nothing to infer a -1 from
         return torch.softmax(logits.view(batch, groups, width // groups), dim=-1).view(batch, width)
 

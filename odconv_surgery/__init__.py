@@ -41,6 +41,9 @@ _LAZY = {
     "SweepConfig": ".experiments.sweep",
     "run_sweep": ".experiments.sweep",
     "convert_attention_sync_batchnorm": ".experiments.distributed",
+    "place_under_budget": ".placement",
+    "PlacementResult": ".placement",
+    "parse_budget": ".placement",
 }
 
 

@@ -1,4 +1,4 @@
-"""The ``odconv-surgery`` command: list, apply, export, bench and sweep.
+"""The ``odconv-surgery`` command: list, apply, export, bench, place and sweep.
 
 MODEL is a spec from a registered source (``torchvision:mobilenet_v2?width_mult=0.5``, ``timm:NAME``,
 ``entrypoint:NAME``); ``package.module:callable?key=value`` only with ``--allow-import``, which is also the only way
@@ -243,6 +243,79 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_place(args: argparse.Namespace) -> int:
+    """Budgeted placement of a converted checkpoint: fold the layers worth least per microsecond, check the budget
+    on the exported file, save the placed model (+ its spec side file) and a JSON report."""
+    try:
+        import torch
+
+        from .deploy.export import export_onnx  # noqa: F401 - the check below needs the ONNX extras
+    except ImportError as exc:
+        raise CliError(f"placement times ONNX files ({exc}); install the extras: pip install 'odconv-surgery[onnx]'") from exc
+    from dataclasses import replace
+
+    from torch.utils.data import DataLoader
+
+    from .checkpoint import save
+    from .experiments.data import load_dataset
+    from .nn.odconv import ODConv2d
+    from .placement import brief_finetune, place_under_budget
+
+    ckpt = Path(args.model).expanduser()
+    inputs = [ckpt, _spec_sidecar(ckpt)]
+    out = check_target(args.output, inputs=inputs, replaces="checkpoint")  # every refusal before the work
+    report_path = check_target(args.report or out.with_suffix(".json"), inputs=inputs + [out], replaces="json")
+    check_target(_spec_sidecar(out), inputs=inputs, replaces="json")
+    model = _load_model_or_checkpoint(args).eval()
+    if not any(isinstance(m, ODConv2d) for m in model.modules()):
+        raise CliError(f"{args.model} has no ODConv layer to place: convert it first ('odconv-surgery apply MODEL "
+                       "--policy all_but_first -o ckpt.pt') and fine-tune it, then place the checkpoint")
+    bundle = load_dataset(args.data, args.image_size, limit=args.limit)
+    x = torch.randn(1, bundle.in_channels, bundle.image_size, bundle.image_size)
+    with torch.no_grad():
+        classes = model(x).shape[-1]
+    if classes != bundle.num_classes:
+        raise CliError(f"the model outputs {classes} classes and {bundle.name} has {bundle.num_classes}; give --data "
+                       "with the model's classes")
+    finetune = False if args.finetune_epochs == 0 else replace(
+        brief_finetune(), epochs=args.finetune_epochs, lr=args.finetune_lr, batch_size=args.batch_size,
+        max_steps_per_epoch=args.max_steps, progress=not args.quiet)
+    placed, result = place_under_budget(
+        model, DataLoader(bundle.train, batch_size=args.batch_size), args.budget, example_input=x,
+        threads=args.threads, value=args.value, labelled=bundle, finetune=finetune, target=args.target,
+        tune=args.tune, max_batches=args.calibration_batches, tolerance=args.tolerance, max_checks=args.max_checks)
+    save(placed, out)
+    sidecar = _read_sidecar(inputs[1]) if args.base is None else {"model": args.base, "kwargs": _classes(args)}
+    atomic_write(_spec_sidecar(out), lambda fh: fh.write(json.dumps(sidecar).encode()), replaces="json")
+    report = {**result.to_dict(), "checkpoint": str(ckpt), "data": bundle.describe(), "command": args.argv}
+    text = json.dumps(report, indent=2).encode("utf-8")
+    atomic_write(report_path, lambda fh: fh.write(text), replaces="json")
+    if not args.quiet:
+        print(result.summary())
+        print(f"saved {out} (weights + recipe, folded layers included) and {report_path}")
+    if not result.met:
+        print(f"odconv-surgery: budget {result.budget} not met; the closest placement was saved ({result.note})",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def _read_sidecar(path: Path) -> dict:
+    """The ``{"model", "kwargs"}`` record beside a checkpoint (already read and checked by the model's load)."""
+    with open_for_read(path) as fh:
+        return json.loads(fh.read(1 << 20).decode("utf-8"))
+
+
+def _budget(text: str):
+    """An argparse type: a latency budget, refused in one line naming the accepted forms."""
+    from .placement import parse_budget
+
+    try:
+        return parse_budget(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .experiments.sweep import check_output, prepare_output, run_sweep
 
@@ -399,12 +472,59 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("place", help="keep ODConv where it is worth its latency within a budget, fold the rest",
+                       description="From a checkpoint converted under 'all' or 'all_but_first' (and fine-tuned), keep "
+                                   "dynamic the layers worth the most per microsecond within --budget, fold the rest "
+                                   "back into plain convs, check the budget on the exported file in onnxruntime, "
+                                   "fine-tune briefly, and save the placed model with a JSON report.")
+    _place_options(p, model_arg)
+    p.set_defaults(func=cmd_place)
+
     p = sub.add_parser("sweep", help="placement-policy sweep (accuracy + speed, the paper's Table 9)",
                        description="Train and evaluate MODEL under several placement policies and seeds; resumable. "
                                    "Every setting is checked before anything is trained or written.")
     _sweep_options(p, model_arg)
     p.set_defaults(func=cmd_sweep)
     return parser
+
+
+def _place_options(p: argparse.ArgumentParser, model_arg) -> None:
+    """The options of ``place``; the fine-tuning defaults are read from ``placement.brief_finetune``."""
+    from .placement import NOISE_TOLERANCE, brief_finetune
+    from .placement.values import VALUE_MEASURES
+
+    brief = brief_finetune()
+    model_arg(p, metavar="CKPT", help="a checkpoint written by 'apply' (converted, ideally fine-tuned)")
+    p.add_argument("--budget", required=True, type=_budget,
+                   help="'1.2x' (latency ratio to the static model, measured in the same run), '3.5ms' or '800us' "
+                        "(batch 1, this machine) or 'unlimited'")
+    p.add_argument("-o", "--output", required=True, help="checkpoint of the placed model to write (weights + recipe)")
+    p.add_argument("--report", default=None, help="JSON report to write (default: OUTPUT with the suffix .json)")
+    p.add_argument("--base", default=None, help="model spec the checkpoint was made from (default: read from CKPT.model.json)")
+    p.add_argument("--data", default=None, help="ImageFolder root with the model's classes (calibration, fine-tuning, "
+                                                "accuracy); default: sklearn digits")
+    p.add_argument("--image-size", type=_int_in(8, MAX_IMAGE_SIZE), default=None,
+                   help="input height/width, for the data and the timed files (default: the data's, 32 for digits)")
+    p.add_argument("--limit", type=_int_in(2, 1 << 30), default=None, help="use only this many images per split (smoke runs)")
+    p.add_argument("--calibration-batches", type=_int_in(1, 1 << 20), default=8,
+                   help="training batches for the value measure and the folds (default %(default)s)")
+    p.add_argument("--batch-size", type=_int_in(2, 1 << 16), default=brief.batch_size, help="batch size (default %(default)s)")
+    p.add_argument("--value", default="dynamism", help=f"value measure: {', '.join(sorted(VALUE_MEASURES))} (default %(default)s)")
+    p.add_argument("--threads", type=_int_in(1, 1 << 10), default=1, help="onnxruntime intra-op threads of the deployment (default 1)")
+    p.add_argument("--target", choices=[t.value for t in ExportTarget], default=ExportTarget.AUTO.value,
+                   help="export target of the timed files (default auto)")
+    p.add_argument("--tune", action=argparse.BooleanOptionalAction, default=None,
+                   help="ort-cpu: time each layer's NCHWc forms (default on unless ODCONV_TUNE=0)")
+    p.add_argument("--finetune-epochs", type=_int_in(0, 10_000), default=brief.epochs,
+                   help="fine-tuning epochs after folding, temperature 1 (0: none; default %(default)s)")
+    p.add_argument("--finetune-lr", type=_float, default=brief.lr, help="fine-tuning learning rate (default %(default)s)")
+    p.add_argument("--max-steps", type=_int_in(1, 1 << 30), default=None, help="cap fine-tuning steps per epoch (smoke runs)")
+    p.add_argument("--max-checks", type=_int_in(1, 1000), default=10,
+                   help="measurements of the placed file at most, each folding more while over budget (default %(default)s)")
+    p.add_argument("--tolerance", type=_float, default=NOISE_TOLERANCE,
+                   help="fraction over the budget still counted within it: timing noise (default %(default)s)")
+    p.add_argument("--num-classes", type=_int_in(1, 1 << 20), default=None, help="override the model's number of classes")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
 
 def _sweep_options(p: argparse.ArgumentParser, model_arg) -> None:

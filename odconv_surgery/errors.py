@@ -162,6 +162,11 @@ class PolicyError(InvalidValueError):
     """A placement policy that does not exist, or cannot apply to this model (``last:K`` with too few blocks)."""
 
 
+class BudgetError(InvalidValueError):
+    """A latency budget that cannot be read or cannot be asked for (``"1.2x"``, ``"3.5ms"``); the message shows the
+    accepted forms."""
+
+
 class LayerNotFoundError(ODConvError, KeyError):
     """No layer has the name asked for."""
 

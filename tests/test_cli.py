@@ -61,7 +61,7 @@ def run(tmp_path, plugin):
     return _run
 
 
-@pytest.mark.parametrize("command", [[], ["list"], ["apply"], ["export"], ["bench"], ["sweep"]])
+@pytest.mark.parametrize("command", [[], ["list"], ["apply"], ["export"], ["bench"], ["place"], ["sweep"]])
 def test_help_everywhere(command, capsys):
     with pytest.raises(SystemExit, match="^0$"):
         main([*command, "--help"])
@@ -312,3 +312,33 @@ def test_export_tune_flags_reach_the_file(plugin, tmp_path, monkeypatch):
     meta = {p.key: p.value for p in onnx.load(tmp_path / "plain.onnx").metadata_props}
     assert "odconv.tuning" not in meta
     assert all(v.endswith("(cost model)") for v in json.loads(meta["odconv.forms"]).values())
+
+
+def test_place_writes_the_placed_model_its_side_file_and_the_report(plugin, tmp_path, capsys):
+    """``place`` end to end on the tiny model (real costs and timings: only the structure is checked, since whether
+    a 1x budget is met on a loaded machine is the timing's call)."""
+    from odconv_surgery.checkpoint import read_checkpoint
+    from odconv_surgery.passes.onnx.common import detect_nchwc_block
+
+    if detect_nchwc_block() is None:
+        pytest.skip("layer_costs needs onnxruntime's NCHWc contrib ops")
+    assert main(["apply", SPEC, "--policy", "all", "-o", "tiny.pt", "--image-size", "16", "-q"]) == 0
+    converted_layers = set(read_checkpoint(tmp_path / "tiny.pt")[0].layers)
+    rc = main(["place", "tiny.pt", "--budget", "1x", "-o", "placed.pt", "--image-size", "16", "--limit", "32",
+               "--calibration-batches", "1", "--max-steps", "1", "--max-checks", "2", "-q"])
+    assert rc in (0, 1)
+    report = json.loads((tmp_path / "placed.json").read_text())
+    assert report["budget"] == "1x" and report["met"] is (rc == 0) and report["threads"] == 1
+    assert set(report["chosen"]) | set(report["folded"]) == converted_layers and report["folded"]
+    assert report["accuracy"]["finetuned"] is not None and report["command"][0] == "place"
+    assert sorted(read_checkpoint(tmp_path / "placed.pt")[0].folded) == sorted(report["folded"])
+    assert main(["export", "placed.pt", "-o", "placed.onnx", "--image-size", "16", "-q"]) == 0  # the side file names the model
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit, match="^2$"):
+        main(["place", "tiny.pt", "--budget", "1.2", "-o", "p.pt"])
+    assert "'1.2x' for a ratio" in capsys.readouterr().err
+    assert main(["place", SPEC, "--budget", "1.2x", "-o", "p.pt", "--image-size", "16"]) == 1
+    assert "convert it first" in capsys.readouterr().err
+    assert main(["place", "tiny.pt", "--budget", "1.2x", "-o", "tiny.pt"]) == 1  # never over its own input
+    assert not (tmp_path / "p.pt").exists()

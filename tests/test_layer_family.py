@@ -196,3 +196,28 @@ def test_cli_apply_takes_a_method_and_flags_replace_its_settings(tmp_path):
     loaded = load(torchvision.models.resnet18(), out)
     layers = [m for m in loaded.modules() if isinstance(m, ODConv2d)]
     assert len(layers) == 19 and {(m.kernel_num, m.attention_norm, m.attentions) for m in layers} == {(2, "ln", ("kernel",))}
+
+
+@pytest.mark.parametrize("settings", [dict(method="dyconv"), dict(method="condconv"),
+                                      dict(attentions="spatial,filter", activation="softmax", pool_size=2)], ids=str)
+def test_fuse_batchnorm_fold_static_and_the_report_serve_every_method(settings):
+    from odconv_surgery import fold_static, fuse_batchnorm
+
+    model = torchvision.models.mobilenet_v2(width_mult=0.5, num_classes=10)
+    converted, report = apply_odconv(model, **settings)
+    assert report.converted and f"{len(report.converted)}" in report.summary()
+    converted.train()
+    with torch.no_grad():  # non-trivial BatchNorm statistics and attentions
+        for _ in range(3):
+            converted(torch.randn(8, 3, 32, 32))
+    converted.eval()
+    randomise_attention(converted)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        expected = converted(x)
+        fused = fuse_batchnorm(converted)
+        assert fused
+        torch.testing.assert_close(converted(x), expected, rtol=1e-4, atol=1e-4)
+    folded, fold_report = fold_static(converted, [x], max_batches=1)
+    assert len(fold_report.layers) == len(report.converted)
+    assert not any(isinstance(m, ODConv2d) for m in folded.modules())

@@ -2,6 +2,7 @@
 
 from . import errors
 from .errors import *  # noqa: F403 - every error is public
+from .attention_stats import AttentionStats, attention_statistics
 from .checkpoint import CheckpointMismatchError, load, save
 from .folding import FoldReport, fold_static
 from .methods import METHODS, Method
@@ -44,6 +45,7 @@ _LAZY = {
     "place_under_budget": ".placement",
     "PlacementResult": ".placement",
     "parse_budget": ".placement",
+    "plot_attention_stats": ".experiments.attention_plot",
 }
 
 
@@ -73,7 +75,9 @@ __all__ = [
     "Recipe",
     "TemperatureSchedule",
     "UntraceableModelError",
+    "AttentionStats",
     "apply_odconv",
+    "attention_statistics",
     "available_policies",
     "fold_static",
     "FoldReport",

@@ -1,4 +1,4 @@
-"""The ``odconv-surgery`` command: list, apply, export, bench, place and sweep.
+"""The ``odconv-surgery`` command: list, apply, export, bench, place, stats and sweep.
 
 MODEL is a spec from a registered source (``torchvision:mobilenet_v2?width_mult=0.5``, ``timm:NAME``,
 ``entrypoint:NAME``); ``package.module:callable?key=value`` only with ``--allow-import``, which is also the only way
@@ -316,6 +316,37 @@ def _budget(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+STATS_FILES = ("stats.json", "stats.png")
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    """Attention statistics of a converted model on data: DIR/stats.json and DIR/stats.png."""
+    import torch
+
+    from .attention_stats import attention_statistics
+    try:
+        from .experiments.attention_plot import plot_attention_stats
+        from .experiments.data import load_dataset
+    except ImportError as exc:
+        raise CliError(f"'stats' needs the sweep extras ({exc}); install them: pip install 'odconv-surgery[sweep]'") from exc
+
+    out = Path(args.output).expanduser()
+    inputs = [Path(args.model).expanduser(), _spec_sidecar(Path(args.model).expanduser())]
+    json_path, png_path = (check_target(out / name, inputs=inputs, replaces=name.rsplit(".", 1)[1]) for name in STATS_FILES)
+    model = _load_model_or_checkpoint(args)
+    bundle = load_dataset(args.data, args.image_size)
+    split = bundle.test if args.split == "test" else bundle.train
+    loader = torch.utils.data.DataLoader(split, batch_size=args.batch_size, shuffle=False)
+    stats = attention_statistics(model, loader, max_batches=args.max_batches)
+    stats.write(json_path, inputs=inputs)
+    plot_attention_stats(stats, png_path, inputs=inputs, title=f"{args.model} on {bundle.name} ({args.split}): "
+                         f"ODConv attention statistics over {stats.samples} samples")
+    if not args.quiet:
+        print(stats.summary())
+        print(f"wrote {json_path} and {png_path}")
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .experiments.sweep import check_output, prepare_output, run_sweep
 
@@ -479,6 +510,22 @@ def build_parser() -> argparse.ArgumentParser:
                                    "fine-tune briefly, and save the placed model with a JSON report.")
     _place_options(p, model_arg)
     p.set_defaults(func=cmd_place)
+
+    p = sub.add_parser("stats", help="attention statistics of a converted model on data (stats.json, stats.png)",
+                       description="Run a converted model (a checkpoint from 'apply' or your own save()) on data in eval "
+                                   "mode at temperature 1 and write, per converted layer, the mean and spread across "
+                                   "samples of every attention and the kernel dynamism: DIR/stats.json and DIR/stats.png.")
+    model_arg(p, metavar="CKPT|MODEL", help="a checkpoint written by 'apply' or odconv_surgery.save, or " + SPEC_HELP)
+    p.add_argument("--base", default=None, help="model spec the checkpoint was made from (default: read from CKPT.model.json)")
+    p.add_argument("--data", default=None, help="ImageFolder root (class folders, or train/ and val/); default: sklearn digits")
+    p.add_argument("--split", choices=("test", "train"), default="test", help="which split to run on (default %(default)s)")
+    p.add_argument("--image-size", type=_int_in(8, MAX_IMAGE_SIZE), default=None, help="input size (default 32 for digits, 64 for ImageFolder)")
+    p.add_argument("--batch-size", type=_int_in(1, 1 << 16), default=64, help="batch size (default %(default)s)")
+    p.add_argument("--max-batches", type=_int_in(1, 1 << 31), default=None, help="stop after this many batches (default: the whole split)")
+    p.add_argument("--num-classes", type=_int_in(1, 1 << 20), default=None, help="override the model's number of classes")
+    p.add_argument("-o", "--output", required=True, help="directory to write stats.json and stats.png into")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.set_defaults(func=cmd_stats)
 
     p = sub.add_parser("sweep", help="placement-policy sweep (accuracy + speed, the paper's Table 9)",
                        description="Train and evaluate MODEL under several placement policies and seeds; resumable. "

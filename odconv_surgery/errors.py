@@ -62,6 +62,11 @@ class ForeignFileError(ODConvError, FileExistsError):
     """The target exists and is not a file of the kind being written (or not one the sweep wrote); not replaced."""
 
 
+
+class AttentionStatsFileError(ODConvError, ValueError):
+    """A file or text given as attention statistics is not what ``AttentionStats.write`` writes."""
+
+
 # ---- ONNX export and runtime -----------------------------------------------------------------------------------
 class UnsupportedOpsetError(ODConvError, ValueError):
     """The requested ONNX opset is outside what the exporter and the passes support."""

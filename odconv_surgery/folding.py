@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import EmptySelectionError, InvalidTypeError, InvalidValueError
+from .moments import RunningMoments
 from .nn.odconv import ODConv2d
 from .nn.temperature import temperature_at
 from .passes.fx.swap_modules import swap_module
@@ -55,6 +56,38 @@ def per_sample_kernels(layer: ODConv2d, x: Tensor) -> Tensor:
     return kernel.expand(x.shape[0], *kernel.shape[1:])
 
 
+#: Per-sample kernels are built this many elements at a time at most (a chunk of the batch), so a wide layer's
+#: B x |W| kernels never sit in memory at once.
+CHUNK_ELEMENTS = 1 << 24
+
+
+class KernelSpread:
+    """The running mean of one layer's per-sample aggregated kernels and their spread around it
+    (``moments.RunningMoments``, float64): the mean is what ``fold_static`` folds to, ``dynamism()`` what
+    ``kernel_dynamism`` reports."""
+
+    def __init__(self) -> None:
+        self.moments = RunningMoments()
+
+    @property
+    def count(self) -> int:
+        return self.moments.count
+
+    def add(self, layer: ODConv2d, x: Tensor) -> None:
+        """Add the kernels of the samples of ``x`` (the layer's input), a chunk of samples at a time."""
+        for part in x.split(max(1, CHUNK_ELEMENTS // max(1, layer.weight[0].numel()))):
+            self.moments.add(per_sample_kernels(layer, part))
+
+    def mean(self) -> Tensor:
+        """The mean kernel, in the layer's kernel shape (float64)."""
+        return self.moments.mean
+
+    def dynamism(self) -> float:
+        """RMS over samples of ``||K_b - mean K||`` over ``||mean K||`` (inf when the mean kernel is zero)."""
+        norm = float(self.moments.mean.norm())
+        return float(self.moments.variance().sum()) ** 0.5 / norm if norm else float("inf")
+
+
 def _inputs(batch) -> tuple:
     """The model's positional inputs from one calibration item: a tensor, a tuple whose first item is the input
     (``(x, y)`` from a DataLoader), or a dict with ``"x"``/``"input"``."""
@@ -72,7 +105,8 @@ def _inputs(batch) -> tuple:
 def _select(model: nn.Module, layers: Sequence[str] | None) -> dict[str, ODConv2d]:
     converted = {name: m for name, m in model.named_modules() if isinstance(m, ODConv2d)}
     if not converted:
-        raise EmptySelectionError("the model has no ODConv2d layer to fold; convert it with apply_odconv first")
+        raise EmptySelectionError("the model has no ODConv2d layer; convert it with apply_odconv (or load a converted "
+                                  "checkpoint) first")
     if layers is None:
         return converted
     if isinstance(layers, str) or not all(isinstance(n, str) for n in layers):
@@ -132,26 +166,23 @@ def fold_static(model: nn.Module, data: Iterable, layers: Sequence[str] | None =
     Returns the model and a ``FoldReport`` with each folded layer's relative output error on the same data."""
     chosen = _select(model, layers)
     batches = _calibration_batches(data, max_batches)
-    sums: dict[str, Tensor | None] = {name: None for name in chosen}
-    counts = dict.fromkeys(chosen, 0)
+    spreads = {name: KernelSpread() for name in chosen}
     seen: dict[str, list[tuple[Tensor, Tensor]]] = {name: [] for name in chosen}
 
     def record(name: str, module: ODConv2d, x: Tensor, y: Tensor) -> None:
-        total = per_sample_kernels(module, x).double().sum(dim=0)
-        sums[name] = total if sums[name] is None else sums[name] + total
-        counts[name] += x.shape[0]
+        spreads[name].add(module, x)
         seen[name].append((x, y))
 
     _run_with_hooks(model, chosen, batches, record)
     report = []
-    _require_ran(counts)
+    _require_ran({name: spread.count for name, spread in spreads.items()})
     for name, layer in chosen.items():
-        conv = _plain_conv(layer, (sums[name] / counts[name]).to(layer.weight.dtype))
+        conv = _plain_conv(layer, spreads[name].mean().to(layer.weight.dtype))
         worst_diff = worst_ref = 0.0
         for x, y in seen[name]:
             diff = (conv(x) - y).abs().max().item()
             worst_diff, worst_ref = max(worst_diff, diff), max(worst_ref, y.abs().max().item())
-        report.append(FoldedLayer(name, worst_diff / worst_ref if worst_ref else worst_diff, counts[name]))
+        report.append(FoldedLayer(name, worst_diff / worst_ref if worst_ref else worst_diff, spreads[name].count))
         swap_module(model, layer, conv)
     recipe = get_recipe(model)
     if recipe is not None:
@@ -170,26 +201,10 @@ def kernel_dynamism(model: nn.Module, data: Iterable, layers: Sequence[str] | No
     exactly). A first measure of what a layer's dynamism is worth (``fold_static`` folds the low ones)."""
     chosen = _select(model, layers)
     batches = _calibration_batches(data, max_batches)
-    sums: dict[str, Tensor | None] = {name: None for name in chosen}
-    squares = dict.fromkeys(chosen, 0.0)
-    counts = dict.fromkeys(chosen, 0)
-
-    def record(name: str, module: ODConv2d, x: Tensor, y: Tensor) -> None:
-        kernels = per_sample_kernels(module, x).double().flatten(1)
-        total = kernels.sum(dim=0)
-        sums[name] = total if sums[name] is None else sums[name] + total
-        squares[name] += float((kernels * kernels).sum())
-        counts[name] += x.shape[0]
-
-    _run_with_hooks(model, chosen, batches, record)
-    out = {}
-    _require_ran(counts)
-    for name in chosen:
-        mean = sums[name] / counts[name]
-        mean_sq = float((mean * mean).sum())
-        variance = max(squares[name] / counts[name] - mean_sq, 0.0)  # E||K||^2 - ||E K||^2 = E||K - E K||^2
-        out[name] = (variance ** 0.5) / (mean_sq ** 0.5) if mean_sq else float("inf")
-    return out
+    spreads = {name: KernelSpread() for name in chosen}
+    _run_with_hooks(model, chosen, batches, lambda name, module, x, y: spreads[name].add(module, x))
+    _require_ran({name: spread.count for name, spread in spreads.items()})
+    return {name: spread.dynamism() for name, spread in spreads.items()}
 
 
 def _plain_conv(layer: ODConv2d, kernel: Tensor) -> nn.Conv2d:

@@ -61,7 +61,7 @@ def run(tmp_path, plugin):
     return _run
 
 
-@pytest.mark.parametrize("command", [[], ["list"], ["apply"], ["export"], ["bench"], ["place"], ["sweep"]])
+@pytest.mark.parametrize("command", [[], ["list"], ["apply"], ["export"], ["bench"], ["place"], ["stats"], ["sweep"]])
 def test_help_everywhere(command, capsys):
     with pytest.raises(SystemExit, match="^0$"):
         main([*command, "--help"])
@@ -342,3 +342,23 @@ def test_place_writes_the_placed_model_its_side_file_and_the_report(plugin, tmp_
     assert "convert it first" in capsys.readouterr().err
     assert main(["place", "tiny.pt", "--budget", "1.2x", "-o", "tiny.pt"]) == 1  # never over its own input
     assert not (tmp_path / "p.pt").exists()
+
+
+def test_stats_writes_json_and_figure(plugin, tmp_path, capsys):
+    """``stats CKPT -o DIR``: the attention statistics of a checkpoint from ``apply`` on the digits test split."""
+    from odconv_surgery import AttentionStats
+
+    assert main(["apply", SPEC, "--policy", "all_but_first", "-n", "2", "-o", "tiny.pt", "--image-size", "16", "-q"]) == 0
+    args = ["stats", "tiny.pt", "-o", "out", "--image-size", "12", "--batch-size", "8", "--max-batches", "2"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    stats = AttentionStats.read(tmp_path / "out" / "stats.json")
+    assert stats.samples == 16 and [layer.name for layer in stats.layers] == ["features.3", "features.6"]
+    assert stats.layer("features.3").kernel_num == 2 and "features.6: 1x1 n=2" in printed
+    assert (tmp_path / "out" / "stats.png").read_bytes().startswith(b"\x89PNG")
+    assert main(args + ["-q"]) == 0 and capsys.readouterr().out == ""  # rewrites its own files
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "stats.json").write_text("my notes")
+    assert main(args[:3] + ["notes"]) == 1 and "not replaced" in capsys.readouterr().err  # refused before any work
+    assert main(["stats", SPEC, "-o", "out2", "--image-size", "12", "--max-batches", "1"]) == 1  # nothing converted
+    assert "no ODConv2d layer" in capsys.readouterr().err and not (tmp_path / "out2").exists()

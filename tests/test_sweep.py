@@ -383,3 +383,26 @@ def test_bad_variants_name_the_fix(variant, match):
 
     with pytest.raises(SweepSettingsError, match=match):
         _config(variants=[variant])
+def test_stats_flag_writes_each_converted_models_statistics(tmp_path, tiny_data):
+    from odconv_surgery import AttentionStats
+    from odconv_surgery.experiments.sweep_manifest import foreign_outputs
+    from odconv_surgery.experiments.sweep_stats import SweepStatsWarning, stats_name
+
+    cfg = _config(policies=["baseline", "1x1"], latency=False, stats=True)
+    result = run_sweep(cfg, tmp_path, model_factory=Tiny, data=tiny_data)
+    by_key = {r["key"]: r for r in result.records}
+    assert "stats" not in by_key["baseline|n=0|seed=0"]  # nothing converted, nothing to measure
+    assert by_key["1x1|n=1|seed=0"]["stats"] == "stats/1x1-n1-seed0.json"
+    stats = AttentionStats.read(tmp_path / "stats" / "1x1-n1-seed0.json")
+    assert stats.samples == len(tiny_data.test) and [layer.name for layer in stats.layers] == ["features.6"]
+    assert stats_name("last:2", 4, 1) == "stats/last%3A2-n4-seed1"  # any policy name is one file name
+    assert (tmp_path / "stats" / "1x1-n1-seed0.png").read_bytes().startswith(PNG_MAGIC)
+    assert result.files["stats"] == tmp_path / "stats" and foreign_outputs(tmp_path) == []
+    (tmp_path / "stats" / "other.json").write_text("{}")  # a file the sweep did not write is never overwritten
+    assert foreign_outputs(tmp_path) == ["stats/other.json"]
+    # A sweep that finished without --stats has no model left to measure: re-running with it says so.
+    plain = tmp_path / "plain"
+    run_sweep(_config(policies=["1x1"], latency=False), plain, model_factory=Tiny, data=tiny_data)
+    with pytest.warns(SweepStatsWarning, match="1 finished configuration"):
+        again = run_sweep(_config(policies=["1x1"], latency=False, stats=True), plain, model_factory=Tiny, data=tiny_data)
+    assert again.skipped == 1 and not (plain / "stats").exists()

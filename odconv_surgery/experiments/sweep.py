@@ -6,7 +6,8 @@ every policy converts a copy with the function-preserving init (accuracy recorde
 fine-tunes it; the baseline row is the static model fine-tuned the same way. From scratch (``pretrain_epochs=0``):
 every (policy, n, seed) builds a fresh model, converts it and trains it. Then each configuration is evaluated,
 its params/MAdds counted (``accounting.py``) and its batch-1 CPU latency measured (ONNX Runtime, one thread, when
-the export modules are importable; eager PyTorch otherwise; the backend is recorded). Each finished configuration
+the export modules are importable; eager PyTorch otherwise; the backend is recorded) and, with ``stats``, its
+attention statistics written (``sweep_stats``). Each finished configuration
 is appended to ``results.jsonl`` at once (flushed and fsynced): an interrupted sweep resumes and skips
 configurations already done; a failing configuration is recorded with its error and traceback and the sweep goes
 on (it is retried on the next resume).
@@ -50,10 +51,11 @@ from .model_spec import ModelSpec, parse_model_spec
 from .pretrain import CACHE_DIR as PRETRAINED_DIR
 from .pretrain import load_static_checkpoint, trained_static_model
 from .sweep_config import BASELINE, DEFAULT_POLICIES, FINETUNE_DEFAULTS, SCRATCH_DEFAULTS, SweepConfig
-from .sweep_manifest import foreign_outputs, record_owned
+from .sweep_manifest import STATS_DIR, foreign_outputs, record_owned
 from .sweep_results import RESULTS_FILE, SweepResultsWarning, append_record, config_key, read_results
 from .sweep_variants import DEFAULT_VARIANT, parse_variant
 from .sweep_report import markdown_table, summarise, write_outputs
+from .sweep_stats import configuration_stats, warn_missing_stats
 from .training import evaluate, train_and_evaluate
 from ..errors import (  # noqa: F401 - raised here, defined with every error
     ODConvError,
@@ -129,10 +131,11 @@ def _starting_model(seed: int, config: SweepConfig, data: DataBundle, factory: M
 
 def run_configuration(
     policy: str, n: int, seed: int, config: SweepConfig, data: DataBundle, factory: ModelFactory, ctx: DistContext,
-    cache_dir: Path | None = None, variant: str = DEFAULT_VARIANT,
+    cache_dir: Path | None = None, variant: str = DEFAULT_VARIANT, out: Path | None = None,
 ) -> dict[str, Any]:
     """Build (or load the trained static model), convert, train or fine-tune, evaluate and measure one
-    configuration; returns its record (raises on failure)."""
+    configuration; returns its record (raises on failure). With ``config.stats``, the trained model's attention
+    statistics go into ``out`` (the sweep's directory; ``sweep_stats``)."""
     model, record = _starting_model(seed, config, data, factory, ctx, cache_dir or Path(PRETRAINED_DIR))
     example = data.test[0][0].unsqueeze(0)
     converted = 0
@@ -151,6 +154,10 @@ def run_configuration(
     latency, backend = (None, "skipped")
     if config.latency and ctx.is_main:
         latency, backend = measure_latency(model, example, config.latency_runs)
+    if config.stats and converted and ctx.is_main and out is not None:
+        record.update(configuration_stats(
+            model, data, out, (policy, n, seed, variant), batch_size=config.batch_size,
+            title=f"{config.model}, {policy}, {parse_variant(variant).label(n)}, seed {seed}, on {data.name}"))
     return {
         "status": "ok",
         "top1": result.top1,
@@ -315,6 +322,8 @@ def _run_sweep(config: SweepConfig, out: Path, results_path: Path, ctx: DistCont
     _check_settings(existing, settings, results_path)
     done = {key for key, rec in _latest(existing).items() if rec.get("status") == "ok"}
     todo = [c for c in config.configurations() if config_key(*c) not in done]
+    if config.stats and ctx.is_main:
+        warn_missing_stats(rec for key, rec in _latest(existing).items() if key in done)
     skipped = len(config.configurations()) - len(todo)
     ctx.barrier()  # every rank has read the file before rank 0 appends to it
 
@@ -339,7 +348,7 @@ def _run_sweep(config: SweepConfig, out: Path, results_path: Path, ctx: DistCont
             start = time.perf_counter()
             try:
                 record.update(run_configuration(policy, n, seed, config, data, factory, ctx, out / PRETRAINED_DIR,
-                                                variant))
+                                                variant, out))
             except KeyboardInterrupt:
                 raise
             except TrainingDivergedError as exc:  # recorded as such, not as an ok row at chance accuracy
@@ -367,4 +376,6 @@ def _run_sweep(config: SweepConfig, out: Path, results_path: Path, ctx: DistCont
     if ctx.is_main:
         dataset = records[0].get("dataset", data.name) if records else data.name
         files.update(write_outputs(records, summary, out, settings=settings, title=config.title(dataset)))
+        if config.stats and (out / STATS_DIR).is_dir():
+            files["stats"] = out / STATS_DIR
     return SweepResult(records, summary, files, skipped)

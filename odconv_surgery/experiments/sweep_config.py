@@ -108,6 +108,9 @@ class SweepConfig:
     latency: bool = field(default=True, metadata=_cli("--no-latency", "skip the latency measurement", const=False))
     latency_runs: int = field(default=30, metadata=_cli(
         "--latency-runs", "timed runs per latency measurement (default {default})", int))
+    stats: bool = field(default=False, metadata=_cli(
+        "--stats", "also write each converted model's attention statistics on the test set after training "
+        "(stats/POLICY-nN-seedS.json and .png)", const=True))
     limit: int | None = field(default=None, metadata=_cli(
         "--limit", "use only this many images per split (smoke tests)", int))
     max_steps_per_epoch: int | None = field(default=None, metadata=_cli(
@@ -300,7 +303,7 @@ def _check_numbers(config: SweepConfig) -> None:
     _real(config, "weight_decay", 0, 1)
     _real(config, "grad_clip", 0, low_open=True, optional=True)
     _real(config, "reduction", 0, 1, low_open=True)
-    for name in ("latency", "quiet", "allow_import"):
+    for name in ("latency", "stats", "quiet", "allow_import"):
         if not isinstance(getattr(config, name), bool):
             _fail(name, "True or False", getattr(config, name))
 

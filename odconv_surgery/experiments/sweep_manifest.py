@@ -1,9 +1,9 @@
 """Which files in a sweep's output directory the sweep wrote, so it never overwrites one it did not.
 
 ``DIR/.odconv-sweep.json`` lists every output the sweep wrote (results file, CSV, JSON, markdown, PNGs, the
-pretrained cache) with the sha256 of what it wrote. Before anything runs, ``foreign_outputs`` names each file at
-an output path that is not in the manifest or was changed since (a ``summary.json`` of another tool, a hand-edited
-``table.md``); the sweep refuses to start rather than replace it. ``results.jsonl`` only grows by appends, so it
+pretrained cache, the attention statistics) with the sha256 of what it wrote. Before anything runs,
+``foreign_outputs`` names each file at an output path that is not in the manifest or was changed since (a
+``summary.json`` of another tool, a hand-edited ``table.md``); the sweep refuses to start rather than replace it. ``results.jsonl`` only grows by appends, so it
 is owned by name. A directory of an older version (no manifest, but a results file) is adopted as it stands.
 Every write goes through ``write_owned`` (``atomic_file``: temp + fsync + rename, no links followed).
 """
@@ -20,12 +20,15 @@ from ..atomic_file import atomic_write, open_for_read
 from ..errors import SweepOutputError  # noqa: F401 - raised here, defined with every error
 from .sweep_results import RESULTS_FILE, read_results
 
-__all__ = ["MANIFEST", "OUTPUT_NAMES", "foreign_outputs", "record_owned", "write_owned"]
+__all__ = ["MANIFEST", "OUTPUT_DIRS", "OUTPUT_NAMES", "STATS_DIR", "foreign_outputs", "record_owned", "write_owned"]
 
 MANIFEST = ".odconv-sweep.json"
 FORMAT = "odconv-surgery/sweep-manifest-v1"
-#: Files the sweep writes at the top of its directory (the pretrained cache lives under ``pretrained/``).
+#: Files the sweep writes at the top of its directory (the pretrained cache lives under ``pretrained/``, the
+#: attention statistics under ``stats/``).
 OUTPUT_NAMES = (RESULTS_FILE, "results.csv", "summary.json", "table.md", "acc_vs_latency.png", "acc_vs_params.png")
+STATS_DIR = "stats"
+OUTPUT_DIRS = ("pretrained", STATS_DIR)
 APPEND_ONLY = (RESULTS_FILE,)
 
 
@@ -55,11 +58,12 @@ def _load(out: Path) -> dict[str, str] | None:
 
 def _candidates(out: Path) -> list[str]:
     names = [name for name in OUTPUT_NAMES if os.path.lexists(out / name)]
-    cache = out / "pretrained"
-    if cache.is_dir() and not cache.is_symlink():
-        names += sorted(f"pretrained/{p.name}" for p in cache.iterdir() if not p.name.startswith("."))
-    elif os.path.lexists(cache):
-        names.append("pretrained")
+    for folder in OUTPUT_DIRS:
+        sub = out / folder
+        if sub.is_dir() and not sub.is_symlink():
+            names += sorted(f"{folder}/{p.name}" for p in sub.iterdir() if not p.name.startswith("."))
+        elif os.path.lexists(sub):
+            names.append(folder)
     return names
 
 

@@ -41,7 +41,7 @@ NUMERIC_FIELDS = (
     ("seconds", 0, math.inf, False),
 )
 #: Fields of any record that must be text when present.
-TEXT_FIELDS = ("error", "traceback", "latency_backend", "dataset", "finished_at")
+TEXT_FIELDS = ("error", "traceback", "latency_backend", "dataset", "finished_at", "stats", "stats_error")
 
 
 class SweepResultsWarning(UserWarning):

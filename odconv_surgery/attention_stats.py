@@ -8,7 +8,8 @@ the C_out filters; one row per kernel when the attention is not shared across ke
 samples of each sample's mean attention (``sample_means``), and the distribution over elements of their mean over
 samples (``element_means``: the paper's per-channel and per-filter distributions). Values are the heads' own
 outputs (sigmoid or softmax, in [0, 1]), without the layer's fixed ``kernel_scale``; the model runs in eval mode
-at temperature 1. A head a layer does not have (spatial for 1x1, filter for depthwise, kernel for n = 1) is None.
+at temperature 1. A head a layer does not have (spatial for 1x1, filter for depthwise, kernel for n = 1, any
+that the ``attentions`` option leaves out) is None.
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ from .atomic_file import atomic_write, open_for_read
 from .errors import AttentionStatsFileError, LayerNotFoundError, ModelNumericsError
 from .folding import KernelSpread, _calibration_batches, _require_ran, _run_with_hooks, _select
 from .moments import RunningMoments
-from .nn.attention import Attentions
+from .nn.attention import HEAD_NAMES
 from .nn.odconv import ODConv2d
 
 __all__ = ["AttentionStats", "AttentionSummary", "Distribution", "LayerAttentionStats", "attention_statistics"]
 
 FORMAT = "odconv-surgery/attention-stats-v1"
-#: The attention types, in the order of ``Attentions`` (and of every table and figure).
-KINDS: tuple[str, ...] = Attentions._fields
+#: The attention types, in the layer's head order (and that of every table and figure).
+KINDS: tuple[str, ...] = HEAD_NAMES
 MAX_FILE_BYTES = 1 << 28
 
 

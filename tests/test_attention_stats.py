@@ -110,17 +110,19 @@ def test_layers_without_some_heads_and_unshared_attention():
             self.late = ODConv2d(8, 8, 1, kernel_num=1)  # registered first, runs last: 1x1, n = 1
             self.depthwise = ODConv2d(8, 8, 3, padding=1, groups=8, kernel_num=2)  # no filter attention
             self.unshared = ODConv2d(8, 8, 3, padding=1, kernel_num=3, share_attention=False)
+            self.no_channel = ODConv2d(8, 8, 3, padding=1, kernel_num=2, attentions=("spatial", "kernel"))
 
         def forward(self, x):
-            return self.late(self.unshared(self.depthwise(x)))
+            return self.late(self.no_channel(self.unshared(self.depthwise(x))))
 
     stats = attention_statistics(Net().eval(), batches())
-    assert [entry.name for entry in stats.layers] == ["depthwise", "unshared", "late"]  # the order they run in
+    assert [entry.name for entry in stats.layers] == ["depthwise", "unshared", "no_channel", "late"]  # as they run
     late, depthwise, unshared = stats.layer("late"), stats.layer("depthwise"), stats.layer("unshared")
     assert late.spatial is None and late.kernel is None and set(late.attentions()) == {"channel", "filter"}
     assert depthwise.filter is None and set(depthwise.attentions()) == {"channel", "spatial", "kernel"}
     assert np.shape(unshared.channel.mean) == (3, 8) and np.shape(unshared.spatial.std) == (3, 9)
     assert np.shape(unshared.kernel.mean) == (1, 3)
+    assert set(stats.layer("no_channel").attentions()) == {"spatial", "kernel"}  # any head may be absent
     assert "late: 1x1 n=1" in stats.summary() and "spatial" not in stats.summary().splitlines()[-1]
 
 

@@ -3,8 +3,9 @@ dynamism, every converted layer along the x axis in the order the model runs the
 
 In an attention panel each layer gets a box of its elements' mean attention over samples (kernel positions,
 kernels, channels or filters: quartiles in the box, minimum to maximum in the whiskers, the paper's Fig. 6) and,
-beside it, the mean attention of a sample: mean and standard deviation across samples. The bottom panel is the
-layer's kernel dynamism (``LayerAttentionStats.dynamism``).
+beside it, how much the attention moves with the input: the mean attention, with a bar of the elements' mean
+standard deviation across samples (``AttentionSummary.spread``). The bottom panel is the layer's kernel dynamism
+(``LayerAttentionStats.dynamism``).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def attention_figure(stats: AttentionStats, title: str | None = None) -> bytes:
     handles = [plt.Rectangle((0, 0), 1, 1, facecolor=BOX_COLOUR, alpha=0.45, edgecolor=BOX_COLOUR),
                plt.Line2D([], [], color=SAMPLE_COLOUR, marker="o", markersize=3)]
     fig.legend(handles, ["elements' mean over samples: quartiles, whiskers min to max",
-                         "a sample's mean attention: mean and std across samples"],
+                         "mean attention +- an element's std across samples (mean over elements)"],
                loc="upper right", fontsize=7, ncol=2, frameon=False)
     fig.suptitle(title or f"ODConv attention statistics over {stats.samples} samples (eval, temperature 1)",
                  fontsize=9, x=0.01, ha="left")
@@ -77,8 +78,8 @@ def _attention_panel(ax, stats: AttentionStats, kind: str) -> None:
            showfliers=False, patch_artist=True, manage_ticks=False,
            boxprops={"facecolor": BOX_COLOUR, "alpha": 0.45, "edgecolor": BOX_COLOUR},
            medianprops={"color": BOX_COLOUR}, whiskerprops={"color": BOX_COLOUR}, capprops={"color": BOX_COLOUR})
-    ax.errorbar([p + 0.2 for p in positions], [att.sample_means.mean for _, att in present],
-                yerr=[att.sample_means.std for _, att in present], fmt="o", markersize=3, capsize=2,
+    ax.errorbar([p + 0.2 for p in positions], [att.element_means.mean for _, att in present],
+                yerr=[att.spread for _, att in present], fmt="o", markersize=3, capsize=2,
                 color=SAMPLE_COLOUR, elinewidth=1)
     ax.set_title(PANEL_TITLES[kind], fontsize=8, loc="left")
     ax.set_ylabel("attention", fontsize=7)

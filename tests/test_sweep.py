@@ -388,13 +388,18 @@ def test_stats_flag_writes_each_converted_models_statistics(tmp_path, tiny_data)
     from odconv_surgery.experiments.sweep_manifest import foreign_outputs
     from odconv_surgery.experiments.sweep_stats import SweepStatsWarning, stats_name
 
-    cfg = _config(policies=["baseline", "1x1"], latency=False, stats=True)
+    variant = "odconv:attentions=filter+kernel"
+    cfg = _config(policies=["baseline", "1x1"], variants=["odconv", variant], latency=False, stats=True)
     result = run_sweep(cfg, tmp_path, model_factory=Tiny, data=tiny_data)
     by_key = {r["key"]: r for r in result.records}
     assert "stats" not in by_key["baseline|n=0|seed=0"]  # nothing converted, nothing to measure
     assert by_key["1x1|n=1|seed=0"]["stats"] == "stats/1x1-n1-seed0.json"
     stats = AttentionStats.read(tmp_path / "stats" / "1x1-n1-seed0.json")
     assert stats.samples == len(tiny_data.test) and [layer.name for layer in stats.layers] == ["features.6"]
+    assert set(stats.layer("features.6").attentions()) == {"channel", "filter"}
+    named = by_key[f"1x1|n=1|seed=0|variant={variant}"]["stats"]  # each variant its own files
+    assert named == "stats/1x1-odconv%3Aattentions%3Dfilter%2Bkernel-n1-seed0.json"
+    assert set(AttentionStats.read(tmp_path / named).layer("features.6").attentions()) == {"filter"}
     assert stats_name("last:2", 4, 1) == "stats/last%3A2-n4-seed1"  # any policy name is one file name
     assert (tmp_path / "stats" / "1x1-n1-seed0.png").read_bytes().startswith(PNG_MAGIC)
     assert result.files["stats"] == tmp_path / "stats" and foreign_outputs(tmp_path) == []

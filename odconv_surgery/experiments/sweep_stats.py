@@ -1,6 +1,6 @@
 """The sweep's attention statistics (``--stats``): each converted configuration's trained model measured on the
 test set right after training (``attention_statistics``), written as ``stats/POLICY-nN-seedS.json`` and ``.png``
-(``stats_name``: a variant other than the default is named too)
+(``stats_name``: ``POLICY-VARIANT-nN-seedS`` for a variant other than the default)
 in the sweep's directory, files the sweep owns (``sweep_manifest``). The sweep keeps no fine-tuned model, so a
 configuration that finished without ``--stats`` gets none on a resume; ``warn_missing_stats`` says so."""
 

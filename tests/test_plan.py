@@ -193,3 +193,20 @@ def test_a_form_that_fails_to_run_is_left_out(blk, model, monkeypatch):
         choice = Planner(blk, tune=True, cache_path=None).choose(layer)
         assert choice.form == model_form and choice.source == expected_source
         assert broken not in choice.times_us
+
+
+def test_the_whole_file_check_lowers_each_file_from_the_export(model, blk, monkeypatch):
+    """The pipeline edits its input: with check=True the cost model's file used to be lowered from the tuned file's
+    already-lowered proto (a second NCHWc guard, two nodes named nchwc_guard/.../Mul, a file ORT refuses)."""
+    import collections
+
+    from odconv_surgery.deploy import tuning
+
+    monkeypatch.setattr(tuning, "same_as_cost_model", lambda proto: False)
+    monkeypatch.setattr(tuning, "faster_file", lambda tuned, modelled, *args, **kwargs: modelled)
+    x = torch.randn(1, 3, 16, 16)
+    proto = export_onnx(model, None, x, target="ort-cpu", tune=True, check=True)
+    names = collections.Counter(node.name for node in proto.graph.node)
+    assert [n for n, count in names.items() if count > 1] == []
+    assert sum(node.op_type == "ReorderInput" and "nchwc_guard" in node.name for node in proto.graph.node) == 1
+    check_parity(model, proto, x, batches=(1, 3))

@@ -514,11 +514,12 @@ def export_onnx(
     options = dict(fuse=fuse, batch1_branch=batch1_branch and dynamic_batch, target=target, threads=threads)
 
     def lowered(tune_forms: bool) -> onnx.ModelProto:
+        fresh = onnx.load_from_string(marked)  # the passes may edit their input: each lowering starts from the export
         if check:
-            return _run_checked(model, inputs, proto, tolerance, dynamic_batch, {**options, "tune": tune_forms})
+            return _run_checked(model, inputs, fresh, tolerance, dynamic_batch, {**options, "tune": tune_forms})
         from ..passes.onnx import run_pipeline
 
-        return run_pipeline(onnx.load_from_string(marked), **options, tune=tune_forms)
+        return run_pipeline(fresh, **options, tune=tune_forms)
 
     marked = proto.SerializeToString()
     if tune and fuse and target == ExportTarget.ORT_CPU:

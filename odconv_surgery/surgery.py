@@ -309,7 +309,8 @@ def list_candidates(
     rows = []
     for layer in analysis.layers:
         marks = tuple("x" if columns[p][layer.name][0] else "." for p in policies)
-        note = layer.not_convertible or ("projection shortcut" if layer.is_shortcut else "stem" if layer.is_first else "")
+        note = layer.not_convertible or ("projection shortcut" if layer.is_shortcut else "stem" if layer.is_first
+                                         else "Linear: condconv's classifier, or include=" if layer.is_linear else "")
         rows.append(
             (str(layer.order), layer.name, layer.type_name, _shape(layer.kernel_size), str(layer.groups),
              f"{layer.in_channels}->{layer.out_channels}", layer.block or "-", *marks, note)

@@ -102,8 +102,8 @@ def test_condconv_converts_the_classifier_only():
     with torch.no_grad():
         assert torch.allclose(converted(x), model(x), atol=1e-5)
     table = list_candidates(model, policies=["condconv", "all"], print_table=False)
-    row = next(line for line in table.splitlines() if " classifier " in line)
-    assert row.split()[3] == "-" and row.split()[-2:] == ["x", "."]
+    cells = next(line for line in table.splitlines() if " classifier " in line).split()
+    assert cells[3] == "-" and cells[7:9] == ["x", "."] and "include=" in cells[-1]  # no kernel; condconv, not all
 
 
 def test_include_naming_a_linear_converts_it():

@@ -18,10 +18,14 @@ def record_conv_order(
     call during one forward of ``example_inputs``.
 
     Runs in eval mode under ``no_grad`` (restoring the training flags after) so BatchNorm statistics are untouched.
+    The convs inside a converted layer (its attention's) are not the model's: they are left out, as fx leaves them.
     """
+    from ...nn.odconv import ODConv2d
+
+    inside = {id(sub) for m in model.modules() if isinstance(m, ODConv2d) for sub in m.modules()}
     names = {}
     for name, module in model.named_modules():
-        if isinstance(module, types):
+        if isinstance(module, types) and id(module) not in inside:
             names.setdefault(id(module), name)
     order: list[str] = []
     seen: set[int] = set()

@@ -7,7 +7,7 @@ from .checkpoint import CheckpointMismatchError, load, save
 from .folding import FoldReport, fold_static
 from .methods import METHODS, Method
 from .fuse import fuse_batchnorm
-from .nn import BatchOneBatchNormError, ODAttention, ODConv2d, TemperatureSchedule, get_temperature, param_groups, set_temperature
+from .nn import BatchOneBatchNormError, ODAttention, ODConv2d, ODLinear, TemperatureSchedule, get_temperature, param_groups, set_temperature
 from .nn.odconv import KernelBankError
 from .nn.options import LayerOptions
 from .deploy.targets import ExportTarget
@@ -72,6 +72,7 @@ __all__ = [
     "Method",
     "ODAttention",
     "ODConv2d",
+    "ODLinear",
     "Recipe",
     "TemperatureSchedule",
     "UntraceableModelError",

@@ -23,7 +23,8 @@ The equations are written for dense convolutions; we account for the layer as bu
 
 The flop counter also sees the attention's own 1x1 convolutions inside an ``ODConv2d``; those are excluded from
 the static count (the equations above already include them), so ``madds = static + extra`` is not double
-counted.
+counted. An ``ODLinear`` is one layer (kind ``"odlinear"``), counted as the 1x1 ``ODConv2d`` it holds on a 1 x 1
+map: the matmul of its aggregated kernel, plus the routing and the n |W| aggregation of a kernel-only layer.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import InvalidValueError, LayerNotFoundError
+from .nn.converted import CONVERTED_TYPES, inner_conv
+from .nn.linear import ODLinear
 from .nn.odconv import ODConv2d
 
 __all__ = [
@@ -54,8 +57,8 @@ class LayerCost:
     """Cost of one convolution / linear / ODConv layer for one forward pass of a single sample."""
 
     name: str
-    kind: str  # "conv", "linear" or "odconv"
-    params: int  # all parameters of the layer (for ODConv: kernel bank + bias + attention)
+    kind: str  # "conv", "linear", "odconv" or "odlinear"
+    params: int  # all parameters of the layer (for ODConv, ODLinear: kernel bank + bias + attention)
     static_madds: int  # the (aggregated) convolution / matmul itself, from torch's flop counter
     extra_madds: int = 0  # ODConv attention + kernel aggregation, paper Eq. 3/4
     in_shape: tuple[int, ...] = ()
@@ -167,8 +170,9 @@ def _geometry(module: nn.Module) -> str:
         if isinstance(module, ODConv2d):
             text += f" n={module.kernel_num}"
         return text
-    if isinstance(module, nn.Linear):
-        return f"{module.in_features}->{module.out_features}"
+    if isinstance(module, (nn.Linear, ODLinear)):
+        text = f"{module.in_features}->{module.out_features}"
+        return text + (f" n={module.conv.kernel_num}" if isinstance(module, ODLinear) else "")
     return ""
 
 
@@ -246,15 +250,15 @@ def _as_call(example_input: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
 
 
 def _tracked_layers(model: nn.Module) -> tuple[dict[nn.Module, str], dict[nn.Module, str]]:
-    """The conv / linear / ODConv modules to count (not those inside an ODConv) by name, and the ODConv
-    attentions, named after their layer."""
+    """The conv / linear / ODConv / ODLinear modules to count (not those inside an ODConv or ODLinear) by name, and
+    the ODConv attentions, named after their layer."""
     tracked: dict[nn.Module, str] = {}
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear, ODConv2d)) and module not in tracked:
-            inside_odconv = any(isinstance(m, ODConv2d) and name.startswith(n + ".") for m, n in tracked.items())
+        if isinstance(module, (nn.Conv2d, nn.Linear, *CONVERTED_TYPES)) and module not in tracked:
+            inside_odconv = any(isinstance(m, CONVERTED_TYPES) and name.startswith(n + ".") for m, n in tracked.items())
             if not inside_odconv:
                 tracked[module] = name
-    attentions = {m.attention: n for m, n in tracked.items() if isinstance(m, ODConv2d)}
+    attentions = {inner_conv(m).attention: n for m, n in tracked.items() if isinstance(m, CONVERTED_TYPES)}
     return tracked, attentions
 
 
@@ -318,10 +322,10 @@ def _layer_costs(tracked: dict[nn.Module, str], records: dict[str, dict[str, Any
         static = (rec["flops"] - rec["attention_flops"]) // (2 * batch)
         extra = 0
         kind = "linear" if isinstance(module, nn.Linear) else "conv"
-        if isinstance(module, ODConv2d):
-            kind = "odconv"
-            out_hw = rec["out"][-2:] if len(rec["out"]) >= 2 else (1, 1)
-            extra = odconv_extra_madds(module, (int(out_hw[0]), int(out_hw[1]))) * rec["calls"]
+        if isinstance(module, CONVERTED_TYPES):
+            kind = "odlinear" if isinstance(module, ODLinear) else "odconv"
+            out_hw = rec["out"][-2:] if len(rec["out"]) >= 2 else (1, 1)  # an ODLinear's (N, C) output: a 1 x 1 map
+            extra = odconv_extra_madds(inner_conv(module), (int(out_hw[0]), int(out_hw[1]))) * rec["calls"]
         layers.append(
             LayerCost(
                 name=name,

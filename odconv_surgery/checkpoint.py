@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .atomic_file import atomic_write, open_for_read
-from .nn.odconv import ODConv2d
+from .nn.converted import CONVERTED_TYPES, converted_layers
 from .recipe import Recipe, apply_recipe, get_recipe
 from .errors import CheckpointMismatchError  # noqa: F401 - raised here, defined with every error
 
@@ -35,13 +35,12 @@ def save(model: nn.Module, path: str | os.PathLike) -> Path:
 
 
 def check_recipe_covers(model: nn.Module, recipe: Recipe) -> None:
-    """Every ODConv2d of ``model`` is named by the recipe and every recipe layer is an ODConv2d, or ``ValueError``."""
+    """Every converted layer of ``model`` (``ODConv2d``, ``ODLinear``) is named by the recipe and every recipe layer
+    is one, or ``ValueError``."""
     by_name = dict(model.named_modules(remove_duplicate=False))
-    not_odconv = sorted(name for name in recipe.layers if not isinstance(by_name.get(name), ODConv2d))
+    not_odconv = sorted(name for name in recipe.layers if not isinstance(by_name.get(name), CONVERTED_TYPES))
     described = {id(by_name[name]) for name in recipe.layers if name in by_name}
-    undescribed = sorted(
-        name for name, m in model.named_modules() if isinstance(m, ODConv2d) and id(m) not in described
-    )
+    undescribed = sorted(name for name, m in converted_layers(model).items() if id(m) not in described)
     if not_odconv or undescribed:
         raise ValueError(
             f"the model's recipe does not match its ODConv2d layers (recipe layers that are not ODConv2d: "

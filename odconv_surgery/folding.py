@@ -1,6 +1,6 @@
-"""Fold converted layers back into plain convolutions: each ODConv layer becomes an ``nn.Conv2d`` whose kernel is
-the layer's mean aggregated kernel over calibration data, every attention (channel, filter, spatial, kernel)
-folded in. After fine-tuning, a layer whose kernel hardly varies across inputs costs an ODConv layer's fixed
+"""Fold converted layers back into plain convolutions: each ODConv layer becomes an ``nn.Conv2d`` (an ``ODLinear`` an
+``nn.Linear``) whose kernel is the layer's mean aggregated kernel over calibration data, every attention (channel,
+filter, spatial, kernel) folded in. After fine-tuning, a layer whose kernel hardly varies across inputs costs an ODConv layer's fixed
 overhead for little; folding it keeps what it learned at a static conv's price.
 
 A layer whose attentions are constant folds exactly. For the others the report gives, per layer, the relative
@@ -19,6 +19,8 @@ from torch import Tensor, nn
 
 from .errors import EmptySelectionError, InvalidTypeError, InvalidValueError
 from .moments import RunningMoments
+from .nn.converted import ConvertedLayer, converted_layers, inner_conv
+from .nn.linear import ODLinear, linear_from_pointwise
 from .nn.odconv import ODConv2d
 from .nn.temperature import temperature_at
 from .passes.fx.swap_modules import swap_module
@@ -102,8 +104,8 @@ def _inputs(batch) -> tuple:
     raise InvalidTypeError(f"calibration data items must be tensors or (input, target) pairs, got {type(batch).__name__}")
 
 
-def _select(model: nn.Module, layers: Sequence[str] | None) -> dict[str, ODConv2d]:
-    converted = {name: m for name, m in model.named_modules() if isinstance(m, ODConv2d)}
+def _select(model: nn.Module, layers: Sequence[str] | None) -> dict[str, ConvertedLayer]:
+    converted = converted_layers(model)
     if not converted:
         raise EmptySelectionError("the model has no ODConv2d layer; convert it with apply_odconv (or load a converted "
                                   "checkpoint) first")
@@ -113,7 +115,8 @@ def _select(model: nn.Module, layers: Sequence[str] | None) -> dict[str, ODConv2
         raise InvalidTypeError(f"layers must be a list of layer names (or None for every ODConv2d), got {layers!r}")
     unknown = [n for n in layers if n not in converted]
     if unknown:
-        raise InvalidValueError(f"not ODConv2d layers of this model: {unknown}; converted layers: {list(converted)[:10]}")
+        raise InvalidValueError(f"not ODConv2d layers (nor ODLinear) of this model: {unknown}; converted layers: "
+                                f"{list(converted)[:10]}")
     return {n: converted[n] for n in dict.fromkeys(layers)}
 
 
@@ -136,9 +139,9 @@ def _require_ran(counts: dict[str, int]) -> None:
         raise InvalidValueError(f"layer {never[0]!r} never ran on the calibration data; give data that reaches it")
 
 
-def _run_with_hooks(model: nn.Module, chosen: dict[str, ODConv2d], batches: list[tuple], record) -> None:
+def _run_with_hooks(model: nn.Module, chosen: dict[str, ConvertedLayer], batches: list[tuple], record) -> None:
     """Run ``model`` (eval, temperature 1) on ``batches`` with ``record(name, layer, x, y)`` called after each chosen
-    layer's forward on a non-empty batch."""
+    layer's forward on a non-empty batch, ``layer`` being the ``ODConv2d`` that computes it (``inner_conv``)."""
     def hook(name: str):
         def call(module: ODConv2d, args, output: Tensor) -> None:
             if args[0].shape[0]:
@@ -146,7 +149,7 @@ def _run_with_hooks(model: nn.Module, chosen: dict[str, ODConv2d], batches: list
         return call
 
     was_training = model.training
-    handles = [m.register_forward_hook(hook(name)) for name, m in chosen.items()]
+    handles = [inner_conv(m).register_forward_hook(hook(name)) for name, m in chosen.items()]
     try:
         with temperature_at(model.eval(), 1.0):
             for inputs in batches:
@@ -177,13 +180,14 @@ def fold_static(model: nn.Module, data: Iterable, layers: Sequence[str] | None =
     report = []
     _require_ran({name: spread.count for name, spread in spreads.items()})
     for name, layer in chosen.items():
-        conv = _plain_conv(layer, spreads[name].mean().to(layer.weight.dtype))
+        inner = inner_conv(layer)
+        conv = _plain_conv(inner, spreads[name].mean().to(inner.weight.dtype))
         worst_diff = worst_ref = 0.0
         for x, y in seen[name]:
             diff = (conv(x) - y).abs().max().item()
             worst_diff, worst_ref = max(worst_diff, diff), max(worst_ref, y.abs().max().item())
         report.append(FoldedLayer(name, worst_diff / worst_ref if worst_ref else worst_diff, spreads[name].count))
-        swap_module(model, layer, conv)
+        swap_module(model, layer, linear_from_pointwise(conv) if isinstance(layer, ODLinear) else conv)
     recipe = get_recipe(model)
     if recipe is not None:
         folded = [n for n in chosen]

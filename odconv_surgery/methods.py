@@ -12,7 +12,7 @@ settings given as keywords replace the method's.
   every conv but the stem, projection shortcuts included.
 * ``condconv``: kernel attention only, a sigmoid per kernel ("routing") read straight from the pooled input, n = 8,
   no temperature; the convs of the last 6 blocks of a network with depthwise convs (MobileNetV2) or of the last
-  3 otherwise (ResNets).
+  3 otherwise (ResNets), and the classifier (an ``ODLinear``).
 """
 
 from __future__ import annotations

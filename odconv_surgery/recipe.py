@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .nn.odconv import ODConv2d
+from .nn.converted import CONVERTED_TYPES, as_conv, convert_layer
 from .passes.fx.swap_modules import swap_module
 from .nn.attention import ATTENTION_NORMS  # noqa: F401 - the recipe's attention_norm choices
 from .nn.odconv import INIT_MODES
@@ -40,7 +40,7 @@ class Recipe:
 
     policy: str | None
     options: LayerOptions = field(default_factory=LayerOptions)  # the call's settings; per layer: ``layers``
-    layers: dict[str, dict[str, Any]] = field(default_factory=dict)  # conv name -> ODConv2d settings
+    layers: dict[str, dict[str, Any]] = field(default_factory=dict)  # conv (or Linear) name -> its layer settings
     init: str = "pretrained"
     version: str = field(default_factory=package_version)
     folded: list[str] = field(default_factory=list)  # converted, then folded back into plain convs (fold_static)
@@ -115,25 +115,27 @@ def attach_recipe(model: nn.Module, recipe: Recipe) -> None:
 
 
 def apply_recipe(model: nn.Module, recipe: Recipe) -> nn.Module:
-    """Convert the layers a recipe names, in place, with fresh weights (a checkpoint load overwrites them)."""
+    """Convert the layers a recipe names, in place, with fresh weights (a checkpoint load overwrites them): an
+    ``ODConv2d`` where the model has a conv, an ``ODLinear`` where it has a Linear."""
     modules = dict(model.named_modules())
     missing = [name for name in recipe.layers if name not in modules]
     if missing:
         raise RecipeMismatchError(f"the recipe converts layers the model does not have: {missing}. Is this the same architecture?")
-    todo: dict[str, tuple[nn.Conv2d, LayerOptions]] = {}
+    todo: dict[str, tuple[nn.Conv2d | nn.Linear, LayerOptions]] = {}
     for name, settings in recipe.layers.items():
-        conv = modules[name]
-        if isinstance(conv, ODConv2d):
+        module = modules[name]
+        if isinstance(module, CONVERTED_TYPES):
             continue
-        if not isinstance(conv, nn.Conv2d):
-            raise InvalidTypeError(f"recipe layer {name!r} is a {type(conv).__name__}, expected nn.Conv2d: is this the same architecture?")
+        if not isinstance(module, (nn.Conv2d, nn.Linear)):
+            raise InvalidTypeError(f"recipe layer {name!r} is a {type(module).__name__}, expected nn.Conv2d or nn.Linear: "
+                                   "is this the same architecture?")
         known = {k: v for k, v in settings.items() if k in LAYER_KEYS}
-        todo[name] = (conv, LayerOptions.from_settings(known, f"recipe layer {name!r}"))
+        todo[name] = (module, LayerOptions.from_settings(known, f"recipe layer {name!r}"))
     # Every bank, attention branch and init temporary counted before anything is allocated (a crafted recipe).
-    check_conversion_memory((name, conv, options.as_dict()) for name, (conv, options) in todo.items())
-    for conv, options in todo.values():
+    check_conversion_memory((name, as_conv(module), options.as_dict()) for name, (module, options) in todo.items())
+    for module, options in todo.values():
         with torch.no_grad():
-            layer = ODConv2d.from_conv(conv, init="scratch", options=options, check_memory=False)
-        swap_module(model, conv, layer)
+            layer = convert_layer(module, init="scratch", options=options, check_memory=False)
+        swap_module(model, module, layer)
     attach_recipe(model, recipe)
     return model

@@ -1,4 +1,4 @@
-"""What a conversion did: one row per convolution, parameter counts before and after."""
+"""What a conversion did: one row per convolution (and Linear), parameter counts before and after."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass
 class LayerReport:
-    """One convolution: geometry, where it sits, and whether it was converted (and why not)."""
+    """One convolution (or Linear, ``kind="linear"``): geometry, where it sits, and whether it was converted (and
+    why not)."""
 
     name: str
     type: str
@@ -20,6 +21,7 @@ class LayerReport:
     converted: bool
     reason: str
     aliases: list[str] = field(default_factory=list)
+    kind: str = "conv"  # "conv" or "linear"
 
 
 @dataclass
@@ -63,10 +65,15 @@ class ConversionReport:
         return format_table(header, rows)
 
     def summary(self) -> str:
-        n = len(self.converted)
         delta = self.params_after - self.params_before
+
+        def converted(kind: str) -> str:
+            rows = [row for row in self.layers if row.kind == kind]
+            return f"{sum(row.converted for row in rows)}/{len(rows)}"
+
+        linear = f" and {converted('linear')} Linear" if any(row.kind == "linear" for row in self.layers) else ""
         return (
-            f"policy={self.policy!s} tracing={self.tracing}: converted {n}/{len(self.layers)} convs; "
+            f"policy={self.policy!s} tracing={self.tracing}: converted {converted('conv')} convs{linear}; "
             f"params {self.params_before / 1e6:.2f}M -> {self.params_after / 1e6:.2f}M (+{delta / 1e6:.2f}M)"
         )
 

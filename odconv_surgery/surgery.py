@@ -1,4 +1,5 @@
-"""``apply_odconv``: pick convolutions with a placement policy and rewrite them into ``ODConv2d`` in place.
+"""``apply_odconv``: pick convolutions with a placement policy and rewrite them into ``ODConv2d`` in place (and the
+Linear layers CondConv's policy or ``include=`` picks into ``ODLinear``).
 
 Pipeline: trace (torch.fx, convs as leaves) -> analyse with networkx (order, blocks, shortcuts) -> policy +
 include/exclude/overrides -> swap modules by qualified name in the original module tree (every alias).
@@ -14,7 +15,8 @@ import torch
 from torch import nn
 
 from .errors import AlreadyConvertedError, EmptySelectionError, InvalidTypeError, PolicyError
-from .nn.odconv import INIT_MODES, ODConv2d
+from .nn.converted import ConvertedLayer, as_conv, convert_layer, converted_layers, inner_conv
+from .nn.odconv import INIT_MODES
 from .methods import DEFAULT_METHOD, METHOD_POLICY, method_options, resolve_policy
 from .model_copy import copy_model
 from .nn.memory import check_conversion_memory
@@ -23,6 +25,7 @@ from .nn.validation import check_bool, check_choice, check_int
 from .passes.fx.candidates import ConvLayer, ModelAnalysis, analyse_model, scripted_convs, uncalled_convs
 from .passes.fx.swap_modules import aliases_of, swap_module
 from .policies import PAPER_POLICIES, Policy, Selector, available_policies, decide, get_policy, select
+from .policies.registry import offers_linear_layers
 from .policies.selectors import as_selector_list, describe
 from .recipe import Recipe, attach_recipe, get_recipe
 from .report import ConversionReport, LayerReport, format_table
@@ -80,6 +83,9 @@ def plan_conversion(
             decisions[layer.name] = (False, layer.not_convertible)
         elif resolved is None:
             decisions[layer.name] = (False, "policy=None")
+        elif layer.is_linear and not offers_linear_layers(resolved):
+            decisions[layer.name] = (False, f"a Linear: policy {_policy_label(policy)!r} places convolutions only "
+                                            "(include= naming it converts it)")
         else:
             decisions[layer.name] = decide(resolved, layer, analysis)
     by_name = {layer.name: layer for layer in layers}
@@ -145,6 +151,8 @@ def apply_odconv(
     ``policy``: ``"default"`` (the method's placement: ``"all_but_first"`` for ODConv), a registered name
     (``"all_but_first"``, ``"1x1"``, ``"3x3"``, ``"last:6"``, ``"all"``, ``"all_but_stem"``, ``"condconv"``), a
     callable ``(layer, analysis) -> bool``, or ``None`` to convert only what ``include`` selects.
+    Linear layers become ``ODLinear`` (a 1x1 ``ODConv2d`` on (N, C) inputs) where ``include`` names them or the
+    policy is ``"condconv"`` (the classifier); the other policies leave them static.
     The layer settings are ``options`` (a ``LayerOptions``) or keywords naming its fields (``kernel_num=4``,
     ``reduction=0.25``, ``share_attention``, ``min_attention_channels``, ``attention_norm``), which replace the
     options' values; ``overrides`` changes them per layer.
@@ -173,7 +181,7 @@ def apply_odconv(
     if not layer_settings:
         raise _nothing_selected(model, analysis, policy)
     by_name = {layer.name: layer.module for layer in analysis.layers}
-    check_conversion_memory((name, by_name[name], s) for name, s in layer_settings.items())
+    check_conversion_memory((name, as_conv(by_name[name]), s) for name, s in layer_settings.items())
     params_before = _count_params(model)
     uncalled = uncalled_convs(model, analysis)
     aliases = {layer.name: aliases_of(model, layer.module) for layer in analysis.layers}
@@ -181,8 +189,8 @@ def apply_odconv(
     for layer in analysis.layers:
         if layer.name in layer_settings:
             with torch.no_grad():
-                new = ODConv2d.from_conv(layer.module, init=init, generator=generator, check_memory=False,
-                                         options=LayerOptions(**layer_settings[layer.name]))
+                new = convert_layer(layer.module, init=init, generator=generator, check_memory=False,
+                                    options=LayerOptions(**layer_settings[layer.name]))
             if keep_frozen(layer.module, new):
                 decisions[layer.name] = (True, f"{decisions[layer.name][1]}; frozen (requires_grad=False kept)")
             swap_module(model, layer.module, new)
@@ -206,16 +214,17 @@ def apply_odconv(
     return ConversionResult(model, report)
 
 
-def keep_frozen(conv: nn.Conv2d, layer: ODConv2d) -> bool:
-    """Carry the user's freezing over: a conv whose weight has ``requires_grad=False`` becomes an ODConv layer
-    whose kernel bank and attention are frozen too (it then computes exactly the static conv, and unfreezing it
-    later with ``requires_grad_(True)`` makes it a normal ODConv layer). The bias keeps its own flag.
+def keep_frozen(conv: nn.Conv2d | nn.Linear, layer: ConvertedLayer) -> bool:
+    """Carry the user's freezing over: a conv (or Linear) whose weight has ``requires_grad=False`` becomes an ODConv
+    layer whose kernel bank and attention are frozen too (it then computes exactly the static layer, and unfreezing
+    it later with ``requires_grad_(True)`` makes it a normal ODConv layer). The bias keeps its own flag.
     Returns whether the layer was frozen."""
     frozen = not conv.weight.requires_grad
     if frozen:
         layer.requires_grad_(False)
-    if layer.bias is not None and conv.bias is not None:
-        layer.bias.requires_grad_(conv.bias.requires_grad)
+    bias = inner_conv(layer).bias
+    if bias is not None and conv.bias is not None:
+        bias.requires_grad_(conv.bias.requires_grad)
     return frozen
 
 
@@ -232,14 +241,10 @@ def as_example_inputs(example_inputs: Any) -> tuple[Any, ...] | None:
     )
 
 
-def _odconv_names(model: nn.Module) -> list[str]:
-    return [name for name, m in model.named_modules() if isinstance(m, ODConv2d)]
-
-
 def _nothing_selected(model: nn.Module, analysis: ModelAnalysis, policy: str | Policy | None) -> Exception:
     """The error for a policy that selects nothing: says so when the model is already (fully) converted."""
-    converted = _odconv_names(model)
-    left = [layer.name for layer in analysis.layers if not layer.not_convertible]
+    converted = list(converted_layers(model))
+    left = [layer.name for layer in analysis.layers if not layer.not_convertible and not layer.is_linear]
     if converted and not left:
         shown = ", ".join(converted[:10]) + (f" ... (+{len(converted) - 10})" if len(converted) > 10 else "")
         return AlreadyConvertedError(
@@ -268,12 +273,16 @@ def _merged_recipe(
     )
 
 
+def _shape(size: tuple[int, ...]) -> str:
+    """A kernel size or stride as ``3x3``; ``-`` for a Linear's (it has none)."""
+    return "x".join(map(str, size)) or "-"
+
+
 def _layer_row(layer: ConvLayer, decision: tuple[bool, str], aliases: list[str]) -> LayerReport:
-    kernel = "x".join(map(str, layer.kernel_size))
-    stride = "x".join(map(str, layer.stride))
     return LayerReport(
-        layer.name, layer.type_name, kernel, stride, layer.groups, layer.in_channels, layer.out_channels,
-        layer.block, decision[0], decision[1], [a for a in aliases if a != layer.name],
+        layer.name, layer.type_name, _shape(layer.kernel_size), _shape(layer.stride), layer.groups, layer.in_channels,
+        layer.out_channels, layer.block, decision[0], decision[1], [a for a in aliases if a != layer.name],
+        "linear" if layer.is_linear else "conv",
     )
 
 
@@ -287,7 +296,7 @@ def list_candidates(
     *,
     print_table: bool = True,
 ) -> str:
-    """Table of every conv (order, kernel, groups, block) and which of ``policies`` would convert it."""
+    """Table of every conv and Linear (order, kernel, groups, block) and which of ``policies`` would convert it."""
     model = _check_model(model)
     analysis = analyse_model(model, as_example_inputs(example_inputs))
     columns: dict[str, dict[str, tuple[bool, str]]] = {}
@@ -300,9 +309,10 @@ def list_candidates(
     rows = []
     for layer in analysis.layers:
         marks = tuple("x" if columns[p][layer.name][0] else "." for p in policies)
-        note = layer.not_convertible or ("projection shortcut" if layer.is_shortcut else "stem" if layer.is_first else "")
+        note = layer.not_convertible or ("projection shortcut" if layer.is_shortcut else "stem" if layer.is_first
+                                         else "Linear: condconv's classifier, or include=" if layer.is_linear else "")
         rows.append(
-            (str(layer.order), layer.name, layer.type_name, "x".join(map(str, layer.kernel_size)), str(layer.groups),
+            (str(layer.order), layer.name, layer.type_name, _shape(layer.kernel_size), str(layer.groups),
              f"{layer.in_channels}->{layer.out_channels}", layer.block or "-", *marks, note)
         )
     totals = tuple(str(sum(columns[p][l.name][0] for l in analysis.layers)) for p in policies)

@@ -55,3 +55,27 @@ def test_memory_is_probed_once_per_conversion(monkeypatch, tmp_path):
     calls.clear()
     load(torchvision.models.resnet18(num_classes=10), path)
     assert len(calls) == 1, f"{len(calls)} probes for one load"
+
+
+def test_hook_fallback_never_converts_the_attention_of_a_converted_layer():
+    """Without fx, forward hooks record the call order: the convs of a converted layer's attention are not the
+    model's, so a second conversion must not pick them (it did: 'all' converted d.attention.fc)."""
+
+    class Untraceable(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.c = torch.nn.Conv2d(3, 8, 3)
+            self.d = torch.nn.Conv2d(8, 8, 1)
+            self.fc = torch.nn.Linear(8, 4)
+
+        def forward(self, x):
+            if x.sum() > 0:  # data-dependent: fx cannot trace it
+                x = x * 2
+            return self.fc(self.d(self.c(x)).mean((2, 3)))
+
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.warns(UserWarning, match="forward hooks"):
+        once, _ = apply_odconv(Untraceable().eval(), None, include=["d", "fc"], example_inputs=x)
+    with pytest.warns(UserWarning, match="forward hooks"):
+        _, report = apply_odconv(once, "all", example_inputs=x)
+    assert [row.name for row in report.layers] == ["c"] and report.converted == ["c"]

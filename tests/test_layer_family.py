@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 
 from helpers.randomise import randomise_attention
-from odconv_surgery import ODConv2d, apply_odconv, load, save
+from odconv_surgery import ODConv2d, ODLinear, apply_odconv, load, save
 from odconv_surgery.cli import main
 from odconv_surgery.errors import ODConvError
 from odconv_surgery.methods import METHODS
@@ -159,10 +159,13 @@ def test_methods_set_their_settings_and_placement():
     assert all(m.kernel_num == 4 and list(m.attention.heads()) == ["kernel"] for m in layers.values())
     cond, _ = apply_odconv(model, method="condconv", init="scratch")
     names = [name for name, m in cond.named_modules() if isinstance(m, ODConv2d)]
-    assert names == ["layer3.1.conv1", "layer3.1.conv2", "layer4.0.conv1", "layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2"]
+    assert names == ["layer3.1.conv1", "layer3.1.conv2", "layer4.0.conv1", "layer4.0.conv2", "layer4.1.conv1", "layer4.1.conv2",
+                     "fc.conv"]  # and the classifier: an ODLinear around a 1x1 ODConv2d
+    assert isinstance(cond.fc, ODLinear)
     six, _ = apply_odconv(torchvision.models.mobilenet_v2(width_mult=0.5), method="condconv", init="scratch")
-    blocks = {name.split(".")[1] for name, m in six.named_modules() if isinstance(m, ODConv2d)}
+    blocks = {name.split(".")[1] for name, m in six.named_modules() if isinstance(m, ODConv2d) and name.startswith("features")}
     assert blocks == {"12", "13", "14", "15", "16", "17"}  # the last 6 blocks, not the head conv features.18
+    assert isinstance(six.classifier[1], ODLinear)
     keyword, _ = apply_odconv(model, "3x3", method="dyconv", kernel_num=2, init="scratch")
     assert {m.kernel_num for m in keyword.modules() if isinstance(m, ODConv2d)} == {2}
 

@@ -1,7 +1,8 @@
 """The paper's placement policies (Table 9) plus ``all``.
 
 The paper's ResNets keep projection-shortcut convs static, so every built-in policy except ``all`` leaves
-them alone (Table 2 parameter counts depend on it); ``include=`` brings them back.
+them alone (Table 2 parameter counts depend on it); ``include=`` brings them back. Linear layers are offered to
+``condconv`` alone, which converts the classifier as CondConv does; ``include=`` naming a Linear converts it.
 """
 
 from __future__ import annotations
@@ -111,13 +112,18 @@ def condconv_block_count(analysis: ModelAnalysis) -> int:
     return 6 if depthwise else 3
 
 
-@register_policy("condconv")
+@register_policy("condconv", linear_layers=True)
 def condconv_blocks(layer: ConvLayer, analysis: ModelAnalysis) -> Decision:
     """CondConv's placement: the convs inside the last blocks (``condconv_block_count``), not the head convs after
-    them, projection shortcuts static."""
+    them, projection shortcuts static; and the classifier, the model's last Linear in execution order."""
     if not analysis.blocks:
         raise PolicyError("policy 'condconv' needs the model's blocks, but none were found; select layers with "
                           "include= or use policy 'last:K' / 'all_but_first'")
+    if layer.is_linear:
+        last = max(l.order for l in analysis.layers if l.is_linear)
+        if layer.order != last:
+            return False, "a Linear before the classifier (CondConv converts the model's last Linear only)"
+        return True, "the classifier (the model's last Linear)"
     k = min(condconv_block_count(analysis), len(analysis.blocks))
     if layer.is_shortcut:
         return _SHORTCUT

@@ -1,7 +1,9 @@
 """Named placement policies: which convolutions become ODConv.
 
 A policy is a callable ``(layer, analysis) -> bool | (bool, reason)``: whether to convert one ``ConvLayer``,
-given the whole ``ModelAnalysis`` (execution order, blocks). Only convertible layers are offered to it.
+given the whole ``ModelAnalysis`` (execution order, blocks). Only convertible layers are offered to it, and the
+model's Linear layers only to a policy registered with ``linear_layers=True`` (CondConv's, which converts the
+classifier): a policy written for convolutions never converts a Linear by accident.
 Parameterised policies are factories registered with a ``name:arg`` form, e.g. ``"last:6"``.
 """
 
@@ -22,13 +24,16 @@ _POLICIES: dict[str, Policy] = {}
 _FACTORIES: dict[str, Callable[[str], Policy]] = {}
 
 
-def register_policy(name: str, policy: Policy | None = None, *, overwrite: bool = False):
-    """Register ``policy`` under ``name`` (usable as a decorator). Names are case-insensitive."""
+def register_policy(name: str, policy: Policy | None = None, *, overwrite: bool = False, linear_layers: bool = False):
+    """Register ``policy`` under ``name`` (usable as a decorator). Names are case-insensitive. ``linear_layers``:
+    the policy is offered the model's Linear layers too (``layer.is_linear``), not only its convolutions."""
 
     def add(fn: Policy) -> Policy:
         key = name.lower()
         if not overwrite and key in _POLICIES:
             raise InvalidValueError(f"a policy named {name!r} is already registered; pass overwrite=True to replace it")
+        if linear_layers:
+            fn.linear_layers = True
         _POLICIES[key] = fn
         return fn
 
@@ -58,6 +63,12 @@ def get_policy(policy: str | Policy) -> Policy:
     if sep and prefix in _FACTORIES:
         return _FACTORIES[prefix](arg)
     raise PolicyError(f"unknown placement policy {policy!r}; available: {', '.join(available_policies())}")
+
+
+def offers_linear_layers(policy: Policy) -> bool:
+    """Whether ``policy`` is offered Linear layers: registered with ``linear_layers=True``, or a callable with a
+    true ``linear_layers`` attribute."""
+    return getattr(policy, "linear_layers", False) is True
 
 
 def decide(policy: Policy, layer: ConvLayer, analysis: ModelAnalysis) -> tuple[bool, str]:

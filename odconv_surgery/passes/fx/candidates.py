@@ -1,4 +1,4 @@
-"""Every convolution of a model as a ``ConvLayer``: geometry, order, block, shortcut role, convertibility."""
+"""Every convolution (and Linear) of a model as a ``ConvLayer``: geometry, order, block, shortcut role, convertibility."""
 
 from __future__ import annotations
 
@@ -13,19 +13,20 @@ from torch import nn
 from ...nn.odconv import ODConv2d
 from .graph_analysis import GraphStructure, analyse_graph
 from .hook_order import record_conv_order
-from .tracer import CONV_TYPES, trace_model
+from .tracer import CONV_TYPES, LAYER_TYPES, trace_model
 from ...errors import UntraceableModelError  # noqa: F401 - raised here, defined with every error
 
 
 @dataclass(frozen=True)
 class ConvLayer:
-    """One convolution module of the model, as the placement policies see it."""
+    """One convolution module of the model, as the placement policies see it; or one ``nn.Linear`` (``is_linear``:
+    features as channels, no kernel or stride, one group), which only a policy marked ``linear_layers`` is offered."""
 
     name: str
     module: nn.Module
-    order: int  # position in execution order (first call)
-    kernel_size: tuple[int, ...]
-    stride: tuple[int, ...]
+    order: int  # position in execution order (first call), convs and Linears together
+    kernel_size: tuple[int, ...]  # () for a Linear
+    stride: tuple[int, ...]  # () for a Linear
     groups: int
     in_channels: int
     out_channels: int
@@ -38,10 +39,15 @@ class ConvLayer:
     def type_name(self) -> str:
         return type(self.module).__name__
 
+    @property
+    def is_linear(self) -> bool:
+        """Whether the layer is an ``nn.Linear`` (converted to an ``ODLinear``) rather than a convolution."""
+        return isinstance(self.module, nn.Linear)
+
 
 @dataclass
 class ModelAnalysis:
-    """All convs of a model in execution order, plus its blocks and how the structure was read."""
+    """All convs (and Linears) of a model in execution order, plus its blocks and how the structure was read."""
 
     layers: list[ConvLayer]
     blocks: list[str]
@@ -55,6 +61,10 @@ class ModelAnalysis:
 def _not_convertible(module: nn.Module) -> str | None:
     if isinstance(module, ODConv2d):
         return "already an ODConv2d"
+    if isinstance(module, nn.Linear):
+        if type(module).forward is not nn.Linear.forward:
+            return f"{type(module).__name__} overrides Linear.forward; ODLinear cannot reproduce its custom behaviour"
+        return "empty Linear" if module.in_features == 0 or module.out_features == 0 else None
     if not isinstance(module, nn.Conv2d):
         return f"{type(module).__name__} is not a 2-D convolution; ODConv2d replaces nn.Conv2d only"
     if type(module).forward is not nn.Conv2d.forward or type(module)._conv_forward is not nn.Conv2d._conv_forward:
@@ -78,18 +88,24 @@ def _structure(model: nn.Module, example_inputs: Sequence[Any] | None) -> tuple[
             "example inputs. Block and projection-shortcut detection are unavailable: shortcuts are not kept static.",
             stacklevel=3,
         )
-        order = record_conv_order(model, example_inputs)
+        order = record_conv_order(model, example_inputs, LAYER_TYPES)
         return GraphStructure(order, set(), []), "hooks"
     return analyse_graph(model, graph), "fx"
 
 
 def tied_convs(model: nn.Module) -> dict[str, list[str]]:
-    """conv name -> the other conv modules holding the same weight tensor (weights tied between two modules)."""
+    """conv (or Linear) name -> the other modules holding the same weight tensor (weights tied between two modules:
+    two convs, or a Linear and the embedding whose weight it shares)."""
     holders: dict[int, list[str]] = {}
     for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d) and isinstance(module.weight, torch.Tensor):
-            holders.setdefault(id(module.weight), []).append(name)
-    return {name: [n for n in names if n != name] for names in holders.values() if len(names) > 1 for name in names}
+        for tensor in {id(p): p for p in module.parameters(recurse=False)}.values():
+            holders.setdefault(id(tensor), []).append(name)
+    return {
+        name: [n for n in holders[id(module.weight)] if n != name]
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and isinstance(module.weight, torch.Tensor)
+        and len(holders.get(id(module.weight), ())) > 1
+    }
 
 
 def _tied_reason(others: list[str]) -> str:
@@ -103,21 +119,23 @@ def analyse_model(model: nn.Module, example_inputs: Sequence[Any] | None = None)
     modules = dict(model.named_modules())
     tied = tied_convs(model)
     layers = []
-    for order, name in enumerate(structure.conv_order):
+    stem = next((name for name in structure.layer_order if not isinstance(modules[name], nn.Linear)), None)
+    for order, name in enumerate(structure.layer_order):
         module = modules[name]
         block = structure.block_of.get(name)
+        linear = isinstance(module, nn.Linear)
         layers.append(
             ConvLayer(
                 name=name,
                 module=module,
                 order=order,
-                kernel_size=tuple(module.kernel_size),
-                stride=tuple(module.stride),
-                groups=module.groups,
-                in_channels=module.in_channels,
-                out_channels=module.out_channels,
+                kernel_size=() if linear else tuple(module.kernel_size),
+                stride=() if linear else tuple(module.stride),
+                groups=1 if linear else module.groups,
+                in_channels=module.in_features if linear else module.in_channels,
+                out_channels=module.out_features if linear else module.out_channels,
                 block=block,
-                is_first=order == 0,
+                is_first=name == stem,
                 is_shortcut=name in structure.shortcuts,
                 not_convertible=_not_convertible(module) or (_tied_reason(tied[name]) if name in tied else None),
             )

@@ -1,5 +1,8 @@
 """Structure of a traced model, read with networkx: conv execution order, joins, blocks, projection shortcuts.
 
+The structure is read from the convolutions alone; the Linear layers only join the execution order (and the block
+that holds them), so that a model's blocks and shortcuts are the same whether or not it has Linears.
+
 - A *join* is an ``add`` (residual) or ``cat`` (multi-branch) node with two or more tensor inputs.
 - Its *region* is every node between the join's immediate dominator (the fork) and the join.
 - A *projection shortcut* is the lone conv on one input branch of a two-input ``add`` whose other branch is a
@@ -25,7 +28,7 @@ import networkx as nx
 import torch
 from torch import fx, nn
 
-from .tracer import CONV_TYPES
+from .tracer import CONV_TYPES, LAYER_TYPES
 
 _ADD_TARGETS = {operator.add, operator.iadd, torch.add}
 _CAT_TARGETS = {torch.cat, torch.concat, torch.concatenate}
@@ -36,10 +39,10 @@ _ROOT = "__root__"
 class GraphStructure:
     """What the graph says about the model's convolutions."""
 
-    conv_order: list[str]  # conv module names in order of first call
+    layer_order: list[str]  # conv and Linear module names in order of first call
     shortcuts: set[str]  # projection-shortcut conv names
     blocks: list[str]  # block module names in execution order
-    block_of: dict[str, str] = field(default_factory=dict)  # conv name -> block name
+    block_of: dict[str, str] = field(default_factory=dict)  # conv (or Linear) name -> block name
 
 
 def constant_nodes(graph: fx.Graph) -> set[fx.Node]:
@@ -153,12 +156,13 @@ def analyse_graph(model: nn.Module, graph: fx.Graph) -> GraphStructure:
     constants = constant_nodes(graph)
     g = to_networkx(graph, constants)
     conv_nodes: dict[str, str] = {}  # fx node name -> module name
-    conv_order: list[str] = []
+    layer_order: list[str] = []
     for node in graph.nodes:
-        if node.op == "call_module" and isinstance(modules.get(node.target), CONV_TYPES):
-            conv_nodes[node.name] = node.target
-            if node.target not in conv_order:  # a module called twice keeps its first position
-                conv_order.append(node.target)
+        if node.op == "call_module" and isinstance(modules.get(node.target), LAYER_TYPES):
+            if isinstance(modules[node.target], CONV_TYPES):
+                conv_nodes[node.name] = node.target
+            if node.target not in layer_order:  # a module called twice keeps its first position
+                layer_order.append(node.target)
 
     idom = nx.immediate_dominators(g, _ROOT)
     shortcuts: set[str] = set()
@@ -184,14 +188,16 @@ def analyse_graph(model: nn.Module, graph: fx.Graph) -> GraphStructure:
     # Inner blocks win: drop a block that holds another (an encoder around its residual blocks).
     inner = [b for b in candidates if not any(o.startswith(b + ".") for o in candidates)]
     block_of: dict[str, str] = {}
-    for conv in conv_order:
+    for conv in set(conv_nodes.values()):
         for block in inner:
             if conv.startswith(block + "."):
                 block_of[conv] = block
                 break
     if not block_of and regions:  # a flat model: the join regions themselves are the blocks
         block_of = _region_blocks(regions)
-    first_use = {conv: i for i, conv in enumerate(conv_order)}
+    first_use = {conv: i for i, conv in enumerate(layer_order)}
     used_blocks = {b for b in block_of.values()}
     blocks = sorted(used_blocks, key=lambda b: min(first_use[c] for c, bb in block_of.items() if bb == b))
-    return GraphStructure(conv_order, shortcuts, blocks, block_of)
+    for linear in set(layer_order) - set(conv_nodes.values()):  # a Linear in a block module the convs found
+        block_of.update({linear: b for b in blocks if linear.startswith(b + ".")})
+    return GraphStructure(layer_order, shortcuts, blocks, block_of)

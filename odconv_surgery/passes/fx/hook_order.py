@@ -1,4 +1,4 @@
-"""Fallback for models torch.fx cannot trace: record conv execution order with forward hooks."""
+"""Fallback for models torch.fx cannot trace: record the execution order of convs (and Linears) with forward hooks."""
 
 from __future__ import annotations
 
@@ -11,14 +11,21 @@ from torch import nn
 from .tracer import CONV_TYPES
 
 
-def record_conv_order(model: nn.Module, example_inputs: Sequence[Any]) -> list[str]:
-    """Qualified names of conv modules in the order of their first call during one forward of ``example_inputs``.
+def record_conv_order(
+    model: nn.Module, example_inputs: Sequence[Any], types: tuple[type[nn.Module], ...] = CONV_TYPES
+) -> list[str]:
+    """Qualified names of conv modules (of ``types``: ``LAYER_TYPES`` adds the Linears) in the order of their first
+    call during one forward of ``example_inputs``.
 
     Runs in eval mode under ``no_grad`` (restoring the training flags after) so BatchNorm statistics are untouched.
+    The convs inside a converted layer (its attention's) are not the model's: they are left out, as fx leaves them.
     """
+    from ...nn.odconv import ODConv2d
+
+    inside = {id(sub) for m in model.modules() if isinstance(m, ODConv2d) for sub in m.modules()}
     names = {}
     for name, module in model.named_modules():
-        if isinstance(module, CONV_TYPES):
+        if isinstance(module, types) and id(module) not in inside:
             names.setdefault(id(module), name)
     order: list[str] = []
     seen: set[int] = set()

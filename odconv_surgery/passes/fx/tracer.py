@@ -1,4 +1,4 @@
-"""torch.fx tracing that keeps every convolution a leaf, so each conv call site is one graph node."""
+"""torch.fx tracing that keeps every convolution and Linear a leaf, so each call site is one graph node."""
 
 from __future__ import annotations
 
@@ -6,15 +6,18 @@ import torch
 from torch import fx, nn
 
 CONV_TYPES: tuple[type[nn.Module], ...] = (nn.modules.conv._ConvNd,)
+#: What the analysis describes: convolutions, and the Linear layers (which only some policies convert).
+LAYER_TYPES: tuple[type[nn.Module], ...] = (*CONV_TYPES, nn.Linear)
 
 
 class ConvLeafTracer(fx.Tracer):
-    """An fx tracer that never traces into a convolution (``nn.Conv2d`` subclasses and ODConv2d included)."""
+    """An fx tracer that never traces into a convolution or a Linear (subclasses, ODConv2d and ODLinear included)."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        from ...nn.linear import ODLinear
         from ...nn.odconv import ODConv2d
 
-        if isinstance(m, CONV_TYPES + (ODConv2d,)):
+        if isinstance(m, LAYER_TYPES + (ODConv2d, ODLinear)):
             return True
         return super().is_leaf_module(m, module_qualified_name)
 

@@ -208,7 +208,7 @@ def test_fuse_batchnorm_fold_static_and_the_report_serve_every_method(settings):
 
     model = torchvision.models.mobilenet_v2(width_mult=0.5, num_classes=10)
     converted, report = apply_odconv(model, **settings)
-    assert report.converted and f"{len(report.converted)}" in report.summary()
+    assert report.converted and "converted" in report.summary()
     converted.train()
     with torch.no_grad():  # non-trivial BatchNorm statistics and attentions
         for _ in range(3):

@@ -36,3 +36,17 @@ def test_every_converted_layer_gets_its_cost_beside_the_static_conv():
         assert cost.params > 0 and cost.madds > 0
     assert all(costs[n].params == counted[n].params and costs[n].madds == counted[n].madds for n in costs)
     assert all(c.odconv_us > 0 for c in costs.values())  # timed; the marginal's sign is left to benchmarks (noise)
+
+
+def test_a_converted_linear_is_costed_under_its_own_name():
+    import torchvision
+
+    from odconv_surgery import apply_odconv
+    from odconv_surgery.accounting import count_cost
+
+    model, _ = apply_odconv(torchvision.models.mobilenet_v2(width_mult=0.5, num_classes=10).eval(), "3x3",
+                            include=[r"classifier\.1"])
+    x = torch.randn(1, 3, 32, 32)
+    costs = layer_costs(model.eval(), x, tune=False)
+    counted = {layer.name: layer for layer in count_cost(model, example_input=x).layers}
+    assert costs["classifier.1"].params == counted["classifier.1"].params > 0

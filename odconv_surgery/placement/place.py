@@ -29,7 +29,7 @@ from .choose import choose_dynamic, rank, worst_to_cover
 from .costs import marginal_costs
 from .measure import ExportedFileTimer, Measure, Measurement
 from .result import Accuracy, Check, PlacedLayer, PlacementResult
-from .values import ValueMeasure, checked_values, resolve_value
+from .values import ValueMeasure, checked_values, measure_values, resolve_value
 
 if TYPE_CHECKING:
     from ..experiments.data import DataBundle
@@ -72,8 +72,9 @@ def place_under_budget(
     ``parse_budget``) in onnxruntime on this CPU at ``threads`` threads, batch 1, with ``example_input``'s shape.
 
     ``data``: calibration batches (or ``(input, target)`` pairs, e.g. a DataLoader; ``max_batches`` caps them) for
-    the value measure and the folds. ``value``: a registered value measure (``"dynamism"``), a callable
-    ``(model, batches) -> {layer: value}`` or precomputed values. ``costs``: None (measured with ``layer_costs``)
+    the value measure and the folds. ``value``: a registered value measure (``"dynamism"``; ``"accuracy_drop"`` and
+    ``"loss_increase"`` need ``labelled`` and evaluate on its test set), a callable ``(model, batches) -> {layer:
+    value}`` (with a ``labelled`` keyword, it gets ``labelled``) or precomputed values. ``costs``: None (measured with ``layer_costs``)
     or a mapping layer -> ``LayerLatency`` / marginal microseconds. ``labelled``: a ``DataBundle`` (train and test
     sets with labels): the accuracy is evaluated on its test set and ``finetune`` (None: ``brief_finetune()``
     when labelled data is given; False: none; a ``TrainConfig``) trains the placed model on its train set.
@@ -94,7 +95,7 @@ def place_under_budget(
     work = (model if inplace else copy_model(model)).eval()
     batches = _calibration(data, max_batches)
     label, value_fn = resolve_value(value)
-    values = checked_values(value_fn(work, batches), layers, label)
+    values = checked_values(measure_values(value_fn, work, batches, labelled), layers, label)
     tune = _resolved_tune(tune)
     costs_us, source, unmeasured = marginal_costs(work, layers, costs, example_input=example_input, threads=threads,
                                                   tune=tune)

@@ -116,8 +116,8 @@ def _factory_from_spec(spec: ModelSpec) -> ModelFactory:
     return lambda num_classes: spec.build(num_classes=num_classes)
 
 
-def _starting_model(seed: int, config: SweepConfig, data: DataBundle, factory: ModelFactory, ctx: DistContext,
-                    cache_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
+def starting_model(seed: int, config: SweepConfig, data: DataBundle, factory: ModelFactory, ctx: DistContext,
+                   cache_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
     """A fresh model (from scratch) or a copy of the seed's trained static model, plus what to record about it."""
     if not config.from_trained:
         torch.manual_seed(seed)
@@ -129,6 +129,19 @@ def _starting_model(seed: int, config: SweepConfig, data: DataBundle, factory: M
     return model, {"top1_static": top1}
 
 
+def convert_in_place(model: nn.Module, policy: str, n: int, seed: int, config: SweepConfig,
+                     variant: str = DEFAULT_VARIANT) -> int:
+    """Convert ``model`` in place under ``policy`` with the sweep's init and layer settings (``BASELINE``: leave it
+    static); returns how many layers were converted."""
+    if policy == BASELINE:
+        return 0
+    from ..surgery import apply_odconv
+
+    _, report = apply_odconv(model, policy, init=config.init, seed=seed, inplace=True,
+                             **parse_variant(variant).apply_kwargs(n, config.reduction, config.attention_norm))
+    return len(report.converted)
+
+
 def run_configuration(
     policy: str, n: int, seed: int, config: SweepConfig, data: DataBundle, factory: ModelFactory, ctx: DistContext,
     cache_dir: Path | None = None, variant: str = DEFAULT_VARIANT, out: Path | None = None,
@@ -136,17 +149,9 @@ def run_configuration(
     """Build (or load the trained static model), convert, train or fine-tune, evaluate and measure one
     configuration; returns its record (raises on failure). With ``config.stats``, the trained model's attention
     statistics go into ``out`` (the sweep's directory; ``sweep_stats``)."""
-    model, record = _starting_model(seed, config, data, factory, ctx, cache_dir or Path(PRETRAINED_DIR))
+    model, record = starting_model(seed, config, data, factory, ctx, cache_dir or Path(PRETRAINED_DIR))
     example = data.test[0][0].unsqueeze(0)
-    converted = 0
-    if policy != BASELINE:
-        from ..surgery import apply_odconv
-
-        model, report = apply_odconv(
-            model, policy, init=config.init, seed=seed, inplace=True,
-            **parse_variant(variant).apply_kwargs(n, config.reduction, config.attention_norm),
-        )
-        converted = len(report.converted)
+    converted = convert_in_place(model, policy, n, seed, config, variant)
     if config.from_trained:  # what the user sees right after surgery, before any fine-tuning
         record["top1_converted"], _ = evaluate(model, data.test, device=ctx.device, num_classes=data.num_classes)
     cost = count_cost(model, example_input=example.to(next(model.parameters()).device))  # on ctx.device when trained first

@@ -168,6 +168,19 @@ def test_every_nchwc_form_handles_the_options(form, blk, monkeypatch):
     check_parity(model, proto, x, batches=BATCHES)
 
 
+@pytest.mark.parametrize("settings", [{}, dict(attentions=("spatial",))], ids=["default", "spatial only"])
+def test_the_columns_form_pads_output_channels_to_the_block(settings, blk, monkeypatch):
+    """20 output channels (not a multiple of any block) in the columns form, with and without a filter head."""
+    needs_target("ort-cpu", blk)
+    force_nchwc_form(monkeypatch, "columns")
+    layer = ODConv2d(32, 20, 3, padding=1, bias=True, **settings).eval()
+    randomise_attention(layer)
+    x = torch.randn(1, 32, 8, 8)
+    proto = export_onnx(layer, None, x, target="ort-cpu", tune=False, check=False)
+    assert json.loads(metadata(proto)[META_FORMS]) == {"": "columns (forced)"}
+    check_parity(layer, proto, x, batches=BATCHES)
+
+
 def test_the_tuner_times_every_candidate_form_of_the_options(blk):
     """Every candidate form of every option layer builds and runs as a timing graph, and the options are part of the
     tuning cache's layer signature (a default layer's signature is what it was before they existed)."""

@@ -248,9 +248,10 @@ def _zeros(b: Builder, channels: int) -> gs.Constant:
 def _columns_form(b: Builder, layer: OdLayer, att, geo: Geometry, bias: list, blk: int) -> gs.Variable:
     """Dense k x k, n = 1: ``Concat`` of the k^2 shifted input views (tap-major, NCHW) times ``a_s (x) a_c``, then
     the constant kernel as an NCHWc 1x1 Conv over k^2 C_in channels (prepacked by ORT like a static one); the
-    filter attention and bias as a depthwise 1x1 Conv on the output."""
+    filter attention and bias as a depthwise 1x1 Conv on the output. Output channels that are not a multiple of the
+    block are zero-padded to it (kernel rows; the bias and filter attention come padded)."""
     a = layer.attrs
-    cout, cin, k2 = a["out_channels"], a["in_channels"], geo.k2
+    cout, cin, k2 = padded(a["out_channels"], blk), a["in_channels"], geo.k2
     kdim = k2 * cin
     scale = b.reshape(att["spatial"], [k2, 1])
     per_channel = b.reshape(att["channel"], [1, cin]) if "channel" in att else b.const("ones", np.ones((1, cin)))
@@ -258,7 +259,7 @@ def _columns_form(b: Builder, layer: OdLayer, att, geo: Geometry, bias: list, bl
     cols = b.op("Concat", tap_slices(b, layer.x, layer), {"axis": 1})  # (1, k2 * C_in, Ho, Wo), t * C_in + c
     cols = b.op("Mul", [cols, b.reshape(scale, [1, kdim, 1, 1])])
     colsb = b.op("ReorderInput", [cols], {"channels_last": 0}, domain=NCHWC_DOMAIN)
-    wt = layer.param("weight")[0].transpose(0, 2, 3, 1).reshape(cout, kdim)  # tap-major, like the columns
+    wt = _pad_axis(layer.param("weight")[0], 0, cout).transpose(0, 2, 3, 1).reshape(cout, kdim)  # tap-major
     wb = wt.reshape(cout // blk, blk, kdim // blk, blk).transpose(0, 2, 3, 1)  # OIHWBiBo with H = W = 1
     w = b.const("weight_columns_nchwc", wb.reshape(cout, kdim, 1, 1))
     attrs = {"group": 1, "kernel_shape": [1, 1], "pads": [0, 0, 0, 0], "strides": [1, 1], "dilations": [1, 1]}
@@ -266,7 +267,7 @@ def _columns_form(b: Builder, layer: OdLayer, att, geo: Geometry, bias: list, bl
     yb = b.op("Conv", [colsb, w, _zeros(b, cout) if filter_on_output else bias[0]], attrs, domain=NCHWC_DOMAIN)
     if filter_on_output:
         yb = _scale_channels(b, yb, att["filter"], cout, bias)
-    return b.op("ReorderOutput", [yb], {"channels": cout, "channels_last": 0}, domain=NCHWC_DOMAIN)
+    return b.op("ReorderOutput", [yb], {"channels": a["out_channels"], "channels_last": 0}, domain=NCHWC_DOMAIN)
 
 
 def _scale_channels(b: Builder, tb, vec, channels: int, bias=()):

@@ -17,6 +17,7 @@ from odconv_surgery.passes.onnx.common import detect_nchwc_block, import_graph, 
 from odconv_surgery.passes.onnx.lowering import plan
 from odconv_surgery.passes.onnx.lowering.plan import NCHWC_FORMS, Planner, candidate_forms, cost_model_form
 
+from helpers.nchwc_forms import force_nchwc_form
 from helpers.onnx_models import randomise
 
 
@@ -56,13 +57,7 @@ def model() -> nn.Module:
 
 @pytest.mark.parametrize("form", NCHWC_FORMS)
 def test_every_form_keeps_the_function_at_every_batch(model, blk, form, monkeypatch):
-    real_init = Planner.__init__
-
-    def forced(self, *args, **kwargs):
-        real_init(self, *args, **kwargs)
-        self.force = form
-
-    monkeypatch.setattr(Planner, "__init__", forced)
+    force_nchwc_form(monkeypatch, form)
     x = torch.randn(1, 3, 16, 16)
     proto = export_onnx(model, None, x, target="ort-cpu", tune=False)
     chosen = json.loads(metadata(proto)[META_FORMS])

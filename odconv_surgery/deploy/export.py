@@ -11,8 +11,10 @@ The dynamo exporter would need a ``torch.library`` custom op plus an onnxscript 
 and is several times slower to export resnet50; the TorchScript exporter keeps module scopes in node names, and
 its eval-mode peephole folds Conv+BN of the static layers as usual.
 
-Layers the marker does not cover (``share_attention=False``, non-zero ``padding_mode``) export through a
-generic batch-independent PyTorch formulation (per-sample kernels + unfold + batched matmul).
+The marker covers every attention option (which heads, their activations, the pool size, a trunk or none: see
+``schema.MARKER_ATTENTION_DEFAULTS``). Layers it does not cover (``share_attention=False``, non-zero
+``padding_mode``) export through a generic batch-independent PyTorch formulation (per-sample kernels + unfold +
+batched matmul).
 """
 
 from __future__ import annotations
@@ -61,12 +63,9 @@ def _explicit_pads(layer: ODConv2d) -> list[int]:
 
 
 def marker_supported(layer: ODConv2d) -> bool:
-    """Whether the ONNX passes lower ``layer``'s marker: shared attention, zero padding, sigmoid channel/filter/
-    spatial and softmax kernel heads on a 1x1-pooled trunk, a channel head. Other layers export in the generic form."""
-    att = layer.attention
-    return (layer.share_attention and layer.padding_mode == "zeros" and att.activation == "sigmoid"
-            and att.kernel_activation == "softmax" and att.pool_size == 1 and att.fc is not None
-            and att.channel_fc is not None)
+    """Whether the ONNX passes lower ``layer``'s marker: shared attention and zero padding, with any attention
+    options (heads, activations, pooling, trunk or none). Other layers export in the generic form."""
+    return layer.share_attention and layer.padding_mode == "zeros"
 
 
 def _layer_params(layer: ODConv2d) -> tuple[list[str], list[Tensor], dict[str, Any]]:
@@ -77,12 +76,14 @@ def _layer_params(layer: ODConv2d) -> tuple[list[str], list[Tensor], dict[str, A
     if layer.bias is not None:
         roles.append("bias")
         tensors.append(layer.bias)
-    roles.append("fc_weight")
-    tensors.append(att.fc.weight)
-    if att.fc.bias is not None:  # the attention BatchNorm folded by fuse_batchnorm
-        roles.append("fc_bias")
-        tensors.append(att.fc.bias)
+    if att.fc is not None:  # no trunk: no fc role, the heads read the pooled input
+        roles.append("fc_weight")
+        tensors.append(att.fc.weight)
+        if att.fc.bias is not None:  # the attention BatchNorm folded by fuse_batchnorm
+            roles.append("fc_bias")
+            tensors.append(att.fc.bias)
     extra: dict[str, Any] = {"norm": "none", "norm_eps": 0.0}
+    # Without a trunk the norm is an Identity: no norm roles.
     if isinstance(att.norm, nn.BatchNorm2d):
         norm = att.norm
         roles += ["norm_scale", "norm_bias", "norm_mean", "norm_var"]
@@ -119,13 +120,15 @@ def _make_marker(attrs: dict, original_forward) -> type:
 
         @staticmethod
         def symbolic(g, x, *params):
+            # A layer without heads has no ``heads`` attribute: ONNX cannot type an empty list.
+            heads = {"heads_s": attrs["heads"]} if attrs["heads"] else {}
             out = g.op(
                 f"{OD_DOMAIN}::{OD_OP}",
                 x,
                 *params,
+                **heads,
                 layer_name_s=attrs["layer_name"],
                 roles_s=attrs["roles"],
-                heads_s=attrs["heads"],
                 in_channels_i=attrs["in_channels"],
                 out_channels_i=attrs["out_channels"],
                 kernel_shape_i=attrs["kernel_shape"],
@@ -137,6 +140,9 @@ def _make_marker(attrs: dict, original_forward) -> type:
                 norm_s=attrs["norm"],
                 norm_eps_f=attrs["norm_eps"],
                 input_hw_i=attrs["input_hw"],
+                activation_s=attrs["activation"],
+                kernel_activation_s=attrs["kernel_activation"],
+                pool_size_i=attrs["pool_size"],
             )
             # Declare the output type so the exporter's shape inference knows the custom node (and stays quiet).
             (ih, iw), (kh, kw) = attrs["input_hw"], attrs["kernel_shape"]
@@ -168,6 +174,9 @@ def _marker_forward(layer: ODConv2d, name: str, original_forward, batch: int | N
         "kernel_num": layer.kernel_num,
         "norm": extra["norm"],
         "norm_eps": extra["norm_eps"],
+        "activation": layer.attention.activation,
+        "kernel_activation": layer.attention.kernel_activation,
+        "pool_size": layer.attention.pool_size,
     }
 
     def forward(x: Tensor) -> Tensor:

@@ -15,6 +15,14 @@ OD_DOMAIN_VERSION = 1
 
 HEAD_ORDER = ("channel", "filter", "spatial", "kernel")
 
+#: The marker's attention attributes and their values where a marker lacks them (files marked before they existed,
+#: when every layer had sigmoid channel/filter/spatial heads and a softmax kernel head on a 1x1-pooled trunk).
+#: ``activation`` is the channel/filter/spatial heads' ("sigmoid" or "softmax" over each head's own values),
+#: ``kernel_activation`` the kernel head's ("softmax" over the n kernels or "sigmoid" per kernel), ``pool_size`` k
+#: the size the attention pools its input to (adaptively, as ``nn.AdaptiveAvgPool2d(k)``). A layer without a trunk
+#: has no ``fc_weight`` role (its heads read the pooled input); one without heads has no ``heads`` attribute.
+MARKER_ATTENTION_DEFAULTS = {"activation": "sigmoid", "kernel_activation": "softmax", "pool_size": 1}
+
 #: onnxruntime's CPU-only blocked-layout contrib ops (``target="ort-cpu"``).
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 

@@ -4,10 +4,11 @@ the errors, the BatchNorm scale and the probe for onnxruntime's NCHWc block. (Na
 The exporter (``odconv_surgery.deploy.export``) emits every shared-attention ``ODConv2d`` as ONE node
 ``odconv.surgery::ODConv2d`` whose first input is the layer input x and whose other inputs are the layer's
 parameters as constant initializers, each tagged by the ``roles`` string attribute (same order as the inputs).
-Geometry (channels, kernel, strides, pads, dilations, group, kernel_num, heads, norm) is carried as attributes
-and the node name is the PyTorch module path. Finding ODConv layers is therefore exact (op type + domain),
-not op-sequence guessing. Passes rewrite the roles (e.g. fold a BatchNorm into ``weight``/``bias``); the
-final lowering pass replaces each marker by standard ONNX ops, so a fully lowered graph runs in any runtime.
+Geometry (channels, kernel, strides, pads, dilations, group, kernel_num, heads, norm, the attention's
+activations and pool size) is carried as attributes and the node name is the PyTorch module path. Finding ODConv
+layers is therefore exact (op type + domain), not op-sequence guessing. Passes rewrite the roles (e.g. fold a
+BatchNorm into ``weight``/``bias``); the final lowering pass replaces each marker by standard ONNX ops, so a fully
+lowered graph runs in any runtime.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ...deploy.schema import NCHWC_DOMAIN, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP
+from ...deploy.schema import MARKER_ATTENTION_DEFAULTS, NCHWC_DOMAIN, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP
 from ...errors import ModelNumericsError, OnnxModelError, PassNumericsError  # noqa: F401 - raised here, defined with every error
 
 
@@ -122,7 +123,23 @@ class OdLayer:
 
     @property
     def heads(self) -> list[str]:
-        return list(self.node.attrs["heads"])
+        """The heads the layer has, in ``HEAD_ORDER`` (none: the layer is a plain conv)."""
+        return list(self.node.attrs.get("heads", []))
+
+    @property
+    def has_trunk(self) -> bool:
+        """Whether the heads read a hidden FC (+ norm + ReLU) rather than the pooled input itself."""
+        return self.has("fc_weight")
+
+    @property
+    def pool_size(self) -> int:
+        """k: the attention reads the input adaptively average-pooled to k x k."""
+        return int(self.attrs.get("pool_size", MARKER_ATTENTION_DEFAULTS["pool_size"]))
+
+    def activation(self, head: str) -> str:
+        """The activation of ``head``: "sigmoid" or "softmax" (over the head's own values)."""
+        key = "kernel_activation" if head == "kernel" else "activation"
+        return str(self.attrs.get(key, MARKER_ATTENTION_DEFAULTS[key]))
 
     @property
     def kind(self) -> str:

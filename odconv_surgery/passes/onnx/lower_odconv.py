@@ -9,10 +9,10 @@ The pass uses the fused any-batch form; ``lower_naive`` (the same class) the nai
 
 * ``naive``: the reference maths (per-sample aggregated kernel, im2col batched MatMul); also the numeric
   reference of the per-pass checks.
-* ``any``: 1x1 n=1 constant conv with input/output scaling; 1x1 n>1 and dense k x k im2col scaled by the
-  attentions, then a constant 1x1 conv (n=1) or a per-sample MatMul (n>1); depthwise (and, with an NCHWc block,
-  dense k x k) the batch-1 form once per sample in a ``Scan`` over the batch (``lowering/per_sample.py``);
-  other grouped convs naive.
+* ``any``: a constant kernel (n=1, no spatial head; every 1x1 n=1 layer) as a constant conv with input/output
+  scaling; 1x1 n>1 and dense k x k im2col scaled by the attentions, then a constant 1x1 conv (n=1) or a
+  per-sample MatMul (n>1); depthwise (and, with an NCHWc block, dense k x k) the batch-1 form once per sample in a
+  ``Scan`` over the batch (``lowering/per_sample.py``); other grouped convs naive.
 * ``batch1`` (only inside ``lower_by_batch_regime``'s batch-1 branch): every attention folded into a computed kernel,
   one Conv per layer; with an NCHWc block in the ``PassContext`` (``target="ort-cpu"``), every depthwise / 1x1 /
   dense layer whose channels allow it as onnxruntime NCHWc Convs in the form ``lowering/plan.py`` picks; the

@@ -1,9 +1,12 @@
 """Pass ``merge_attention_heads``: merge a layer's attention heads into one 1x1 conv (a Gemm on the pooled map).
 
-Invariant: function unchanged. The heads all read the same trunk output h, so concatenating their weights and
-biases along the output axis (order channel, filter, spatial, kernel) gives one Conv whose output is split
-again; the lowering then applies ONE Sigmoid to the contiguous sigmoid heads and one Softmax to the kernel head.
-A layer's attention becomes GlobalAveragePool, Conv, Relu, Conv, Split, Sigmoid, Split(, Softmax).
+Invariant: function unchanged. The heads all read the same input (the trunk's output h, or the pooled input for a
+layer without a trunk, where every head is a k x k Conv of the same shape), so concatenating their weights and
+biases along the output axis (order channel, filter, spatial, kernel) gives one Conv whose output is split again.
+The activations need not be alike: the lowering splits the merged output by activation
+(``lowering/attention.py`` ``activation_runs``): ONE Sigmoid for each run of adjacent sigmoid heads, and one Softmax
+for each softmax head over its own slice. A default layer's attention becomes GlobalAveragePool, Conv, Relu, Conv,
+Split, Sigmoid, Split(, Softmax). A layer without heads has nothing to merge.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ class MergeAttentionHeads(OnnxPass):
 
 def _merge(layer: OdLayer) -> bool:
     """Replace ``layer``'s per-head projections by one; False when they are merged already."""
-    if layer.has("heads_weight"):
+    if layer.has("heads_weight") or not layer.heads:
         return False
     p = layer.params()
     heads = layer.heads

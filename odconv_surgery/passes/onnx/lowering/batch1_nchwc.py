@@ -1,13 +1,16 @@
 """Form ``batch1`` with ``target="ort-cpu"``: ``ReorderInput -> com.microsoft.nchwc::Conv(computed kernel) ->
 ReorderOutput`` for every depthwise / 1x1 / dense layer whose channels are multiples of 4.
 
-The attention runs on the blocked input (nchwc GlobalAveragePool + Gemms: no Conv, so ORT inserts no reorders
-around the tiny attention layers). The constant kernel bank is stored already in ORT's blocked filter layout
-(depthwise ``OIHWBo``: (C/B, kh, kw, B); dense/1x1 ``OIHWBiBo``: (Co/B, Ci/B, kh, kw, Bi, Bo)), so the
-per-sample kernel is made by Muls with the attention vectors reshaped to that layout (no in-graph Transpose).
+The attention runs on the blocked input (nchwc GlobalAveragePool, or the k x k pooling of ``pooling.py``, + Gemms:
+no Conv, so ORT inserts no reorders around the tiny attention layers). The constant kernel bank is stored already
+in ORT's blocked filter layout (depthwise ``OIHWBo``: (C/B, kh, kw, B); dense/1x1 ``OIHWBiBo``: (Co/B, Ci/B, kh,
+kw, Bi, Bo)), so the per-sample kernel is made by Muls with the attention vectors reshaped to that layout (no
+in-graph Transpose).
 Bias stays a constant conv bias (zeros when the layer has none, so a residual Sum can always be fused). Channels that
 are not multiples of the block are zero-padded to it (kernels, attention heads, bias), as onnxruntime pads static
-convs, so such layers stay in the blocked chain instead of breaking it with reorders.
+convs, so such layers stay in the blocked chain instead of breaking it with reorders (a softmax head's padded rows
+get a logit of ``SOFTMAX_PAD_LOGIT``: attention 0, the real channels' softmax unchanged). A layer without heads is
+its static conv, blocked like the model's own.
 
 Three forms (``plan.py`` chooses per layer, by measurement or its cost model): ``kernel`` folds every attention
 into the kernel; ``activations`` applies a dense / 1x1 layer's channel and filter attentions to the activations, as
@@ -26,8 +29,9 @@ import onnx_graphsurgeon as gs
 from ....deploy.schema import NCHWC_DOMAIN
 from ....errors import InvalidValueError
 from ..common import OdLayer, constant_value
-from .attention import attention_heads, attention_norm_relu
+from .attention import activate, attention_heads, attention_norm_relu
 from .builder import Builder, Geometry, kernel_mix, tap_slices
+from .pooling import blocked_columns, pool_blocked
 
 
 #: onnxruntime's ``ReorderInput`` takes channel counts that are multiples of 4 and zero-pads them to the block.
@@ -53,70 +57,76 @@ def nchwc_ok(layer: OdLayer, blk: int | None) -> bool:
     return False
 
 
-def _pad_axis(value: np.ndarray, axis: int, size: int) -> np.ndarray:
-    """``value`` zero-padded at the end of ``axis`` to ``size``."""
+def _pad_axis(value: np.ndarray, axis: int, size: int, fill: float = 0.0) -> np.ndarray:
+    """``value`` padded with ``fill`` at the end of ``axis`` to ``size``."""
     if value.shape[axis] == size:
         return value
     widths = [(0, 0)] * value.ndim
     widths[axis] = (0, size - value.shape[axis])
-    return np.pad(value, widths)
+    return np.pad(value, widths, constant_values=fill)
 
 
-def _padded_attention_params(layer: OdLayer, cin_p: int, cout_p: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
-    """The attention's parameters for a layer whose channels are padded to ``cin_p`` / ``cout_p``: zero ``fc``
-    columns for the padded input channels (their pooled value is 0 anyway) and zero rows in the channel and filter
-    heads (attention 0.5 on a zero kernel slice). Also the padded head sizes."""
+#: The logit of a softmax head's padded rows: their attention is then exactly 0, and the real channels keep their
+#: softmax (a sigmoid head's padded rows keep logit 0: attention 0.5, on a zero kernel slice).
+SOFTMAX_PAD_LOGIT = -1e30
+
+
+def _padded_attention_params(layer: OdLayer, cin_p: int, cout_p: int, blk: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The attention's parameters, every weight 2-D, for a layer whose channels are padded to ``cin_p`` / ``cout_p``:
+    the weights that read the pooled input (``fc``, or the heads without a trunk) as ``blocked_columns`` (zero
+    columns for the padded input channels, which pool to 0), and padded rows in the channel and filter heads (zero
+    weights; bias 0 for a sigmoid head, ``SOFTMAX_PAD_LOGIT`` for a softmax head). Also the padded head sizes."""
     from .attention import head_sizes
 
     p = dict(layer.params())
     sizes = head_sizes(layer)
     grown = {"channel": cin_p, "filter": cout_p}
     new_sizes = {h: grown.get(h, n) for h, n in sizes.items()}
-    if new_sizes == sizes and cin_p == layer.attrs["in_channels"]:
-        return p, sizes
-    p["fc_weight"] = _pad_axis(p["fc_weight"].reshape(p["fc_weight"].shape[0], -1), 1, cin_p)
+    # merge_attention_heads stacked the heads' rows in ``layer.heads`` order
+    weights = {"heads_weight": layer.heads} if "heads_weight" in p else {f"{h}_weight": [h] for h in layer.heads}
+    for role in ["fc_weight"] if layer.has_trunk else weights:
+        p[role] = blocked_columns(p[role], cin_p, blk)
 
-    def pad_rows(value: np.ndarray, heads: list[str]) -> np.ndarray:
+    def pad_rows(value: np.ndarray, heads: list[str], bias: bool) -> np.ndarray:
         rows = value.reshape(value.shape[0], -1) if value.ndim > 1 else value
         parts, start = [], 0
         for h in heads:
-            parts.append(_pad_axis(rows[start:start + sizes[h]], 0, new_sizes[h]))
+            fill = SOFTMAX_PAD_LOGIT if bias and layer.activation(h) == "softmax" else 0.0
+            parts.append(_pad_axis(rows[start:start + sizes[h]], 0, new_sizes[h], fill))
             start += sizes[h]
         return np.concatenate(parts, axis=0)
 
-    if "heads_weight" in p:  # merge_attention_heads stacked the heads' rows in ``layer.heads`` order
-        p["heads_weight"] = pad_rows(p["heads_weight"], layer.heads)
-        p["heads_bias"] = pad_rows(p["heads_bias"], layer.heads)
-    else:
-        for h in ("channel", "filter"):
-            if f"{h}_weight" in p:
-                p[f"{h}_weight"] = pad_rows(p[f"{h}_weight"], [h])
-                p[f"{h}_bias"] = pad_rows(p[f"{h}_bias"], [h])
+    for role, heads in weights.items():
+        p[role] = pad_rows(p[role], heads, bias=False)
+        bias_role = role.replace("_weight", "_bias")
+        p[bias_role] = pad_rows(p[bias_role], heads, bias=True)
     return p, new_sizes
 
 
-def _attention_trunk(b: Builder, layer: OdLayer, xb, p: dict[str, np.ndarray], cin_p: int):
-    """The attention's hidden vector (1, A) from the NCHWc input: nchwc GlobalAveragePool, Gemm, norm, ReLU."""
-    h = b.reshape(b.op("GlobalAveragePool", [xb], domain=NCHWC_DOMAIN), [1, cin_p])
-    ins = [h, b.const("fc_weight", p["fc_weight"].reshape(p["fc_weight"].shape[0], -1))]
+def _attention_trunk(b: Builder, layer: OdLayer, xb, p: dict[str, np.ndarray], cin_p: int, blk: int):
+    """The attention's hidden vector (1, A) from the NCHWc input: pooled features (``pool_blocked``), Gemm, norm,
+    ReLU; without a trunk, the pooled features (1, cin_p * k * k) themselves."""
+    h = pool_blocked(b, xb, tuple(layer.attrs["input_hw"]), layer.pool_size, cin_p, blk)
+    if not layer.has_trunk:
+        return h
+    ins = [h, b.const("fc_weight", p["fc_weight"])]
     if "fc_bias" in p:
         ins.append(b.const("fc_bias", p["fc_bias"]))
     return attention_norm_relu(b, layer, b.op("Gemm", ins, {"transB": 1}), (1, -1))
 
 
-def _attention_vec(b: Builder, layer: OdLayer, xb, cin_p: int, cout_p: int) -> dict[str, gs.Variable]:
-    """Attentions as (1, size) vectors from the NCHWc input (``cin_p`` channels): nchwc GlobalAveragePool + Gemms;
-    the channel and filter attentions come padded to ``cin_p`` / ``cout_p``."""
-    p, sizes = _padded_attention_params(layer, cin_p, cout_p)
+def _attention_vec(b: Builder, layer: OdLayer, xb, cin_p: int, cout_p: int, blk: int) -> dict[str, gs.Variable]:
+    """Attentions as (1, size) vectors from the NCHWc input (``cin_p`` channels): pooled features + Gemms; the
+    channel and filter attentions come padded to ``cin_p`` / ``cout_p``."""
+    p, sizes = _padded_attention_params(layer, cin_p, cout_p, blk)
 
     def gemm(h, wname, bname):
-        w = p[wname]
-        ins = [h, b.const(wname, w.reshape(w.shape[0], -1))]
+        ins = [h, b.const(wname, p[wname])]
         if bname in p:
             ins.append(b.const(bname, p[bname]))
         return b.op("Gemm", ins, {"transB": 1})
 
-    return attention_heads(b, layer, _attention_trunk(b, layer, xb, p, cin_p), gemm, sizes)
+    return attention_heads(b, layer, _attention_trunk(b, layer, xb, p, cin_p, blk), gemm, sizes)
 
 
 def _head_params(layer: OdLayer, p: dict[str, np.ndarray], sizes: dict[str, int], head: str) -> tuple[np.ndarray, np.ndarray]:
@@ -134,12 +144,14 @@ def _pointwise_kernel_scale(b: Builder, layer: OdLayer, xb, cin_p: int, cout_p: 
     """1x1, n = 1, kernel form: the scale S[ob, i, bo] = a_c[i] * a_f[ob, bo] of the blocked kernel in the fewest
     nodes. The channel head is a Gemm whose output is already the column (C_in, 1) (weight as A), the filter head a
     Gemm reshaped to (C_out/B, 1, B); one broadcast MatMul makes S (no Split, no reshapes of the channel vector)."""
-    p, sizes = _padded_attention_params(layer, cin_p, cout_p)
-    h = _attention_trunk(b, layer, xb, p, cin_p)
+    p, sizes = _padded_attention_params(layer, cin_p, cout_p, blk)
+    h = _attention_trunk(b, layer, xb, p, cin_p, blk)
     wc, bc = _head_params(layer, p, sizes, "channel")
     wf, bf = _head_params(layer, p, sizes, "filter")
-    column = b.op("Sigmoid", [b.op("Gemm", [b.const("channel_w", wc), h, b.const("channel_b", bc.reshape(-1, 1))], {"transB": 1})])
-    row = b.op("Sigmoid", [b.op("Gemm", [h, b.const("filter_w", wf), b.const("filter_b", bf)], {"transB": 1})])
+    column = b.op("Gemm", [b.const("channel_w", wc), h, b.const("channel_b", bc.reshape(-1, 1))], {"transB": 1})
+    column = activate(b, column, layer.activation("channel"), axis=0)
+    row = activate(b, b.op("Gemm", [h, b.const("filter_w", wf), b.const("filter_b", bf)], {"transB": 1}),
+                   layer.activation("filter"))
     return b.op("MatMul", [column, b.reshape(row, [cout_p // blk, 1, blk])])
 
 
@@ -148,6 +160,8 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int, form: str) -> gs.Va
     choice is ``plan.py``'s)."""
     if form not in ("kernel", "activations", "columns"):
         raise InvalidValueError(f"unknown NCHWc form {form!r} for layer {layer.name!r}; expected kernel, activations or columns")
+    if not layer.heads:  # nothing to attend: the plain conv, blocked
+        return static_conv_nchwc(b, layer, blk)
     a = layer.attrs
     geo = Geometry.of(layer)
     n, cout, cin, g = a["kernel_num"], a["out_channels"], a["in_channels"], a["group"]
@@ -163,7 +177,7 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int, form: str) -> gs.Va
         wb = w[0, :, :, 0, 0].reshape(cout_p // blk, blk, cin_p).transpose(0, 2, 1)  # (C_out/B, C_in, B): OIHWBiBo
         wk = b.reshape(b.op("Mul", [b.const("weight_nchwc", wb), scale]), [cout_p, cin_p, 1, 1])
         return _nchwc_conv(b, layer, xb, wk, bias_of(b, layer, cout_p), geo, g)
-    att = _attention_vec(b, layer, xb, cin_p, cout_p)
+    att = _attention_vec(b, layer, xb, cin_p, cout_p, blk)
     bias = [bias_of(b, layer, cout_p)]
     if form == "columns":
         if not (layer.kind == "dense" and n == 1 and cin_p == cin and "spatial" in att and geo.k2 > 1):
@@ -196,6 +210,19 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int, form: str) -> gs.Va
     return _nchwc_conv(b, layer, xb, wk, bias[0], geo, g)
 
 
+def static_conv_nchwc(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
+    """``layer`` as the static conv of its first kernel (bank and bias as they are), blocked like the model's own
+    static convs (``block_static_conv``; the plain Conv where it cannot be): a layer without heads, and the
+    baseline the layer's forms are timed against (``plan.STATIC``)."""
+    geo = Geometry.of(layer)
+    inputs = [layer.x, b.const("static_weight", layer.param("weight")[0])]
+    if layer.has("bias"):
+        inputs.append(b.const("static_bias", layer.param("bias")))
+    y = b.op("Conv", inputs, {**geo.conv_attrs(layer.attrs["group"]), "kernel_shape": [geo.kh, geo.kw]})
+    block_static_conv(b.graph, y.inputs[0], blk)
+    return y
+
+
 def bias_of(b: Builder, layer: OdLayer, cout_p: int) -> gs.Constant:
     """The layer's bias padded to ``cout_p``; zeros when it has none, so every NCHWc Conv has a bias and the Sum slot
     behind it (``chain_nchwc``) never needs to know the padded channel count."""
@@ -221,17 +248,18 @@ def _zeros(b: Builder, channels: int) -> gs.Constant:
 def _columns_form(b: Builder, layer: OdLayer, att, geo: Geometry, bias: list, blk: int) -> gs.Variable:
     """Dense k x k, n = 1: ``Concat`` of the k^2 shifted input views (tap-major, NCHW) times ``a_s (x) a_c``, then
     the constant kernel as an NCHWc 1x1 Conv over k^2 C_in channels (prepacked by ORT like a static one); the
-    filter attention and bias as a depthwise 1x1 Conv on the output."""
+    filter attention and bias as a depthwise 1x1 Conv on the output. Output channels that are not a multiple of the
+    block are zero-padded to it (kernel rows; the bias and filter attention come padded)."""
     a = layer.attrs
-    cout, cin, k2 = a["out_channels"], a["in_channels"], geo.k2
+    cout, cin, k2 = padded(a["out_channels"], blk), a["in_channels"], geo.k2
     kdim = k2 * cin
     scale = b.reshape(att["spatial"], [k2, 1])
-    if "channel" in att:
-        scale = b.op("Mul", [scale, b.reshape(att["channel"], [1, cin])])
+    per_channel = b.reshape(att["channel"], [1, cin]) if "channel" in att else b.const("ones", np.ones((1, cin)))
+    scale = b.op("Mul", [scale, per_channel])  # (k2, C_in), tap-major like the columns
     cols = b.op("Concat", tap_slices(b, layer.x, layer), {"axis": 1})  # (1, k2 * C_in, Ho, Wo), t * C_in + c
     cols = b.op("Mul", [cols, b.reshape(scale, [1, kdim, 1, 1])])
     colsb = b.op("ReorderInput", [cols], {"channels_last": 0}, domain=NCHWC_DOMAIN)
-    wt = layer.param("weight")[0].transpose(0, 2, 3, 1).reshape(cout, kdim)  # tap-major, like the columns
+    wt = _pad_axis(layer.param("weight")[0], 0, cout).transpose(0, 2, 3, 1).reshape(cout, kdim)  # tap-major
     wb = wt.reshape(cout // blk, blk, kdim // blk, blk).transpose(0, 2, 3, 1)  # OIHWBiBo with H = W = 1
     w = b.const("weight_columns_nchwc", wb.reshape(cout, kdim, 1, 1))
     attrs = {"group": 1, "kernel_shape": [1, 1], "pads": [0, 0, 0, 0], "strides": [1, 1], "dilations": [1, 1]}
@@ -239,7 +267,7 @@ def _columns_form(b: Builder, layer: OdLayer, att, geo: Geometry, bias: list, bl
     yb = b.op("Conv", [colsb, w, _zeros(b, cout) if filter_on_output else bias[0]], attrs, domain=NCHWC_DOMAIN)
     if filter_on_output:
         yb = _scale_channels(b, yb, att["filter"], cout, bias)
-    return b.op("ReorderOutput", [yb], {"channels": cout, "channels_last": 0}, domain=NCHWC_DOMAIN)
+    return b.op("ReorderOutput", [yb], {"channels": a["out_channels"], "channels_last": 0}, domain=NCHWC_DOMAIN)
 
 
 def _scale_channels(b: Builder, tb, vec, channels: int, bias=()):

@@ -17,7 +17,7 @@ def lower_naive(b: Builder, layer: OdLayer, att) -> gs.Variable:
     n, cout, cin, g = a["kernel_num"], a["out_channels"], a["in_channels"], a["group"]
     k2 = geo.k2
     w = p["weight"]  # (n, C_out, C_in/g, kh, kw)
-    x = b.op("Mul", [layer.x, att["channel"]])
+    x = b.op("Mul", [layer.x, att["channel"]]) if "channel" in att else layer.x
     if n > 1:
         wagg = b.reshape(kernel_mix(b, att, w.reshape(n, -1)), [-1, cout, cin // g, k2])
     else:

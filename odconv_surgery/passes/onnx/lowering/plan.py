@@ -35,7 +35,7 @@ from typing import Iterator
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ....deploy.schema import NCHWC_DOMAIN
+from ....deploy.schema import MARKER_ATTENTION_DEFAULTS, NCHWC_DOMAIN
 from ....errors import InvalidValueError
 from ..common import OdLayer
 from .builder import Builder, Geometry, layer_view
@@ -226,6 +226,12 @@ def layer_signature(layer: OdLayer, threads: int) -> str:
     sig["kind"], sig["heads"], sig["threads"] = layer.kind, sorted(layer.heads), threads
     sig["merged_heads"] = "heads_weight" in layer.roles
     sig["bias"] = layer.has("bias")
+    # The attention options, only where they differ from the defaults (so earlier cache entries stay valid).
+    for key, default in MARKER_ATTENTION_DEFAULTS.items():
+        if a.get(key, default) != default:
+            sig[key] = a[key]
+    if layer.heads and not layer.has_trunk:
+        sig["trunk"] = False
     return json.dumps(sig, sort_keys=True, default=list)
 
 
@@ -254,15 +260,9 @@ STATIC = "static"
 
 
 def _static_conv(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
-    from .batch1_nchwc import block_static_conv
+    from .batch1_nchwc import static_conv_nchwc
 
-    geo = Geometry.of(layer)
-    inputs = [layer.x, b.const("static_weight", layer.param("weight")[0])]
-    if layer.has("bias"):
-        inputs.append(b.const("static_bias", layer.param("bias")))
-    y = b.op("Conv", inputs, {**geo.conv_attrs(layer.attrs["group"]), "kernel_shape": [geo.kh, geo.kw]})
-    block_static_conv(b.graph, y.inputs[0], blk)  # falls back to the plain conv where it cannot be blocked
-    return y
+    return static_conv_nchwc(b, layer, blk)
 
 
 # ---- timing ----------------------------------------------------------------------------------------------------

@@ -204,4 +204,4 @@ def test_odlinear_exports_with_parity_at_every_batch(method):
     proto = export_onnx(converted, None, x, target="portable")
     check_parity(converted, proto, x, batches=(0, 1, 3))
     marked = json.loads({p.key: p.value for p in proto.metadata_props}["odconv.layers"])
-    assert marked == (["hidden.conv", "classifier.conv"] if method == "odconv" else [])  # CondConv: generic form
+    assert marked == ["hidden.conv", "classifier.conv"]  # every method goes through the marker and the fused forms

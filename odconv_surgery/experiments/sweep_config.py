@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .sweep_variants import DEFAULT_VARIANT, parse_variant
+from ..errors import DatasetError, InvalidValueError
 from ..errors import SweepSettingsError  # noqa: F401 - raised here, defined with every error
 from ..methods import METHOD_POLICY
 from ..nn.attention import ATTENTION_NORMS
 from ..nn.odconv import INIT_MODES
 from ..nn.optim import ATTENTION_LR_SCALE
 from ..policies import PAPER_POLICIES, get_policy
+from .data_spec import check_data, data_identity
 from .training import TrainConfig
 
 __all__ = ["BASELINE", "DEFAULT_POLICIES", "FINETUNE_DEFAULTS", "SCRATCH_DEFAULTS", "SweepConfig", "SweepSettingsError",
@@ -78,9 +80,10 @@ class SweepConfig:
     seeds: Sequence[int] = field(default=(0, 1, 2), metadata=_cli(
         "--seed-list", "explicit seeds (default {default}; --seeds S is short for 0..S-1)", int, nargs="+", metavar="SEED"))
     data: str | None = field(default=None, metadata=_cli(
-        "--data", "ImageFolder root (class folders, or train/ and val/); default: sklearn digits"))
+        "--data", "a built-in set, 'digits' (scikit-learn's, the default) or 'textures' (generated, harder; arguments "
+        "as in 'textures?difficulty=0.5&train_size=4000'), or an ImageFolder root (class folders, or train/ and val/)"))
     image_size: int | None = field(default=None, metadata=_cli(
-        "--image-size", "input size (default 32 for digits, 64 for ImageFolder)", int))
+        "--image-size", "input size (default 32 for the built-in sets, 64 for ImageFolder)", int))
     pretrain_epochs: int = field(default=5, metadata=_cli(
         "--pretrain-epochs", "train the static model this many epochs per seed, then convert and fine-tune it "
         "(default {default}; 0 trains every configuration from scratch)", int))
@@ -166,7 +169,7 @@ class SweepConfig:
                 "lr", "attention_lr_scale", "weight_decay", "grad_clip", "reduction", "init", "attention_norm", "limit",
                 "max_steps_per_epoch")
         out = {k: getattr(self, k) for k in keys}
-        out["data"] = None if self.data in (None, "digits") else str(Path(self.data).resolve())
+        out["data"] = data_identity(self.data)
         if self.from_checkpoint is not None:
             out["from_checkpoint_sha256"] = file_digest(self.from_checkpoint)
         return out
@@ -319,6 +322,13 @@ def _check_paths(config: SweepConfig) -> None:
             _fail("from_checkpoint", "a regular file (torch.save(model.state_dict(), path))", str(path))
         if not os.access(path, os.R_OK):
             _fail("from_checkpoint", "a readable file", str(path))
-    if config.data is not None and str(config.data) != "digits":
-        if not isinstance(config.data, (str, os.PathLike)) or not Path(config.data).expanduser().is_dir():
-            _fail("data", "'digits' or an ImageFolder directory", config.data)
+    if config.data is None:
+        return
+    if not isinstance(config.data, (str, os.PathLike)):
+        _fail("data", "'digits', 'textures[?ARGS]' or an ImageFolder directory", config.data)
+    try:
+        builtin = check_data(config.data, config.image_size)
+    except (DatasetError, InvalidValueError) as exc:
+        raise SweepSettingsError(f"sweep setting {_flag('data')}: {exc}") from None
+    if not builtin and not Path(config.data).expanduser().is_dir():
+        _fail("data", "'digits', 'textures[?ARGS]' or an ImageFolder directory", config.data)

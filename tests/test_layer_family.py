@@ -224,3 +224,22 @@ def test_fuse_batchnorm_fold_static_and_the_report_serve_every_method(settings):
     folded, fold_report = fold_static(converted, [x], max_batches=1)
     assert len(fold_report.layers) == len(report.converted)
     assert not any(isinstance(m, ODConv2d) for m in folded.modules())
+
+
+@pytest.mark.parametrize("name", ["convnext_atto", "mixnet_s", "repvgg_a0", "resnet18"])
+def test_timm_models_under_every_method(name):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        reference = model(x)
+    for settings in (dict(method="dyconv"), dict(method="condconv"), dict(attentions="spatial,filter", pool_size=3)):
+        try:
+            converted, report = apply_odconv(model, **settings)
+        except ODConvError as exc:  # CondConv's placement needs blocks: the error names the fix
+            assert settings.get("method") == "condconv" and "blocks" in str(exc), exc
+            continue
+        assert report.converted
+        with torch.no_grad():
+            torch.testing.assert_close(converted.eval()(x), reference, rtol=1e-4, atol=1e-4, msg=str(settings))

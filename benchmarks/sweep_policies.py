@@ -7,6 +7,7 @@ interruption. Options are those of ``odconv-surgery sweep`` (see ``--help``).
 
     python benchmarks/sweep_policies.py -o benchmarks/results/sweep            # default sweep
     python benchmarks/sweep_policies.py --epochs 1 --seeds 1 -q -o /tmp/quick  # smoke run
+    python benchmarks/sweep_policies.py --data textures -o benchmarks/results/tex  # the harder generated set
     torchrun --nproc_per_node 2 benchmarks/sweep_policies.py -o results/ddp    # DDP training (gloo on CPU)
 
 The wall time of the invocation is appended to ``<output>/wall_time.jsonl``.

@@ -36,6 +36,7 @@ _LAZY = {
     "parse_model_spec": ".experiments.model_spec",
     "load_dataset": ".experiments.data",
     "load_digits_dataset": ".experiments.data",
+    "load_textures_dataset": ".experiments.data",
     "TrainConfig": ".experiments.training",
     "train_and_evaluate": ".experiments.training",
     "evaluate": ".experiments.training",

@@ -101,7 +101,7 @@ def cases_for(model: str, kernel_nums: list[int], methods: list[str]) -> list[tu
         return [(p, 1) for p in PAPER_POLICIES]
     cases = [("all_but_first", n) for n in kernel_nums]
     if model in TABLE8_MODELS:
-        cases += [(f"{m}:{METHOD_POLICY}", METHODS[m].settings["kernel_num"]) for m in methods]
+        cases += [(f"{m}:{METHOD_POLICY}", METHODS[m].kernel_num) for m in methods]
     return cases
 
 

@@ -33,23 +33,29 @@ class Method:
     """A dynamic-convolution method: layer settings and the placement its paper uses."""
 
     name: str
+    title: str  # as the paper's tables print it
     settings: Mapping[str, Any] = field(default_factory=dict)
     policy: str = "all_but_first"
+
+    @property
+    def kernel_num(self) -> int | None:
+        """The kernel number the method fixes (DyConv 4, CondConv 8); None when it leaves n to the caller."""
+        return self.settings.get("kernel_num")
 
     def options(self) -> LayerOptions:
         return LayerOptions.from_settings(self.settings, f"method {self.name!r}")
 
 
 METHODS: dict[str, Method] = {
-    "odconv": Method("odconv"),
+    "odconv": Method("odconv", "ODConv"),
     "dyconv": Method(
-        "dyconv",
+        "dyconv", "DyConv",
         {"attentions": ("kernel",), "kernel_num": 4, "reduction": 0.25, "min_attention_channels": 4,
          "attention_norm": "none"},
         "all_but_stem",
     ),
     "condconv": Method(
-        "condconv",
+        "condconv", "CondConv",
         {"attentions": ("kernel",), "kernel_num": 8, "kernel_activation": "sigmoid", "attention_trunk": False,
          "temperature_annealing": False},
         "condconv",

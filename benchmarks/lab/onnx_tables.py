@@ -26,7 +26,7 @@ def default_cases(
 
 def method_case(model: str, method: str) -> Case:
     """A case converting ``model`` with ``method``'s own placement and kernel number."""
-    return Case(model, METHOD_POLICY, METHODS[method].settings.get("kernel_num", 1), method)
+    return Case(model, METHOD_POLICY, METHODS[method].kernel_num or 1, method)
 
 
 def run_benchmark(cases: Iterable[Case], *, progress=print, **kwargs) -> list[Row]:

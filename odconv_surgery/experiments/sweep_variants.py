@@ -21,7 +21,6 @@ from ..nn.options import LAYER_KEYS, LayerOptions
 __all__ = ["DEFAULT_VARIANT", "Variant", "parse_variant"]
 
 DEFAULT_VARIANT = "odconv"
-METHOD_NAMES = {"odconv": "ODConv", "dyconv": "DyConv", "condconv": "CondConv"}
 _TRUE, _FALSE = ("true", "on", "yes", "1"), ("false", "off", "no", "0")
 
 
@@ -37,7 +36,7 @@ class Variant:
     def fixed_kernel_num(self) -> int | None:
         """The kernel number the variant sets itself (or its method's preset does); None when the sweep's n axis
         applies."""
-        return self.settings.get("kernel_num", METHODS[self.method].settings.get("kernel_num"))
+        return self.settings.get("kernel_num", METHODS[self.method].kernel_num)
 
     def apply_kwargs(self, n: int, reduction: float, attention_norm: str) -> dict[str, Any]:
         """``apply_odconv`` keywords for kernel number ``n`` and the sweep-wide ODConv settings."""
@@ -55,7 +54,7 @@ class Variant:
 
     def label(self, n: int) -> str:
         """``ODConv (4x)``, ``DyConv (4x)``, ``ODConv (1x) [attentions=spatial+channel]``: Table 1's and 7's rows."""
-        text = f"{METHOD_NAMES[self.method]} ({n}x)"
+        text = f"{METHODS[self.method].title} ({n}x)"
         shown = {k: v for k, v in self.settings.items() if k != "kernel_num"}
         if shown:
             text += " [" + ", ".join(f"{k}={_format(v)}" for k, v in shown.items()) + "]"

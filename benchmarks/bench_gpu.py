@@ -36,7 +36,7 @@ from lab.reference_odconv import use_reference_formulation
 from lab.timing import Timing, measure, release
 from odconv_surgery import apply_odconv
 from odconv_surgery.experiments.model_spec import build_model
-from odconv_surgery.methods import METHOD_POLICY, METHODS
+from odconv_surgery.methods import DEFAULT_METHOD, METHOD_POLICY, METHODS
 from odconv_surgery.policies import PAPER_POLICIES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,21 +49,21 @@ SPECS = {
 POLICY_MODEL = "mobilenet_v2_0.5"  # the paper's Table 9 runs every placement policy on it, n = 1
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 MODES = ("inference", "train")
-# GPU ratios the paper reports (Tables 8, 9, 17), as quoted in issue #11: (model, n, policy) -> (inference, train).
+# GPU ratios the paper reports (Tables 8, 9, 17), as quoted in issue #11: (model, method, n, policy) -> (inference, train).
 PAPER_RATIOS = {
-    ("resnet50", 1, "all_but_first"): (2.22, 2.37),
-    ("resnet50", 4, "all_but_first"): (4.27, None),
-    ("mobilenet_v2_1.0", 1, "all_but_first"): (1.41, 2.66),
-    ("mobilenet_v2_1.0", 4, "all_but_first"): (2.39, None),
-    ("mobilenet_v2_0.5", 1, "all_but_first"): (1.55, None),
-    ("mobilenet_v2_0.5", 1, "1x1"): (1.36, None),
-    ("mobilenet_v2_0.5", 1, "3x3"): (1.38, None),
-    ("mobilenet_v2_0.5", 1, "last:6"): (1.51, None),
-    # Table 8's other methods (GPU FPS ratios), each with its own placement: policy label "METHOD:default"
-    ("resnet50", 8, "condconv:default"): (652.2 / 425.1, None),
-    ("resnet50", 4, "dyconv:default"): (652.2 / 326.6, None),
-    ("mobilenet_v2_1.0", 8, "condconv:default"): (1452.3 / 1076.9, None),
-    ("mobilenet_v2_1.0", 4, "dyconv:default"): (1452.3 / 918.2, None),
+    ("resnet50", "odconv", 1, "all_but_first"): (2.22, 2.37),
+    ("resnet50", "odconv", 4, "all_but_first"): (4.27, None),
+    ("mobilenet_v2_1.0", "odconv", 1, "all_but_first"): (1.41, 2.66),
+    ("mobilenet_v2_1.0", "odconv", 4, "all_but_first"): (2.39, None),
+    ("mobilenet_v2_0.5", "odconv", 1, "all_but_first"): (1.55, None),
+    ("mobilenet_v2_0.5", "odconv", 1, "1x1"): (1.36, None),
+    ("mobilenet_v2_0.5", "odconv", 1, "3x3"): (1.38, None),
+    ("mobilenet_v2_0.5", "odconv", 1, "last:6"): (1.51, None),
+    # Table 8's other methods (GPU FPS ratios), each with its own placement and kernel number
+    ("resnet50", "condconv", 8, "default"): (652.2 / 425.1, None),
+    ("resnet50", "dyconv", 4, "default"): (652.2 / 326.6, None),
+    ("mobilenet_v2_1.0", "condconv", 8, "default"): (1452.3 / 1076.9, None),
+    ("mobilenet_v2_1.0", "dyconv", 4, "default"): (1452.3 / 918.2, None),
 }
 TABLE8_MODELS = ("resnet50", "mobilenet_v2_1.0")
 
@@ -92,26 +92,25 @@ class Row:
     inference: Measurement = field(default_factory=Measurement)
     train: Measurement = field(default_factory=Measurement)
     rel_diff_vs_ours: float | None = None  # official rows: logits vs ours on one small fp32 batch
+    method: str = DEFAULT_METHOD
 
 
-def cases_for(model: str, kernel_nums: list[int], methods: list[str]) -> list[tuple[str, int]]:
-    """(policy, n) pairs: all_but_first for each n; on mobilenet_v2 0.5 every Table 9 policy at n = 1; on Table 8's
-    models also its other methods (policy "METHOD:default": the method's placement and kernel number)."""
+def cases_for(model: str, kernel_nums: list[int], methods: list[str]) -> list[tuple[str, str, int]]:
+    """(method, policy, n) cases: ODConv under all_but_first for each n; on mobilenet_v2 0.5 every Table 9 policy at
+    n = 1; on Table 8's models also its other methods, each with its own placement and kernel number."""
     if model == POLICY_MODEL:
-        return [(p, 1) for p in PAPER_POLICIES]
-    cases = [("all_but_first", n) for n in kernel_nums]
+        return [(DEFAULT_METHOD, p, 1) for p in PAPER_POLICIES]
+    cases = [(DEFAULT_METHOD, "all_but_first", n) for n in kernel_nums]
     if model in TABLE8_MODELS:
-        cases += [(f"{m}:{METHOD_POLICY}", METHODS[m].kernel_num) for m in methods]
+        cases += [(m, METHOD_POLICY, METHODS[m].kernel_num) for m in methods]
     return cases
 
 
-def convert(static: nn.Module, policy: str, kernel_num: int, official: bool) -> dict[str, nn.Module]:
+def convert(static: nn.Module, method: str, policy: str, kernel_num: int, official: bool) -> dict[str, nn.Module]:
     """Our conversion of a copy of the CPU ``static`` model and, if asked, a copy of it in the official
-    formulation: the same parameters, so their outputs must agree. ``policy`` "METHOD:POLICY" converts with
-    another method (``odconv_surgery.methods``)."""
-    method, _, policy = policy.rpartition(":") if policy.split(":")[0] in METHODS else ("odconv", "", policy)
+    formulation (ODConv's only): the same parameters, so their outputs must agree."""
     ours, _ = apply_odconv(static, policy, method=method, kernel_num=kernel_num, init="scratch")
-    if not official or method != "odconv":  # the official formulation is ODConv's
+    if not official or method != DEFAULT_METHOD:  # the official formulation is ODConv's
         return {"ours": ours}
     reference = copy.deepcopy(ours)
     use_reference_formulation(reference)
@@ -152,20 +151,22 @@ def run(args, device: torch.device, write) -> list[Row]:
             rows.append(row)
         write(rows)
         del static_dev
-        for policy, kernel_num in cases_for(model_name, args.kernel_nums, args.methods):
+        for method, policy, kernel_num in cases_for(model_name, args.kernel_nums, args.methods):
             try:
-                models = {f: m.to(device) for f, m in convert(static, policy, kernel_num, args.official and not args.compile).items()}
+                models = {f: m.to(device) for f, m in
+                          convert(static, method, policy, kernel_num, args.official and not args.compile).items()}
                 diff = official_diff(models["ours"], models["official"], args, device) if "official" in models else None
             except Exception as exc:  # noqa: BLE001 - recorded in the table, the run goes on
                 error = Measurement(error="conversion " + describe_error(exc))
-                rows += [Row(model_name, "ours", kernel_num, policy, d, args.compile, error, error) for d in args.dtypes]
+                rows += [Row(model_name, "ours", kernel_num, policy, d, args.compile, error, error, method=method)
+                         for d in args.dtypes]
                 write(rows)
                 release(device)
                 continue
             for formulation, model in models.items():
                 for dtype_name in args.dtypes:
                     row = Row(model_name, formulation, kernel_num, policy, dtype_name, args.compile,
-                              rel_diff_vs_ours=diff if formulation == "official" else None)
+                              rel_diff_vs_ours=diff if formulation == "official" else None, method=method)
                     for mode in args.modes:
                         m, static_m = getattr(row, mode), static_times[dtype_name, mode]
                         m.static_ms, m.static_peak_gib = static_m.static_ms, static_m.static_peak_gib
@@ -211,7 +212,7 @@ def _cell(m: Measurement, static: bool) -> str:
 
 
 def _paper(row: Row, modes: list[str]) -> str:
-    ratios = PAPER_RATIOS.get((row.model, row.kernel_num, row.policy))
+    ratios = PAPER_RATIOS.get((row.model, row.method, row.kernel_num, row.policy))
     if row.formulation != "ours" or ratios is None:
         return ""
     return " / ".join(_fmt(ratios[MODES.index(mode)]) for mode in modes)
@@ -241,18 +242,19 @@ def render_markdown(rows: list[Row], args, env: dict) -> str:
         f"{args.repeats} timed runs after {args.warmup} warmup. Ratio = variant / static model in the same run; "
         "static rows give the static model's absolute time; peak = max GPU memory allocated during the measurement.",
         "",
-        "| model | variant | n | policy | dtype | " + " | ".join(f"{m} ratio (ms)" for m in modes)
+        "| model | method | variant | n | policy | dtype | " + " | ".join(f"{m} ratio (ms)" for m in modes)
         + " | peak GiB (" + " / ".join(modes) + ") | ours / official (" + " / ".join(modes) + ") | paper ratio (" + " / ".join(modes) + ") |",
-        "|---|---|---|---|---|" + "---|" * len(modes) + "---|---|---|",
+        "|---|---|---|---|---|---|" + "---|" * len(modes) + "---|---|---|",
     ]
-    key = lambda r: (r.model, r.kernel_num, r.policy, r.dtype)  # noqa: E731
+    key = lambda r: (r.model, r.method, r.kernel_num, r.policy, r.dtype)  # noqa: E731
     officials = {key(r): r for r in rows if r.formulation == "official"}
     for row in rows:
         static = row.formulation == "static"
         ms = [getattr(row, m) for m in modes]
         peaks = " / ".join(_fmt(m.static_peak_gib if static else m.peak_gib, ".1f") for m in ms)
         n = "—" if static else str(row.kernel_num)
-        lines.append(f"| {row.model} | {row.formulation} | {n} | {row.policy} | {row.dtype} | "
+        method = "—" if static else METHODS[row.method].title
+        lines.append(f"| {row.model} | {method} | {row.formulation} | {n} | {row.policy} | {row.dtype} | "
                      + " | ".join(_cell(m, static) for m in ms) + f" | {peaks} | {_vs_official(row, officials.get(key(row)), modes)} | {_paper(row, modes)} |")
     diffs = [r.rel_diff_vs_ours for r in rows if r.rel_diff_vs_ours is not None]
     if diffs:

@@ -2,10 +2,14 @@
 converted model's ``ort-cpu`` export, side by side (CPU, one thread, batch 1).
 
     python benchmarks/profile_onnx.py [--model mobilenet_v2_0.5] [--policy 1x1] [-n 1] [--runs 100] [--md out.md]
+    python benchmarks/profile_onnx.py --model mobilenet_v2_1.0 --method condconv     # Table 8's CondConv row
 
 Times are onnxruntime's per-node kernel times (``enable_profiling``), summed per operator type and divided by the
 number of runs; profiling adds a few microseconds per node, so read the node counts beside the times. ``If`` holds
-its branch's nodes and is left out of the totals. Run it alone on the machine (check ``uptime``).
+its branch's nodes and is left out of the totals. Below the table: the nodes that cost most, and the weight traffic
+(bytes of constant initialisers each run reads, against this machine's one-thread read bandwidth): at batch 1 a
+multi-kernel layer reads every kernel of its bank to mix them, which no lowering avoids. Run it alone on the machine
+(check ``uptime``).
 """
 
 from __future__ import annotations
@@ -16,19 +20,23 @@ import json
 import os
 import sys
 import tempfile
+import time
 
+import numpy as np
+import onnx
 import torch
 
 from lab.machine_load import describe_load, load_average
 from odconv_surgery.deploy.machine import describe_cpu
 from lab.paper import static_model
 from odconv_surgery import apply_odconv
+from odconv_surgery.methods import METHOD_POLICY, METHODS
 from odconv_surgery.deploy.export import export_onnx
 from odconv_surgery.deploy.runtime import OrtRunner
 
 
-def op_profile(proto, runs: int) -> tuple[dict[str, tuple[float, float]], float]:
-    """{op type: (nodes per run, ms per run)} and the median ``model_run`` ms."""
+def op_profile(proto, runs: int) -> tuple[dict[str, tuple[float, float]], float, dict[str, float]]:
+    """{op type: (nodes per run, ms per run)}, the median ``model_run`` ms and {node name: ms per run}."""
     prefix = os.path.join(tempfile.gettempdir(), "odconv_profile")  # an interrupted run leaves no file in the tree
     runner = OrtRunner(proto, device="cpu", threads=1, warmup=5, profile_prefix=prefix)
     x = runner.example(1)
@@ -39,6 +47,7 @@ def op_profile(proto, runs: int) -> tuple[dict[str, tuple[float, float]], float]
         events = json.load(fh)
     os.remove(path)
     per_op: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+    per_node: dict[str, float] = collections.defaultdict(float)
     model_runs = []
     for event in events:
         if event.get("name") == "model_run":
@@ -49,8 +58,48 @@ def op_profile(proto, runs: int) -> tuple[dict[str, tuple[float, float]], float]
                 continue
             per_op[op][0] += 1 / runs
             per_op[op][1] += event["dur"] / 1e3 / runs
+            per_node[f"{event['name'][:-len('_kernel_time')]} ({op})"] += event["dur"] / 1e3 / runs
     model_runs.sort()
-    return {op: (n, ms) for op, (n, ms) in per_op.items()}, model_runs[len(model_runs) // 2]
+    return {op: (n, ms) for op, (n, ms) in per_op.items()}, model_runs[len(model_runs) // 2], dict(per_node)
+
+
+def weight_bytes(proto: onnx.ModelProto) -> int:
+    """Bytes of the constant initialisers one run reads: subgraphs included, of an ``If`` only its larger branch
+    (one of the two runs: the batch-1 or the any-batch form)."""
+    def graph_bytes(graph: onnx.GraphProto) -> int:
+        total = sum(onnx.numpy_helper.to_array(t).nbytes for t in graph.initializer)
+        for node in graph.node:
+            branches = [graph_bytes(a.g) for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+            total += (max(branches, default=0) if node.op_type == "If" else sum(branches))
+        return total
+    return graph_bytes(proto.graph)
+
+
+def read_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
+    """One thread's read bandwidth in GB/s (the best of ``repeats`` sums over an array larger than any cache)."""
+    data = np.ones(megabytes * 2**20 // 8, dtype=np.float64)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        data.sum()
+        best = min(best, time.perf_counter() - start)
+    return data.nbytes / best / 1e9
+
+
+def render_traffic(static_bytes: int, converted_bytes: int, bandwidth: float, extra_ms: float) -> str:
+    extra_mb = (converted_bytes - static_bytes) / 1e6
+    floor_ms = extra_mb / 1e3 / bandwidth * 1e3
+    return (f"Weight traffic per run: static {static_bytes / 1e6:.1f} MB, converted {converted_bytes / 1e6:.1f} MB "
+            f"(+{extra_mb:.1f} MB); one-thread read bandwidth {bandwidth:.1f} GB/s, so reading the extra weights "
+            f"alone takes about {floor_ms:.2f} ms of the {extra_ms:.2f} ms extra per run.")
+
+
+def render_top(converted: dict[str, float], count: int = 12) -> str:
+    """The converted model's costliest nodes."""
+    lines = ["| node (op) | ms per run |", "|---|---:|"]
+    for name, ms in sorted(converted.items(), key=lambda kv: -kv[1])[:count]:
+        lines.append(f"| `{name}` | {ms:.3f} |")
+    return "\n".join(lines)
 
 
 def render(static: dict, converted: dict, static_run: float, converted_run: float) -> str:
@@ -69,23 +118,31 @@ def render(static: dict, converted: dict, static_run: float, converted_run: floa
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="mobilenet_v2_0.5")
-    p.add_argument("--policy", default="1x1")
-    p.add_argument("-n", "--kernel-num", type=int, default=1)
+    p.add_argument("--method", default="odconv", choices=sorted(METHODS), help="dynamic-convolution method")
+    p.add_argument("--policy", default=None, help="placement (default: 1x1 for odconv, the method's own otherwise)")
+    p.add_argument("-n", "--kernel-num", type=int, default=None, help="kernels per layer (default: the method's; 1)")
     p.add_argument("--input-size", type=int, default=224)
     p.add_argument("--runs", type=int, default=100)
     p.add_argument("--md", default=None, help="also write the table to this markdown file")
     args = p.parse_args(argv)
     load = load_average()
     static = static_model(args.model)
-    converted, _ = apply_odconv(static, policy=args.policy, kernel_num=args.kernel_num)
+    policy = args.policy or ("1x1" if args.method == "odconv" else METHOD_POLICY)
+    kernel_num = args.kernel_num or METHODS[args.method].kernel_num or 1
+    converted, _ = apply_odconv(static, policy=policy, method=args.method, kernel_num=kernel_num)
     x = torch.randn(1, 3, args.input_size, args.input_size)
-    s_ops, s_run = op_profile(export_onnx(static, None, x, check=False, target="ort-cpu"), args.runs)
-    c_ops, c_run = op_profile(export_onnx(converted.eval(), None, x, check=False, target="ort-cpu"), args.runs)
-    title = (f"# onnxruntime operator profile: {args.model}, policy {args.policy}, n={args.kernel_num}, ort-cpu, "
+    s_proto = export_onnx(static, None, x, check=False, target="ort-cpu")
+    c_proto = export_onnx(converted.eval(), None, x, check=False, target="ort-cpu")
+    s_ops, s_run, _ = op_profile(s_proto, args.runs)
+    c_ops, c_run, c_nodes = op_profile(c_proto, args.runs)
+    traffic = render_traffic(weight_bytes(s_proto), weight_bytes(c_proto), read_bandwidth_gbs(), c_run - s_run)
+    title = (f"# onnxruntime operator profile: {args.model}, {METHODS[args.method].title}, policy {policy}, "
+             f"n={kernel_num}, ort-cpu, "
              f"CPU, 1 thread, batch 1, {args.input_size} px, {args.runs} runs\n\nMachine: {describe_cpu()}\n\n"
              f"Command: `python benchmarks/profile_onnx.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
              f"{describe_load(load)} at start.\n")
-    text = f"{title}\n{render(s_ops, c_ops, s_run, c_run)}\n"
+    text = (f"{title}\n{render(s_ops, c_ops, s_run, c_run)}\n\n{traffic}\n\nCostliest nodes of the converted model:\n\n"
+            f"{render_top(c_nodes)}\n")
     print(text)
     if args.md:
         with open(args.md, "w") as fh:

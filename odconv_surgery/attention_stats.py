@@ -1,6 +1,6 @@
 """Attention statistics of a converted model over data (the paper's Fig. 6): for every ODConv layer and every
 attention it has, the mean and the spread across samples of the attention values, and how much the layer's
-aggregated kernel varies across samples (its dynamism, ``folding.KernelSpread``).
+aggregated kernel varies across samples (its dynamism, ``calibration.KernelSpread``).
 
 Per layer and attention type (``AttentionSummary``): the mean and standard deviation over samples of every
 element (spatial: the kh*kw kernel positions; kernel: the n kernels; channel: the C_in input channels; filter:
@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from .atomic_file import atomic_write, open_for_read
 from .errors import AttentionStatsFileError, LayerNotFoundError, ModelNumericsError
-from .folding import KernelSpread, _calibration_batches, _require_ran, _run_with_hooks, _select
+from .calibration import KernelSpread, calibration_batches, require_ran, run_with_hooks, select_converted
 from .moments import RunningMoments
 from .nn.attention import HEAD_NAMES
 from .nn.odconv import ODConv2d
@@ -276,8 +276,8 @@ def attention_statistics(model: nn.Module, data: Iterable, layers: Sequence[str]
     device; ``max_batches`` caps it) in eval mode at temperature 1 and return the attention statistics of the
     ODConv layers ``layers`` (names; None: every one), in the order the model runs them. The model is left in the
     mode and at the temperature it had."""
-    chosen = _select(model, layers)
-    batches = _calibration_batches(data, max_batches)
+    chosen = select_converted(model, layers)
+    batches = calibration_batches(data, max_batches)
     collectors = {name: _LayerCollector() for name in chosen}
     order: dict[str, None] = {}
 
@@ -285,7 +285,7 @@ def attention_statistics(model: nn.Module, data: Iterable, layers: Sequence[str]
         order.setdefault(name)
         collectors[name].add(module, x)
 
-    _run_with_hooks(model, chosen, batches, record)
-    _require_ran({name: c.kernels.count for name, c in collectors.items()})
+    run_with_hooks(model, chosen, batches, record)
+    require_ran({name: c.kernels.count for name, c in collectors.items()})
     samples = sum(inputs[0].shape[0] for inputs in batches)
     return AttentionStats(tuple(collectors[name].result(name, chosen[name]) for name in order), samples)

@@ -28,7 +28,7 @@ def test_smoke_configuration_writes_the_table(tmp_path, capsys):
     assert result["settings"]["size"] == 32 and result["environment"]["device"] == "cpu"
     markdown = (tmp_path / "eager.md").read_text()
     static_ms = rows[0]["inference"]["static_ms"]
-    assert f"| resnet18 | static | — | — | fp32 | {static_ms:.1f} ms |" in markdown
+    assert f"| resnet18 | — | static | — | — | fp32 | {static_ms:.1f} ms |" in markdown
     assert markdown in capsys.readouterr().out
 
 
@@ -48,8 +48,8 @@ def test_without_cuda_it_exits_with_the_fix(tmp_path, monkeypatch, capsys):
 def test_paper_ratios_name_benchmarked_cases():
     from bench_gpu import cases_for
 
-    for model, kernel_num, policy in PAPER_RATIOS:
-        assert model in SPECS and (policy, kernel_num) in cases_for(model, [1, 4], ["condconv", "dyconv"])
+    for model, method, kernel_num, policy in PAPER_RATIOS:
+        assert model in SPECS and (method, policy, kernel_num) in cases_for(model, [1, 4], ["condconv", "dyconv"])
 
 
 @pytest.mark.parametrize("mode", ["inference", "train"])

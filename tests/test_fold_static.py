@@ -13,7 +13,7 @@ from odconv_surgery import ODConv2d, apply_odconv, fold_static, get_recipe, load
 from odconv_surgery.deploy.export import export_onnx
 from odconv_surgery.deploy.runtime import check_parity
 from odconv_surgery.errors import EmptySelectionError, InvalidValueError
-from odconv_surgery.folding import per_sample_kernels
+from odconv_surgery.calibration import per_sample_kernels
 
 from helpers.onnx_models import randomise
 

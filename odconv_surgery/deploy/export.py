@@ -206,7 +206,7 @@ def generic_forward(layer: ODConv2d, x: Tensor) -> Tensor:
         if att.kernel is None and att.spatial is None:  # no per-sample part: one kernel for the whole batch
             weight = weight.expand(batch, *weight.shape[1:])
     else:
-        weight = layer._aggregate_unshared(att)
+        weight = layer.sample_kernels(att)
     if layer._padding_for_pad is not None:
         x = F.pad(x, layer._padding_for_pad, mode=layer.padding_mode)
     elif any(p := _explicit_pads(layer)):

@@ -280,6 +280,15 @@ class ODConv2d(nn.Module):
             weight = weight * att.spatial
         return (weight * att.kernel).sum(dim=1)
 
+    def sample_kernels(self, att: Attentions) -> Tensor:
+        """The aggregated kernel of each sample, every attention and ``kernel_scale`` folded in: (B, C_out, C_in/g,
+        kh, kw), or (1, ...) when it is the same for every sample; ``conv(x[b], K[b]) + bias`` is the output for
+        sample b. ``att``: ``compute_attentions(x)``."""
+        if not self.share_attention and self.has_per_sample_kernel():
+            return self._aggregate_unshared(att)
+        kernel = self.aggregate_weight(att) * self._channel_as_weight(self.channel_scale(att))
+        return kernel * att.filter.unsqueeze(-1) if att.filter is not None else kernel
+
     def _aggregate_unshared(self, att: Attentions) -> Tensor:
         """Per-sample kernels when each kernel has its own channel/filter/spatial attention (Table 12)."""
         n = self.kernel_num
@@ -423,7 +432,7 @@ class ODConv2d(nn.Module):
             return self._forward_empty(x)
         att = self.compute_attentions(x)
         if not self.share_attention and self.has_per_sample_kernel():
-            out = self._grouped_per_sample_conv(x, self._aggregate_unshared(att))
+            out = self._grouped_per_sample_conv(x, self.sample_kernels(att))
         elif self._use_tap_sum(x):
             out = self._forward_tap_sum(x, att)
             if att.filter is not None:
@@ -432,9 +441,7 @@ class ODConv2d(nn.Module):
             # Same maths, fewer elements touched: the attentions scale a per-sample kernel instead of activations.
             out = None if self.has_per_sample_kernel() else self._forward_pointwise(x, att)
             if out is None:
-                weight = self.aggregate_weight(att) * self._channel_as_weight(self.channel_scale(att))
-                if att.filter is not None:
-                    weight = weight * att.filter.unsqueeze(-1)
+                weight = self.sample_kernels(att)
                 out = self._grouped_per_sample_conv(x, weight.expand(x.shape[0], *weight.shape[1:]))
         else:
             if att.channel is not None:

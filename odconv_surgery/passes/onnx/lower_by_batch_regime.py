@@ -2,9 +2,9 @@
 
 Invariant: function unchanged at every batch size; no marker left. The graph becomes
 ``If(Shape(input)[0] == 1, then=<batch-1 graph>, else=<any-batch graph>)``: the batch-1 branch folds every
-attention into a computed kernel and runs one Conv per layer (``lowering/batch1.py``; far closer to the static
+attention into a computed kernel and runs one Conv per layer (file form ``batch1``; far closer to the static
 conv than the any-batch forms, see ``benchmarks/onnx_lowering_forms.md``), the other branch uses the
-batch-independent forms (``lowering/any_batch.py``). With an NCHWc block (``target="ort-cpu"``) and a model whose
+batch-independent forms (file form ``any``); ``lowering/plan.py`` decides each layer's form in both. With an NCHWc block (``target="ort-cpu"``) and a model whose
 outputs are all batch-major with fixed other dimensions (``whole_graph_scan_fits``), the other branch instead runs
 the batch-1 graph once per sample in one ``Scan`` (batch 0: empty outputs), so a batch keeps the blocked chain end
 to end (mobilenet_v2 0.5 at batch 8, all threads: see ``benchmarks/onnx_results_cpu_*.md``). Each branch (and each per-sample ``Scan`` body) keeps the

@@ -4,19 +4,21 @@ Invariant: the model's function is unchanged (numerically, within float32 roundi
 graph holds no ODConv marker; no lowered op has a batch-dependent attribute (shapes use 0/-1 for the batch), so
 the result runs at any batch size. Convolution weights stay constant initializers wherever the form allows.
 
-The pass uses the fused any-batch form; ``lower_naive`` (the same class) the naive one. The forms live in
-``lowering/``, one per module, chosen by measurement (``benchmarks/onnx_lowering_forms.md``):
+The pass uses the fused any-batch form; ``lower_naive`` (the same class) the naive one. ``lowering/plan.py`` decides
+each layer's leaf form (``lowering/``, one module each) and what that form is told, by rules set by measurement
+(``benchmarks/onnx_lowering_forms.md``). The file forms:
 
 * ``naive``: the reference maths (per-sample aggregated kernel, im2col batched MatMul); also the numeric
   reference of the per-pass checks.
 * ``any``: a constant kernel (n=1, no spatial head; every 1x1 n=1 layer) as a constant conv with input/output
-  scaling; 1x1 n>1 and dense k x k im2col scaled by the attentions, then a constant 1x1 conv (n=1) or a
-  per-sample MatMul (n>1); depthwise (and, with an NCHWc block, dense k x k) the batch-1 form once per sample in a
-  ``Scan`` over the batch (``lowering/per_sample.py``); other grouped convs naive.
+  scaling (``static_kernel``); 1x1 n>1 and dense k x k im2col scaled by the attentions, then a constant 1x1 conv
+  (n=1) or a per-sample MatMul (n>1) (``im2col``); depthwise (and, with an NCHWc block, dense k x k) the batch-1 form
+  once per sample in a ``Scan`` over the batch (``per_sample``); other grouped convs naive.
 * ``batch1`` (only inside ``lower_by_batch_regime``'s batch-1 branch): every attention folded into a computed kernel,
-  one Conv per layer; with an NCHWc block in the ``PassContext`` (``target="ort-cpu"``), every depthwise / 1x1 /
-  dense layer whose channels allow it as onnxruntime NCHWc Convs in the form ``lowering/plan.py`` picks; the
-  passes ``block_static_convs`` and ``chain_nchwc`` then block the static convs and keep the network blocked.
+  one Conv per layer (``batch1``); with an NCHWc block in the ``PassContext`` (``target="ort-cpu"``), every
+  depthwise / 1x1 / dense layer whose channels allow it as onnxruntime NCHWc Convs (``batch1_nchwc``) in the form
+  the planner picks; the passes ``block_static_convs`` and ``chain_nchwc`` then block the static convs and keep the
+  network blocked.
 """
 
 from __future__ import annotations

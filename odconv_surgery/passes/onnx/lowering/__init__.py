@@ -1,9 +1,12 @@
-"""The lowering forms of the ODConv marker, one per module (the pass that uses them: ``lower_odconv``).
+"""The lowering of the ODConv marker (the passes that use it: ``lower_odconv``, ``lower_by_batch_regime``).
 
-``naive`` (reference), ``any`` (fused, any batch size), ``batch1`` (fused, batch size 1) and, with an NCHWc
-block, ``batch1`` through onnxruntime's NCHWc contrib ops (``batch1_nchwc``, each layer's form chosen by
-``plan``). ``FORMS`` maps each name to a function of one signature, ``(builder, layer, planner) -> y``. Shared
-pieces: ``builder`` (node factory, ``Geometry``), ``attention`` (the attention branch).
+File forms: ``naive`` (reference), ``any`` (fused, any batch size), ``batch1`` (fused, batch size 1; with an NCHWc
+block, onnxruntime's NCHWc contrib ops). ``plan.py`` decides how each layer is lowered in each file form (which leaf
+form, where its attentions are applied, which NCHWc form) and dispatches to the leaf forms, one per module
+(``naive``, ``static_kernel``, ``im2col``, ``per_sample``, ``batch1``, ``batch1_nchwc``), which build what the plan
+says and import no other form. ``FORMS`` maps each file form to plan's dispatcher, of one signature
+``(builder, layer, planner) -> y``. Shared pieces: ``builder`` (node factory, ``Geometry``, ``Scaling``),
+``attention`` (the attention branch), ``pooling`` (its input pooling).
 """
 
 from __future__ import annotations
@@ -17,11 +20,8 @@ import onnx_graphsurgeon as gs
 from ....errors import InvalidValueError
 from ..base import export_sorted
 from ..common import OdLayer, import_graph, odconv_layers
-from .any_batch import lower_any
-from .attention import build_attention
 from .builder import LOWERED_TAG, Builder
-from .naive import lower_naive
-from .plan import Planner, lower_batch1_planned
+from .plan import FILE_FORMS, Planner, dispatcher, file_planner
 
 logger = logging.getLogger("odconv_surgery.passes.onnx")
 
@@ -29,16 +29,7 @@ logger = logging.getLogger("odconv_surgery.passes.onnx")
 #: portable target). Every form builds the attention it needs itself.
 Form = Callable[[Builder, OdLayer, "Planner | None"], gs.Variable]
 
-
-def _naive(b: Builder, layer: OdLayer, planner: Planner | None) -> gs.Variable:
-    return lower_naive(b, layer, build_attention(b, layer))
-
-
-def _any(b: Builder, layer: OdLayer, planner: Planner | None) -> gs.Variable:
-    return lower_any(b, layer, planner=planner)
-
-
-FORMS: dict[str, Form] = {"naive": _naive, "any": _any, "batch1": lower_batch1_planned}
+FORMS: dict[str, Form] = {name: dispatcher(name) for name in FILE_FORMS}
 
 
 def lower(model: onnx.ModelProto, form: str = "any", prefix: str = "", nchwc_block: int | None = None,
@@ -60,8 +51,7 @@ def lower_graph(graph: gs.Graph, form: str, prefix: str = "", nchwc_block: int |
     after the lowering: ``block_static_convs``, ``chain_nchwc``, ``guard_nchwc_block``."""
     if form not in FORMS:
         raise InvalidValueError(f"unknown lowering form {form!r}; expected one of {sorted(FORMS)}")
-    nchwc = nchwc_block and form in ("batch1", "any")
-    planner = (planner or Planner(nchwc_block)) if nchwc else None  # the cost model's when none is given
+    planner = file_planner(form, nchwc_block, planner)
     layers = odconv_layers(graph)
     for layer in layers:
         b = Builder(graph, f"{prefix}{layer.name}{LOWERED_TAG}{form}")

@@ -1,29 +1,27 @@
-"""Form ``batch1`` (the batch-size-1 branch of ``lower_by_batch_regime``; valid only for batch 1, reshapes use it): every
-attention folded into one computed kernel, then one Conv per layer. An attention is folded into the kernel when
-the kernel is smaller than the activation it would otherwise scale; else the activation is scaled and the
-constant kernel kept. 1x1 n = 1 layers keep the ``static_kernel`` form (constant Conv weight). Attentions a layer does
-not have are left out; a layer without heads is its plain conv."""
+"""Form ``batch1`` (the portable batch-size-1 form of ``lower_by_batch_regime``'s batch-1 branch, and of a per-sample
+``Scan`` body; valid only for batch 1, reshapes use it): the attentions folded into one computed kernel, then one
+Conv per layer. Which attentions go into the kernel and which scale the activations instead (the constant kernel
+kept) is ``plan.py``'s decision, passed in as a ``Scaling``; the spatial and kernel attentions always go into the
+kernel. Attentions a layer does not have are left out."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ....errors import InvalidValueError
 from ..common import OdLayer
-from .builder import Builder, Geometry, finish, kernel_mix
-from .static_kernel import lower_static_kernel
+from .builder import Builder, Geometry, Scaling, finish, kernel_mix
 
 
-def lower_batch1(b: Builder, layer: OdLayer, att) -> gs.Variable:
+def lower_batch1(b: Builder, layer: OdLayer, att, scaling: Scaling) -> gs.Variable:
+    """``layer`` at batch 1 as one Conv whose kernel carries the attentions ``scaling`` puts on it (``att``: its
+    attentions)."""
     p = layer.params()
     a = layer.attrs
     geo = Geometry.of(layer)
     n, cout, cin, g = a["kernel_num"], a["out_channels"], a["in_channels"], a["group"]
     w = p["weight"]
-    if geo.k2 == 1 and n == 1:
-        return lower_static_kernel(b, layer, att)
-    kind = layer.kind
-    hin, win = a["input_hw"]
     wshape = [cout, cin // g, geo.kh, geo.kw]
     if n > 1:
         wk = b.reshape(kernel_mix(b, att, w.reshape(n, -1)), wshape)
@@ -31,16 +29,13 @@ def lower_batch1(b: Builder, layer: OdLayer, att) -> gs.Variable:
         wk = b.const("weight", w[0])
     if "spatial" in att:
         wk = b.op("Mul", [wk, b.reshape(att["spatial"], [1, 1, geo.kh, geo.kw])])
-    wnum = int(np.prod(wshape))
     x = layer.x
     channel = att.get("channel")
-    if channel is not None and kind == "depthwise":
-        wk = b.op("Mul", [wk, b.reshape(channel, [cout, 1, 1, 1])])
-    elif channel is not None and kind in ("dense", "pointwise") and wnum <= cin * hin * win:
-        wk = b.op("Mul", [wk, b.reshape(channel, [1, cin, 1, 1])])
+    if channel is not None and scaling.input_on_kernel:
+        wk = b.op("Mul", [wk, b.reshape(channel, _channel_shape(layer))])
     elif channel is not None:
         x = b.op("Mul", [x, channel])
-    filt_in_weight = "filter" in att and wnum <= cout * geo.ho * geo.wo
+    filt_in_weight = "filter" in att and scaling.filter_on_kernel
     if filt_in_weight:
         wk = b.op("Mul", [wk, b.reshape(att["filter"], [cout, 1, 1, 1])])
     conv_in = [x, wk]
@@ -49,3 +44,14 @@ def lower_batch1(b: Builder, layer: OdLayer, att) -> gs.Variable:
         conv_in.append(b.const("bias", p["bias"]))
     y = b.op("Conv", conv_in, {**geo.conv_attrs(g), "kernel_shape": [geo.kh, geo.kw]})
     return finish(b, y, {} if filt_in_weight else att, p, bias_done=bias_in_conv)  # {}: a_f is in the kernel
+
+
+def _channel_shape(layer: OdLayer) -> list[int]:
+    """The shape that lays the channel attention over the kernel: along the output channels of a depthwise kernel
+    (one input channel each), along the input channels of a dense / 1x1 one."""
+    if layer.kind == "depthwise":
+        return [layer.attrs["out_channels"], 1, 1, 1]
+    if layer.kind in ("dense", "pointwise"):
+        return [1, layer.attrs["in_channels"], 1, 1]
+    raise InvalidValueError(f"layer {layer.name!r} ({layer.kind}) cannot take its channel attention on the kernel; "
+                            "plan it with Scaling(input_on_kernel=False)")

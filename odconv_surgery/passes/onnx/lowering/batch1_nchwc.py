@@ -9,8 +9,8 @@ in-graph Transpose).
 Bias stays a constant conv bias (zeros when the layer has none, so a residual Sum can always be fused). Channels that
 are not multiples of the block are zero-padded to it (kernels, attention heads, bias), as onnxruntime pads static
 convs, so such layers stay in the blocked chain instead of breaking it with reorders (a softmax head's padded rows
-get a logit of ``SOFTMAX_PAD_LOGIT``: attention 0, the real channels' softmax unchanged). A layer without heads is
-its static conv, blocked like the model's own.
+get a logit of ``SOFTMAX_PAD_LOGIT``: attention 0, the real channels' softmax unchanged). A layer without heads
+gets ``static_conv_nchwc`` instead (``plan.py`` routes it there): its static conv, blocked like the model's own.
 
 Three forms (``plan.py`` chooses per layer, by measurement or its cost model): ``kernel`` folds every attention
 into the kernel; ``activations`` applies a dense / 1x1 layer's channel and filter attentions to the activations, as
@@ -156,12 +156,12 @@ def _pointwise_kernel_scale(b: Builder, layer: OdLayer, xb, cin_p: int, cout_p: 
 
 
 def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int, form: str) -> gs.Variable:
-    """``layer`` at batch 1 as NCHWc Convs of block ``blk`` in ``form`` ('kernel', 'activations' or 'columns'; the
-    choice is ``plan.py``'s)."""
+    """``layer`` (with attention heads) at batch 1 as NCHWc Convs of block ``blk`` in ``form`` ('kernel',
+    'activations' or 'columns'; the choice is ``plan.py``'s)."""
     if form not in ("kernel", "activations", "columns"):
         raise InvalidValueError(f"unknown NCHWc form {form!r} for layer {layer.name!r}; expected kernel, activations or columns")
-    if not layer.heads:  # nothing to attend: the plain conv, blocked
-        return static_conv_nchwc(b, layer, blk)
+    if not layer.heads:
+        raise InvalidValueError(f"layer {layer.name!r} has no attention heads: lower it with static_conv_nchwc")
     a = layer.attrs
     geo = Geometry.of(layer)
     n, cout, cin, g = a["kernel_num"], a["out_channels"], a["in_channels"], a["group"]

@@ -1,5 +1,6 @@
 """What every lowering form shares: a node factory (``Builder``), a layer's ``Geometry``, the k^2 shifted input
-views (``tap_slices``), the kernel mix ``a_w @ bank`` and the output tail (filter attention, bias)."""
+views (``tap_slices``), the kernel mix ``a_w @ bank``, the output tail (filter attention, bias) and ``Scaling``,
+where ``plan.py`` tells a portable form to apply the attentions."""
 
 from __future__ import annotations
 
@@ -90,6 +91,19 @@ class Geometry:
     def conv_attrs(self, group: int) -> dict:
         """Strides, pads, dilations and group of an ONNX Conv with this geometry."""
         return {"strides": [self.sh, self.sw], "pads": list(self.pads), "dilations": [self.dh, self.dw], "group": group}
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """Where a portable form applies a layer's attentions (decided by ``plan.py``, carried out by the form): True folds
+    them into the (per-sample) kernel, False scales the activations instead and keeps the kernel as it is.
+
+    ``input_on_kernel``: the input-side attentions (the channel attention; in the im2col form the column scale
+    ``a_s (x) a_c``), else applied to the input or its columns. ``filter_on_kernel``: the filter attention, else
+    applied to the output."""
+
+    input_on_kernel: bool = False
+    filter_on_kernel: bool = False
 
 
 def tap_slices(b: Builder, x, layer: OdLayer) -> list:

@@ -1,28 +1,32 @@
-"""Form ``per_sample`` (inside the any-batch form): the layer's batch-1 form run once per sample, by an ONNX ``Scan``
-over the batch.
+"""Form ``per_sample`` (any batch size): a batch-1 form of the layer run once per sample, by an ONNX ``Scan`` over
+the batch.
 
 For a depthwise layer, every batch-independent formulation without a per-sample kernel touches the activation
 k^2 times over (k^2 shifted views, each scaled per sample and tap, then summed); a grouped conv with the batch folded
 into its groups would need a batch-dependent ``group`` attribute. The Scan instead builds each sample's small
 kernel and runs one depthwise Conv on that sample, so the batch costs about batch x the batch-1 form. The body
-is the ``batch1`` form of the layer (its NCHWc form for ``target="ort-cpu"``, where it also serves dense layers)
-on an (1, C, H, W) view of the sample, with its own constants. A batch of 0 skips the Scan (which refuses it)
-for an empty output.
+is built by the function the caller passes (``plan.py``: the layer's batch-1 form, its NCHWc form for
+``target="ort-cpu"``, where dense layers run this way too) on an (1, C, H, W) view of the sample, with its own
+constants. A batch of 0 skips the Scan (which refuses it) for an empty output.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..common import OdLayer
 from .builder import Builder, Geometry, layer_view
-from .plan import Planner, lower_batch1_planned
+
+#: Builds one sample's output (1, C_out, H_out, W_out) from a view of the layer on that sample (1, C_in, H, W).
+BodyBuilder = Callable[[Builder, OdLayer], gs.Variable]
 
 
-def lower_per_sample(b: Builder, layer: OdLayer, planner: Planner | None = None) -> gs.Variable:
-    """``Scan`` over the batch of ``layer``'s batch-1 form (the NCHWc form ``planner`` picks, with an NCHWc block;
-    else the portable one); the output is (B, C_out, H_out, W_out)."""
+def lower_per_sample(b: Builder, layer: OdLayer, body_form: BodyBuilder) -> gs.Variable:
+    """``Scan`` over the batch of what ``body_form`` builds for one sample of ``layer`` (a batch-1 form); the output is
+    (B, C_out, H_out, W_out)."""
     a = layer.attrs
     geo = Geometry.of(layer)
     hin, win = a["input_hw"]
@@ -32,7 +36,7 @@ def lower_per_sample(b: Builder, layer: OdLayer, planner: Planner | None = None)
     body.inputs = [sample]
     x = bb.op("Unsqueeze", [sample, bb.ints("axes", [0])])
     with layer_view(layer, x) as view:
-        y = lower_batch1_planned(bb, view, planner)
+        y = body_form(bb, view)
     out = bb.op("Squeeze", [y, bb.ints("axes", [0])])
     out.dtype, out.shape = np.float32, [a["out_channels"], geo.ho, geo.wo]
     body.outputs = [out]

@@ -1,8 +1,22 @@
-"""The one place that picks how a layer's batch-1 NCHWc form is built (``target="ort-cpu"``): by measurement on
-this machine (``tune=True``) or by a calibrated element-count model (the fallback, and reproducible for CI).
+"""The one place that decides how each ODConv layer is lowered; the forms it names only build what it says.
 
-Forms of one dense / 1x1 / depthwise layer (``lowering/batch1_nchwc.py`` builds each; they compute the same
-function):
+Per layer and file form (``FORMS`` in ``__init__`` wires each name to ``dispatcher``), ``plan_layer`` returns a
+``LayerPlan``, a frozen record the leaf form is given:
+
+* ``naive``: the ``naive`` form.
+* ``any`` (every batch size): a constant kernel (n = 1, no spatial head: ``has_static_kernel``) takes
+  ``static_kernel``; a depthwise layer, and with an NCHWc block a dense k x k layer whose batch-1 NCHWc form is not
+  ``plain``, runs its batch-1 plan once per sample (``per_sample``, the body built by ``build_layer``); other dense and
+  1x1 layers ``im2col``, the column scale on the per-sample kernel or the columns by ``im2col_scaling``; other grouped
+  convs ``naive``.
+* ``batch1``: without an NCHWc block the portable ``batch1`` form, each attention on the kernel or the activations
+  by ``batch1_scaling`` (1x1 layers with n = 1 take ``static_kernel``); with one, the NCHWc form the ``Planner``
+  picks (``batch1_nchwc``; ``plain`` is the portable form; a layer without heads its blocked static conv).
+
+The portable rules compare element counts (fold an attention into the kernel when the kernel is no larger than what
+it would otherwise scale). The NCHWc forms of one dense / 1x1 / depthwise layer (``batch1_nchwc.py`` builds each;
+they compute the same function) are picked by measurement on this machine (``tune=True``) or by a calibrated
+element-count model (the fallback, and reproducible for CI):
 
 * ``kernel``: every attention folded into a per-run kernel (one scale tensor, one Mul), one NCHWc Conv.
 * ``activations``: the channel and filter attentions applied to the activations as depthwise 1x1 NCHWc Convs, the
@@ -30,7 +44,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -38,7 +52,14 @@ import onnx_graphsurgeon as gs
 from ....deploy.schema import MARKER_ATTENTION_DEFAULTS, NCHWC_DOMAIN
 from ....errors import InvalidValueError
 from ..common import OdLayer
-from .builder import Builder, Geometry, layer_view
+from .attention import build_attention
+from .batch1 import lower_batch1
+from .batch1_nchwc import lower_batch1_nchwc, nchwc_ok, static_conv_nchwc
+from .builder import Builder, Geometry, Scaling, layer_view
+from .im2col import lower_im2col
+from .naive import lower_naive
+from .per_sample import lower_per_sample
+from .static_kernel import lower_static_kernel
 
 logger = logging.getLogger("odconv_surgery.passes.onnx")
 
@@ -55,6 +76,8 @@ COLUMNS_COST = 2.5  # tap-major columns (Pad, k^2 Slices, Concat, Mul, ReorderIn
 #: A measured form replaces the cost model's only when it is faster by more than this fraction (timing noise).
 MEASURED_MARGIN = 0.03
 
+
+# ---- the NCHWc forms' cost model ------------------------------------------------------------------------------
 
 def scale_on_activations(layer: OdLayer, geo: Geometry) -> bool:
     """Cost model: whether a dense / 1x1 layer's channel and filter attentions are cheaper on the activations than
@@ -94,8 +117,6 @@ def candidate_forms(layer: OdLayer, blk: int) -> list[str]:
     """The forms the tuner times for ``layer``: the NCHWc forms that can build it, its cost-model choice first
     (``plain`` only for a layer no NCHWc form can build: timed alone, the portable form misses what breaking the
     blocked chain costs its neighbours, the fusions they lose, and measured slower in the network)."""
-    from .batch1_nchwc import nchwc_ok
-
     if not nchwc_ok(layer, blk):
         return ["plain"]
     geo = Geometry.of(layer)
@@ -111,8 +132,6 @@ def candidate_forms(layer: OdLayer, blk: int) -> list[str]:
 
 def cost_model_form(layer: OdLayer, blk: int) -> str:
     """The form the element-count model picks (no timing)."""
-    from .batch1_nchwc import nchwc_ok
-
     if not nchwc_ok(layer, blk):
         return "plain"
     if layer.kind == "depthwise":
@@ -122,6 +141,138 @@ def cost_model_form(layer: OdLayer, blk: int) -> str:
             and taps_on_columns(layer, geo)):
         return "columns"
     return "activations" if scale_on_activations(layer, geo) else "kernel"
+
+
+# ---- the portable forms' rules --------------------------------------------------------------------------------
+def has_static_kernel(layer: OdLayer) -> bool:
+    """Whether ``layer``'s kernel is the same for every sample: one kernel (n = 1) and no spatial attention."""
+    return layer.attrs["kernel_num"] == 1 and "spatial" not in layer.heads
+
+
+def batch1_scaling(layer: OdLayer, geo: Geometry) -> Scaling:
+    """The portable batch-1 form: an attention goes into the kernel when the kernel is no larger than the activation
+    it would otherwise scale (the input for the channel attention, the output for the filter attention). A depthwise
+    kernel always takes the channel attention; other grouped kernels never (their channels do not line up)."""
+    a = layer.attrs
+    hin, win = a["input_hw"]
+    kernel = a["out_channels"] * (a["in_channels"] // a["group"]) * geo.k2
+    dense = layer.kind in ("dense", "pointwise")
+    channel = layer.kind == "depthwise" or (dense and kernel <= a["in_channels"] * hin * win)
+    return Scaling(input_on_kernel=channel, filter_on_kernel=kernel <= a["out_channels"] * geo.ho * geo.wo)
+
+
+def im2col_scaling(layer: OdLayer, geo: Geometry) -> Scaling:
+    """The any-batch im2col form: the column scale ``a_s (x) a_c`` goes on the per-sample kernel (n > 1) when its
+    C_out rows are no more than the output positions, else on the columns; with n = 1 always on the columns, so the
+    kernel stays one constant Conv weight."""
+    return Scaling(input_on_kernel=layer.attrs["kernel_num"] > 1 and layer.attrs["out_channels"] <= geo.ho * geo.wo)
+
+
+# ---- the plan of one layer and its dispatch ------------------------------------------------------------------
+@dataclass(frozen=True)
+class LayerPlan:
+    """How one layer is lowered: the leaf form (one of ``LEAF_FORMS``) and what that form is told. ``scaling``: where
+    a portable form applies the attentions; ``nchwc`` and ``blk``: the NCHWc form and block (``batch1_nchwc``,
+    ``static``); ``body``: the plan each sample runs (``per_sample``)."""
+
+    form: str
+    scaling: Scaling = Scaling()
+    nchwc: str = ""
+    blk: int = 0
+    body: "LayerPlan | None" = None
+
+    def __post_init__(self) -> None:
+        if self.form not in LEAF_FORMS:
+            raise InvalidValueError(f"unknown leaf form {self.form!r}; expected one of {LEAF_FORMS}")
+        if (self.form == "per_sample") != (self.body is not None):
+            raise InvalidValueError(f"a {self.form!r} plan {'needs' if self.body is None else 'takes no'} body plan")
+
+
+FILE_FORMS = ("naive", "any", "batch1")
+
+
+def plan_layer(layer: OdLayer, file_form: str, planner: "Planner | None" = None) -> LayerPlan:
+    """How ``layer`` is lowered in the file form ``file_form`` ('naive', 'any' or 'batch1'), its NCHWc forms chosen
+    by ``planner`` (None: the portable target)."""
+    if file_form == "naive":
+        return LayerPlan("naive")
+    if file_form == "batch1":
+        return _batch1_plan(layer, planner)
+    if file_form != "any":
+        raise InvalidValueError(f"unknown lowering form {file_form!r}; expected one of {sorted(FILE_FORMS)}")
+    static = has_static_kernel(layer)
+    per_sample_nchwc = (planner is not None and layer.kind == "dense" and not static
+                        and planner.choose(layer).form != "plain")  # 1x1 stays batched: per sample it measured slower
+    if (layer.kind == "depthwise" and not static) or per_sample_nchwc:
+        return LayerPlan("per_sample", body=_batch1_plan(layer, planner))
+    if static:
+        return LayerPlan("static_kernel")
+    if layer.kind in ("dense", "pointwise"):
+        return LayerPlan("im2col", scaling=im2col_scaling(layer, Geometry.of(layer)))
+    return LayerPlan("naive")
+
+
+def _batch1_plan(layer: OdLayer, planner: "Planner | None") -> LayerPlan:
+    """``layer``'s batch-1 plan: the NCHWc form ``planner`` chooses, or the portable one (no planner)."""
+    if planner is None:
+        return batch1_plan(layer, "plain")
+    return batch1_plan(layer, planner.choose(layer).form, planner.blk)
+
+
+def batch1_plan(layer: OdLayer, form: str, blk: int = 0) -> LayerPlan:
+    """The plan of ``layer``'s batch-1 form ``form`` (one of ``NCHWC_FORMS``, or ``STATIC``) with NCHWc block
+    ``blk``: 'plain' is the portable form (``static_kernel`` for 1x1 with n = 1, else ``batch1``); a layer without
+    heads has nothing to attend and is its static conv, blocked."""
+    if form == "plain":
+        geo = Geometry.of(layer)
+        if geo.k2 == 1 and layer.attrs["kernel_num"] == 1:
+            return LayerPlan("static_kernel")
+        return LayerPlan("batch1", scaling=batch1_scaling(layer, geo))
+    if form == STATIC or not layer.heads:
+        return LayerPlan(STATIC, blk=blk)
+    return LayerPlan("batch1_nchwc", nchwc=form, blk=blk)
+
+
+#: Not a form: the layer as the static conv it replaced (its first kernel), blocked like the model's own convs. Timed
+#: beside a form, it gives the layer's marginal cost (``deploy/layer_costs.py``).
+STATIC = "static"
+
+#: Each leaf form: how ``build_layer`` calls it with what the plan says.
+_LEAVES: dict[str, Callable[[Builder, OdLayer, LayerPlan], gs.Variable]] = {
+    "naive": lambda b, layer, plan: lower_naive(b, layer, build_attention(b, layer)),
+    "static_kernel": lambda b, layer, plan: lower_static_kernel(b, layer, build_attention(b, layer)),
+    "im2col": lambda b, layer, plan: lower_im2col(b, layer, build_attention(b, layer), plan.scaling),
+    "batch1": lambda b, layer, plan: lower_batch1(b, layer, build_attention(b, layer), plan.scaling),
+    "per_sample": lambda b, layer, plan: lower_per_sample(b, layer, functools.partial(build_layer, plan=plan.body)),
+    "batch1_nchwc": lambda b, layer, plan: lower_batch1_nchwc(b, layer, plan.blk, plan.nchwc),
+    STATIC: lambda b, layer, plan: static_conv_nchwc(b, layer, plan.blk),
+}
+LEAF_FORMS = tuple(_LEAVES)
+
+
+def build_layer(b: Builder, layer: OdLayer, plan: LayerPlan) -> gs.Variable:
+    """``layer`` built by the leaf form ``plan`` names, as ``plan`` says; its output."""
+    return _LEAVES[plan.form](b, layer, plan)
+
+
+def dispatcher(file_form: str) -> Callable[[Builder, OdLayer, "Planner | None"], gs.Variable]:
+    """The lowering of one layer in ``file_form``: ``(builder, layer, planner) -> y`` (``FORMS``)."""
+    if file_form not in FILE_FORMS:
+        raise InvalidValueError(f"unknown lowering form {file_form!r}; expected one of {sorted(FILE_FORMS)}")
+
+    def lower_layer(b: Builder, layer: OdLayer, planner: "Planner | None") -> gs.Variable:
+        return build_layer(b, layer, plan_layer(layer, file_form, planner))
+
+    lower_layer.__name__ = lower_layer.__qualname__ = f"lower_{file_form}"
+    return lower_layer
+
+
+def file_planner(file_form: str, nchwc_block: int | None, planner: "Planner | None" = None) -> "Planner | None":
+    """The planner ``file_form`` lowers with: with an NCHWc block, the 'batch1' and 'any' forms choose NCHWc forms
+    (``planner``, or the cost model's when None); 'naive' and the portable target (no block) none."""
+    if not nchwc_block or file_form not in ("batch1", "any"):
+        return None
+    return planner or Planner(nchwc_block)
 
 
 @dataclass(frozen=True)
@@ -235,36 +386,6 @@ def layer_signature(layer: OdLayer, threads: int) -> str:
     return json.dumps(sig, sort_keys=True, default=list)
 
 
-def lower_batch1_planned(b: Builder, layer: OdLayer, planner: "Planner | None") -> gs.Variable:
-    """``layer``'s batch-1 form: the NCHWc form ``planner`` chooses, or the portable one (no planner, or 'plain')."""
-    if planner is None:
-        return _lower_form(b, layer, 0, "plain")
-    return _lower_form(b, layer, planner.blk, planner.choose(layer).form)
-
-
-def _lower_form(b: Builder, layer: OdLayer, blk: int, form: str) -> gs.Variable:
-    from .attention import build_attention
-    from .batch1 import lower_batch1
-    from .batch1_nchwc import lower_batch1_nchwc
-
-    if form == STATIC:
-        return _static_conv(b, layer, blk)
-    if form == "plain":
-        return lower_batch1(b, layer, build_attention(b, layer))
-    return lower_batch1_nchwc(b, layer, blk, form)
-
-
-#: Not a form: the layer as the static conv it replaced (its first kernel), blocked like the model's own convs. Timed
-#: beside a form, it gives the layer's marginal cost (``deploy/layer_costs.py``).
-STATIC = "static"
-
-
-def _static_conv(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
-    from .batch1_nchwc import static_conv_nchwc
-
-    return static_conv_nchwc(b, layer, blk)
-
-
 # ---- timing ----------------------------------------------------------------------------------------------------
 def layer_graph(layer: OdLayer, blk: int, form: str):
     """An ONNX model holding only ``layer`` in ``form``, blocked on both sides as inside the chain (an NCHWc input
@@ -284,7 +405,7 @@ def layer_graph(layer: OdLayer, blk: int, form: str):
     xb = b.op("ReorderInput", [x_in], {"channels_last": 0}, domain=NCHWC_DOMAIN)
     x = b.op("ReorderOutput", [xb], {"channels": cin, "channels_last": 0}, domain=NCHWC_DOMAIN)
     with layer_view(layer, x) as view:
-        y = _lower_form(b, view, blk, form)
+        y = build_layer(b, view, batch1_plan(view, form, blk))
     yb = b.op("ReorderInput", [y], {"channels_last": 0}, domain=NCHWC_DOMAIN)
     out = b.op("ReorderOutput", [yb], {"channels": cout, "channels_last": 0}, domain=NCHWC_DOMAIN)
     out.shape = [1, cout, geo.ho, geo.wo]

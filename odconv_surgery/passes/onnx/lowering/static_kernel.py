@@ -1,8 +1,8 @@
 """Form ``static_kernel`` (a layer whose kernel is one constant: n = 1 and no spatial head; any batch size): the
 kernel stays a Conv weight; the channel attention scales the input and the filter attention (and bias) the output.
-Every 1x1 layer with n = 1 takes it, as do k x k layers whose attentions leave the spatial head out, and a layer
-without any head is the plain conv. Used by the any-batch form and by the portable batch-1 form for 1x1 layers,
-which gain nothing by folding their attentions into a per-run kernel."""
+A layer without any head is the plain conv. ``plan.py`` gives it to every layer with a constant kernel in the
+any-batch file form, and to 1x1 layers with n = 1 in the portable batch-1 form (they gain nothing by folding their
+attentions into a per-run kernel)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,6 @@ import onnx_graphsurgeon as gs
 
 from ..common import OdLayer
 from .builder import Builder, Geometry, finish
-
-
-def has_static_kernel(layer: OdLayer) -> bool:
-    """Whether ``layer``'s kernel is the same for every sample: one kernel (n = 1) and no spatial attention."""
-    return layer.attrs["kernel_num"] == 1 and "spatial" not in layer.heads
 
 
 def lower_static_kernel(b: Builder, layer: OdLayer, att) -> gs.Variable:

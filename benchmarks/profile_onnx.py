@@ -46,21 +46,20 @@ def op_profile(proto, runs: int) -> tuple[dict[str, tuple[float, float]], float,
     with open(path) as fh:
         events = json.load(fh)
     os.remove(path)
+    # Every profiled run counts, the runner's warm-up runs included: divide by the runs the profile holds.
+    model_runs = sorted(e["dur"] / 1e3 for e in events if e.get("name") == "model_run")
+    profiled = len(model_runs)
     per_op: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
     per_node: dict[str, float] = collections.defaultdict(float)
-    model_runs = []
     for event in events:
-        if event.get("name") == "model_run":
-            model_runs.append(event["dur"] / 1e3)
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
             op = event["args"].get("op_name", "?")
             if op == "If":
                 continue
-            per_op[op][0] += 1 / runs
-            per_op[op][1] += event["dur"] / 1e3 / runs
-            per_node[f"{event['name'][:-len('_kernel_time')]} ({op})"] += event["dur"] / 1e3 / runs
-    model_runs.sort()
-    return {op: (n, ms) for op, (n, ms) in per_op.items()}, model_runs[len(model_runs) // 2], dict(per_node)
+            per_op[op][0] += 1 / profiled
+            per_op[op][1] += event["dur"] / 1e3 / profiled
+            per_node[f"{event['name'][:-len('_kernel_time')]} ({op})"] += event["dur"] / 1e3 / profiled
+    return {op: (n, ms) for op, (n, ms) in per_op.items()}, model_runs[profiled // 2], dict(per_node)
 
 
 def weight_bytes(proto: onnx.ModelProto) -> int:
@@ -84,6 +83,18 @@ def read_bandwidth_gbs(megabytes: int = 256, repeats: int = 5) -> float:
         data.sum()
         best = min(best, time.perf_counter() - start)
     return data.nbytes / best / 1e9
+
+
+def render_per_layer(static: dict, converted: dict, static_run: float, converted_run: float, layers: int) -> str:
+    """The fixed cost per converted layer: extra nodes, extra kernel time and extra time between kernels (dispatch,
+    allocation: what a node costs beyond its work, the floor at small inputs)."""
+    nodes = sum(v[0] for v in converted.values()) - sum(v[0] for v in static.values())
+    kernels = sum(v[1] for v in converted.values()) - sum(v[1] for v in static.values())
+    between = (converted_run - static_run) - kernels
+    return (f"Per converted layer ({layers}): {nodes / layers:.1f} extra nodes, {kernels / layers * 1e3:.1f} us extra "
+            f"kernel time, {between / layers * 1e3:.1f} us extra between kernels "
+            f"({between / max(nodes, 1) * 1e3:.2f} us per extra node); "
+            f"{(converted_run - static_run) / layers * 1e3:.1f} us in all.")
 
 
 def render_traffic(static_bytes: int, converted_bytes: int, bandwidth: float, extra_ms: float) -> str:
@@ -129,19 +140,20 @@ def main(argv=None) -> int:
     static = static_model(args.model)
     policy = args.policy or ("1x1" if args.method == "odconv" else METHOD_POLICY)
     kernel_num = args.kernel_num or METHODS[args.method].kernel_num or 1
-    converted, _ = apply_odconv(static, policy=policy, method=args.method, kernel_num=kernel_num)
+    converted, report = apply_odconv(static, policy=policy, method=args.method, kernel_num=kernel_num)
     x = torch.randn(1, 3, args.input_size, args.input_size)
     s_proto = export_onnx(static, None, x, check=False, target="ort-cpu")
     c_proto = export_onnx(converted.eval(), None, x, check=False, target="ort-cpu")
     s_ops, s_run, _ = op_profile(s_proto, args.runs)
     c_ops, c_run, c_nodes = op_profile(c_proto, args.runs)
     traffic = render_traffic(weight_bytes(s_proto), weight_bytes(c_proto), read_bandwidth_gbs(), c_run - s_run)
+    per_layer = render_per_layer(s_ops, c_ops, s_run, c_run, len(report.converted))
     title = (f"# onnxruntime operator profile: {args.model}, {METHODS[args.method].title}, policy {policy}, "
              f"n={kernel_num}, ort-cpu, "
              f"CPU, 1 thread, batch 1, {args.input_size} px, {args.runs} runs\n\nMachine: {describe_cpu()}\n\n"
              f"Command: `python benchmarks/profile_onnx.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
              f"{describe_load(load)} at start.\n")
-    text = (f"{title}\n{render(s_ops, c_ops, s_run, c_run)}\n\n{traffic}\n\nCostliest nodes of the converted model:\n\n"
+    text = (f"{title}\n{render(s_ops, c_ops, s_run, c_run)}\n\n{per_layer}\n\n{traffic}\n\nCostliest nodes of the converted model:\n\n"
             f"{render_top(c_nodes)}\n")
     print(text)
     if args.md:

@@ -139,18 +139,52 @@ def test_the_input_model_is_kept_whole_when_its_measurement_fits():
     assert not result.folded and len(timing.calls) == 1
 
 
-def test_a_measurement_over_budget_folds_the_next_worst_layers():
+def test_a_measurement_over_budget_folds_the_next_worst_layers_then_restores_what_fits():
     # every dynamic layer costs 40 us more in the file than its estimate: the estimate's choice ("8", "2", "6")
     # measures 1.21x, 110 us over; the lowest-ranked kept layers covering 110 us by their estimates go next:
-    # "6" (30 us), then "2" (50 us), then "8" (10 us).
+    # "6" (30 us), then "2" (50 us), then "8" (10 us). The fully static file leaves 100 us of room: the best-ranked
+    # folded layer, "8", comes back (50 us in the file); then the file measures 5x its estimate, and no other layer's
+    # scaled estimate fits the 50 us left.
     timing = FakeTiming(COSTS, extra_us=40.0)
     model, result, _ = place("1.1x", timing=timing)
     assert timing.calls[1] == ["2", "6", "8"]
     assert timing.calls[2] == []
+    assert timing.calls[3] == ["8"] and len(timing.calls) == 4
     by_name = {layer.name: layer for layer in result.layers}
-    assert {n for n, layer in by_name.items() if layer.folded_by == "check 2"} == {"6", "2", "8"}
-    assert result.met and not result.chosen and dynamic_layers(model) == []
-    assert [c.fits for c in result.checks] == [False, False, True]
+    assert {n for n, layer in by_name.items() if layer.folded_by == "check 2"} == {"6", "2"}
+    assert result.met and list(result.chosen) == ["8"] and dynamic_layers(model) == ["8"]
+    assert [c.fits for c in result.checks] == [False, False, True, True]
+    assert get_recipe(model).folded == ["0", "2", "4", "6"] and list(get_recipe(model).layers) == ["8"]
+
+
+def test_room_under_the_budget_restores_a_folded_layer():
+    # each dynamic layer costs 25 us less in the file than estimated: the estimate's choice ("8", "2", "6", 90 us)
+    # measures 15 us, leaving 85 us; scaled by 15/90, "0" (100 us) fits and measures 1.09x with it: it stays. The
+    # room left (10 us) holds no scaled estimate of "4".
+    timing = FakeTiming(COSTS, extra_us=-25.0)
+    model, result, _ = place("1.1x", timing=timing)
+    assert timing.calls[2] == ["0", "2", "6", "8"] and len(timing.calls) == 3
+    assert result.met and set(result.chosen) == {"8", "2", "6", "0"} and set(dynamic_layers(model)) == set(result.chosen)
+    assert result.measured.placed_ms == pytest.approx(1.090)
+    assert {layer.name: layer.folded_by for layer in result.layers if not layer.dynamic} == {"4": "estimate"}
+
+
+def test_a_restore_that_measures_over_the_budget_is_undone():
+    # 20 us less per layer: the choice measures 30 us (70 us room, estimates scaled by 1/3); "0" comes back and
+    # measures 110 us, over: undone; "4" (scaled 67 us) likewise (210 us). The model is the estimate's choice again,
+    # with its folded convs, and the last check is its measurement.
+    timing = FakeTiming(COSTS, extra_us=-20.0)
+    model, result, _ = place("1.1x", timing=timing)
+    assert timing.calls[2:] == [["0", "2", "6", "8"], ["2", "4", "6", "8"]]
+    assert set(result.chosen) == {"8", "2", "6"} and set(dynamic_layers(model)) == {"8", "2", "6"}
+    assert result.met and [c.fits for c in result.checks] == [False, True, False, False, True]
+    assert result.measured.placed_ms == pytest.approx(1.030)
+    assert all(isinstance(dict(model.named_modules())[n], nn.Conv2d) for n in ("0", "4"))
+    assert get_recipe(model).folded == ["0", "4"]
+    x = torch.randn(2, 3, 10, 10)
+    reference, _, _ = place("1.1x", timing=FakeTiming(COSTS))  # the same choice, never restored
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x))
 
 
 def test_the_check_loop_folds_one_layer_at_a_time_when_one_covers_the_excess():

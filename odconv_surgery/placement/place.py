@@ -6,12 +6,16 @@ Steps: each layer's marginal cost (``costs.py``) and value (``values.py``); the 
 beside the input model's; a greedy knapsack (``choose.py``) over the allowance ``limit - static``; the rest folded
 (``folding.fold_static``); the placed model exported and timed beside the static model's file (``measure.py``); while
 that measurement is over the budget (plus ``tolerance`` for timing noise), the lowest-ranked dynamic layers whose
-estimated marginals cover the excess are folded and the file measured again. Then, with labelled data, a brief
-fine-tuning of the placed model (weights only: its latency does not change) and the accuracy before and after.
+estimated marginals cover the excess are folded and the file measured again. While a measurement leaves room under
+the budget, the best-ranked folded layer whose estimate (scaled by how the file measured against the estimates) fits
+the room is made dynamic again and the file measured; a restore that measures over the budget is undone. Then, with
+labelled data, a brief fine-tuning of the placed model (weights only: its latency does not change) and the accuracy
+before and after.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import warnings
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
@@ -23,6 +27,8 @@ from ..deploy.machine import describe_cpu
 from ..folding import fold_static
 from ..model_copy import copy_model
 from ..nn.odconv import ODConv2d
+from ..passes.fx.swap_modules import swap_module
+from ..recipe import attach_recipe, get_recipe
 from ..nn.validation import check_int, check_number
 from .budget import Budget, parse_budget
 from .choose import choose_dynamic, rank, worst_to_cover
@@ -110,11 +116,14 @@ def place_under_budget(
     keep, fold = (list(ranked), []) if checks[0].fits else choose_dynamic(ranked, costs_us, allowance_us)
     estimated_ms = checks[0].static_ms + sum(max(costs_us[n], 0.0) for n in keep) / 1e3
     folds: dict[str, tuple[str, float]] = {}
+    unfolded = _Unfolded(work)
     if fold:
         _fold(work, batches, fold, "estimate", folds)
         checks.append(_check(budget, tolerance, len(keep), measure(static, work)))
     keep = _fold_while_over(work, static, batches, keep, costs_us, checks, folds, budget=budget, tolerance=tolerance,
                             max_checks=max_checks, measure=measure)
+    keep = _restore_while_under(work, static, unfolded, ranked, keep, costs_us, checks, folds, budget=budget,
+                                tolerance=tolerance, max_checks=max_checks, measure=measure)
     accuracy, steps = _finetune_and_score(work, labelled, config, before)
     placed = tuple(PlacedLayer(n, values[n], costs_us[n], n not in folds, *folds.get(n, (None, None)),
                                cost_measured=n not in unmeasured) for n in ranked)
@@ -137,6 +146,73 @@ def _fold_while_over(model: nn.Module, static: nn.Module, batches: list, keep: l
         keep = [n for n in keep if n not in more]
         _fold(model, batches, more, f"check {len(checks)}", folds)
         checks.append(_check(budget, tolerance, len(keep), measure(static, model)))
+    return keep
+
+
+class _Unfolded:
+    """The converted layers of a model before any fold, to put a folded layer back (``restore``), and its recipe."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.modules = {name: m for name, m in model.named_modules() if isinstance(m, ODConv2d)}
+        self.recipe = get_recipe(model)
+
+    def swap(self, model: nn.Module, names: Iterable[str], folds: dict[str, tuple[str, float]]) -> dict[str, nn.Module]:
+        """Put the converted layers ``names`` back in place of their folds (``folds`` forgets them); returns the
+        folded modules taken out, so ``refold`` can undo it exactly."""
+        current = dict(model.named_modules())
+        taken = {name: current[name] for name in names}
+        for name, module in taken.items():
+            swap_module(model, module, self.modules[name])
+            folds.pop(name)
+        self._record(model, folds)
+        return taken
+
+    def refold(self, model: nn.Module, taken: dict[str, nn.Module], folds: dict[str, tuple[str, float]],
+               fold_records: dict[str, tuple[str, float]]) -> None:
+        """Undo ``swap``: the folded modules ``taken`` go back in, with their fold records."""
+        for name, module in taken.items():
+            swap_module(model, self.modules[name], module)
+            folds[name] = fold_records[name]
+        self._record(model, folds)
+
+    def _record(self, model: nn.Module, folds: dict[str, tuple[str, float]]) -> None:
+        """The model's recipe as ``fold_static`` leaves it for the layers folded now."""
+        if self.recipe is not None:
+            attach_recipe(model, dataclasses.replace(
+                self.recipe, layers={k: v for k, v in self.recipe.layers.items() if k not in folds},
+                folded=sorted(set(self.recipe.folded) | set(folds))))
+
+
+def _restore_while_under(model: nn.Module, static: nn.Module, unfolded: _Unfolded, ranked: list[str], keep: list[str],
+                         costs_us: dict[str, float], checks: list[Check], folds: dict[str, tuple[str, float]], *,
+                         budget: Budget, tolerance: float, max_checks: int, measure: Measure) -> list[str]:
+    """While the last check fits and leaves room, make the best-ranked folded layer that the room may hold dynamic
+    again and measure; undo it when that measures over the budget (the last check is then the kept model's earlier
+    one again). The estimates are scaled by how the file measured against them (the per-layer timings miss what
+    the whole file shares). Returns the layers dynamic at the end, in ranking order."""
+    tried: set[str] = set()
+    fitting = checks[-1]
+    while fitting.fits and len(checks) - 1 < max_checks:
+        room_us = (budget.limit_ms(fitting.static_ms) - fitting.placed_ms) * 1e3
+        estimated_us = sum(max(costs_us[n], 0.0) for n in keep)
+        measured_us = (fitting.placed_ms - fitting.static_ms) * 1e3
+        scale = min(max(measured_us / estimated_us, 0.25), 4.0) if estimated_us > 0 and measured_us > 0 else 1.0
+        candidate = next((n for n in ranked if n in folds and n not in tried
+                          and max(costs_us[n], 0.0) * scale <= room_us), None)
+        if candidate is None:
+            break
+        tried.add(candidate)
+        records = dict(folds)
+        taken = unfolded.swap(model, [candidate], folds)
+        trial = _check(budget, tolerance, len(keep) + 1, measure(static, model))
+        checks.append(trial)
+        if trial.fits:
+            keep = [n for n in ranked if n in set(keep) | {candidate}]
+            fitting = trial
+        else:
+            unfolded.refold(model, taken, folds, records)
+    if checks[-1] is not fitting and fitting.fits:
+        checks.append(fitting)  # the returned model is the one that measured ``fitting``
     return keep
 
 

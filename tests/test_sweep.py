@@ -235,6 +235,22 @@ def test_summarise_mean_std_and_table():
     assert "91.00 ± 1.41" in table and "2.00x" in table and "(+4.00)" in table and "boom" in table
 
 
+def test_the_top1_change_pairs_each_seed_with_its_own_baseline():
+    """Seeds whose static models differ by 6 points: the difference of means hides a steady +1 that pairing shows."""
+    recs = [{"policy": "baseline", "kernel_num": 0, "seed": s, "status": "ok", "top1": t, "top5": 99.0}
+            for s, t in ((0, 80.0), (1, 74.0), (2, 77.0))]
+    recs += [{"policy": "all_but_first", "kernel_num": 1, "seed": s, "status": "ok", "top1": t, "top5": 99.0}
+             for s, t in ((0, 81.0), (1, 75.5), (2, 77.5))]
+    recs.append({"policy": "1x1", "kernel_num": 1, "seed": 0, "status": "ok", "top1": 79.0, "top5": 99.0})
+    rows = {row["policy"]: row for row in summarise(recs, ["baseline", "all_but_first", "1x1"])}
+    assert rows["all_but_first"]["top1_std"] == pytest.approx(2.784, abs=1e-3)  # the seeds' spread...
+    assert rows["all_but_first"]["top1_gain"] == pytest.approx(1.0)  # ...cancels in the paired change
+    assert rows["all_but_first"]["top1_gain_std"] == pytest.approx(0.5) and rows["all_but_first"]["paired_seeds"] == 3
+    assert rows["1x1"]["top1_gain"] == pytest.approx(79.0 - 77.0) and rows["1x1"]["top1_gain_std"] is None  # one seed
+    table = markdown_table(list(rows.values()))
+    assert "(+1.00 ± 0.50)" in table and "(+2.00)" in table and "each seed's top-1 minus the baseline's" in table
+
+
 def test_training_anneals_temperature(tiny_data):
     from odconv_surgery import apply_odconv
     from odconv_surgery.nn.temperature import get_temperature

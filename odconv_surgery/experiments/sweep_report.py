@@ -59,13 +59,30 @@ def summarise(records: Sequence[dict[str, Any]], policies: Sequence[str] | None 
         row["errors"] = sorted({r.get("error", "") for r in recs if r.get("status") != "ok"})
         rows.append(row)
     base = next((r for r in rows if r["policy"] == BASELINE and r["runs"]), None)
+    base_top1 = {r.get("seed"): r.get("top1") for r in records
+                 if r["policy"] == BASELINE and r.get("status") == "ok" and r.get("top1") is not None}
     for row in rows:
         row["latency_ratio"] = (
             row["latency_ms_mean"] / base["latency_ms_mean"]
             if base and base.get("latency_ms_mean") and row.get("latency_ms_mean") else None
         )
         row["top1_gain"] = row["top1_mean"] - base["top1_mean"] if base and row["top1_mean"] is not None else None
+        row["top1_gain_std"], row["paired_seeds"] = None, 0
+        paired = [r["top1"] - base_top1[r.get("seed")] for r in groups[row["policy"], row["variant"], row["kernel_num"]]
+                  if r.get("status") == "ok" and r.get("top1") is not None and r.get("seed") in base_top1]
+        if row["policy"] != BASELINE and len(paired) > 1:  # each seed against its own baseline: the pretraining's spread cancels
+            row["top1_gain"], row["top1_gain_std"] = _mean_std(paired)
+            row["paired_seeds"] = len(paired)
     return rows
+
+
+def _gain(row: dict[str, Any]) -> str:
+    """The top-1 change against the baseline: ``+0.30`` (difference of means), ``+0.30 ± 0.41`` (mean ± std over
+    seeds of each seed's change against its own baseline), '-' when there is none."""
+    if row.get("top1_gain") is None or row["policy"] == BASELINE:
+        return "-"
+    std = row.get("top1_gain_std")
+    return f"{row['top1_gain']:+.2f}" + (f" ± {std:.2f}" if std is not None else "")
 
 
 def _label(policy: str, n: int, variant: str = DEFAULT_VARIANT) -> str:
@@ -104,7 +121,7 @@ def markdown_table(summary: Sequence[dict[str, Any]], title: str = "") -> str:
     for row in summary:
         top1 = _pm(row["top1_mean"], row["top1_std"])
         if row.get("top1_gain") is not None and row["policy"] != BASELINE:
-            top1 += f" ({row['top1_gain']:+.2f})"
+            top1 += f" ({_gain(row)})"
         extra = f" {_pm(row.get('top1_converted_mean'), row.get('top1_converted_std'))} |" if at_conversion else ""
         lines.append(
             "| {label} | {params} | {madds} |{extra} {top1} | {top5} | {lat} | {ratio} | {runs}{failed} |".format(
@@ -123,11 +140,17 @@ def markdown_table(summary: Sequence[dict[str, Any]], title: str = "") -> str:
     backends = sorted({row["latency_backend"] for row in summary if row.get("latency_backend")})
     if backends:
         lines += ["", f"Latency backend: {'; '.join(backends)}. Mean ± std over seeds."]
+    if any(row.get("paired_seeds") for row in summary):
+        lines += ["", PAIRED_NOTE]
     errors = [(row, e) for row in summary for e in row["errors"]]
     if errors:
         lines += ["", "Failed configurations:"] + [f"- {row_label(r)}: {e}" for r, e in errors]
     return "\n".join(lines)
 
+
+#: How the top-1 change reads once several seeds pair a configuration with its own baseline.
+PAIRED_NOTE = ("Top-1 change: mean ± std over seeds of each seed's top-1 minus the baseline's of the same seed (both "
+               "start from that seed's static model, so the spread between pretrained models cancels).")
 
 ATTENTION_SYMBOLS = {"spatial": "α_s", "channel": "α_c", "filter": "α_f", "kernel": "α_w"}
 
@@ -146,14 +169,18 @@ def attention_table(summary: Sequence[dict[str, Any]], title: str = "") -> str |
     if len({frozenset(used) for _, used in rows if used is not None}) < 2:
         return None
     lines = [f"### {title}", ""] if title else []
-    lines += ["| Model | " + " | ".join(ATTENTION_SYMBOLS.values()) + " | Params | MAdds | Top-1 (%) | Top-5 (%) | runs |",
-              "|---|" + ":-:|" * len(ATTENTION_SYMBOLS) + "---:|---:|---:|---:|---:|"]
+    lines += ["| Model | " + " | ".join(ATTENTION_SYMBOLS.values())
+              + " | Params | MAdds | Top-1 (%) | Top-1 change | Top-5 (%) | runs |",
+              "|---|" + ":-:|" * len(ATTENTION_SYMBOLS) + "---:|---:|---:|---:|---:|---:|"]
     for row, used in rows:
         marks = ["-"] * len(ATTENTION_SYMBOLS) if used is None else ["✓" if a in used else "-" for a in ATTENTION_SYMBOLS]
         lines.append(f"| {row_label(row)} | {' | '.join(marks)} | "
                      f"{format_count(row['params']) if row['params'] is not None else '-'} | "
                      f"{format_count(row['madds']) if row['madds'] is not None else '-'} | "
-                     f"{_pm(row['top1_mean'], row['top1_std'])} | {_pm(row['top5_mean'], row['top5_std'])} | {row['runs']} |")
+                     f"{_pm(row['top1_mean'], row['top1_std'])} | {_gain(row)} | {_pm(row['top5_mean'], row['top5_std'])} | "
+                     f"{row['runs']} |")
+    if any(row.get("paired_seeds") for row, _ in rows):
+        lines += ["", PAIRED_NOTE]
     return "\n".join(lines)
 
 

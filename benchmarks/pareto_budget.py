@@ -3,7 +3,8 @@ placements (``place_under_budget``) of the same trained models, per seed (``odco
 
 Per seed: the static model is trained (cached in OUT/pretrained), every Table 9 policy and the baseline convert
 and fine-tune it (the sweep's recipe) and are timed beside it; the all_but_first model then goes through
-``place_under_budget`` at every budget, with every value measure asked for (dynamism, the fold drops). Writes
+``place_under_budget`` at every budget and at each policy's measured ratio ('at POLICY'), with every value measure
+asked for (dynamism, the fold drops). Writes
 OUT/pareto.md (table), OUT/pareto.png (plot), OUT/pareto.json (raw results, command, machine, wall time, the
 rank correlation of dynamism with the fold drops), rewritten after each seed.
 
@@ -55,6 +56,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--calibration-batches", type=int, default=8, help="training batches for values and folds "
                                                                        "(default %(default)s)")
     p.add_argument("--drop-samples", type=int, default=None, help="held-out samples per fold drop at most (default all)")
+    p.add_argument("--no-match-policies", dest="match_policies", action="store_false",
+                   help="do not add a budget at each Table 9 policy's measured ratio (labelled 'at POLICY')")
     p.add_argument("--max-steps", type=int, default=None, help="cap training steps per epoch (smoke runs)")
     p.add_argument("--limit", type=int, default=None, help="use only this many images per split (smoke runs)")
     p.add_argument("--out", default=None, help="output directory (default benchmarks/pareto_DATA)")
@@ -82,7 +85,7 @@ def config_from(args: argparse.Namespace) -> ParetoConfig:
     )
     return ParetoConfig(recipe=recipe, budgets=tuple(args.budgets), values=tuple(args.values), threads=args.threads,
                         calibration_batches=args.calibration_batches, holdout=args.holdout,
-                        drop_samples=args.drop_samples)
+                        drop_samples=args.drop_samples, match_policies=args.match_policies)
 
 
 def main(argv: list[str] | None = None) -> int:

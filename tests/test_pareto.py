@@ -55,7 +55,7 @@ def recipe(**kw) -> SweepConfig:
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("pareto")
     config = ParetoConfig(recipe(), budgets=("1.2x", "unlimited"), values=("dynamism", "accuracy_drop"),
-                          calibration_batches=2, holdout=0.2)
+                          calibration_batches=2, holdout=0.2, match_policies=False)
     seen = []
     result = run_pareto(config, out, data=load_digits_dataset(12, limit=60), model_factory=Tiny, measure=fake_timing,
                         costs=lambda model: {n: COST_US for n, m in model.named_modules() if isinstance(m, ODConv2d)},
@@ -103,6 +103,21 @@ def test_the_written_files(tiny_run):
     markdown = files["markdown"].read_text()
     assert "| budget (accuracy_drop) | 1.2x |" in markdown and "| Table 9 | 1x1 |" in markdown
     assert "machine: a CPU" in markdown and "command: `python x`" in markdown and "Spearman rho of dynamism against loss_increase" in markdown
+
+
+def test_each_policy_gets_a_budget_at_its_measured_ratio(tmp_path):
+    config = ParetoConfig(recipe(), budgets=("unlimited",), values=("dynamism",), calibration_batches=2, holdout=0.2)
+    result = run_pareto(config, tmp_path, data=load_digits_dataset(12, limit=60), model_factory=Tiny,
+                        measure=fake_timing, progress=None,
+                        costs=lambda model: {n: COST_US for n, m in model.named_modules() if isinstance(m, ODConv2d)})
+    by = {(r["family"], r["label"]): r for r in result.records}
+    matched = by[(BUDGET, "at 1x1")]  # the 1x1 policy converts one conv: 1 + LAYER_MS
+    assert matched["budget"] == f"{1 + LAYER_MS:.4f}x" and matched["ratio"] <= 1 + LAYER_MS + 1e-9
+    assert matched["dynamic_layers"] == by[(POLICY, "1x1")]["dynamic_layers"] == 1
+    assert by[(BUDGET, "at all_but_first")]["dynamic_layers"] == 3 and (BUDGET, "at baseline") not in by
+    at_policies = {row["policy"]: row for row in compare_at_policies(summarise(result.records))}
+    assert at_policies["1x1"]["budget"] == "at 1x1"  # the only placement no slower than the policy
+    assert at_policies["1x1"]["budget_ratio"] <= at_policies["1x1"]["policy_ratio"] * 1.02
 
 
 def record(family, label, seed, ratio, top1, value=None):

@@ -12,7 +12,9 @@ Per seed:
 3. **Budgets**: the ``start`` model (``all_but_first``, converted and fine-tuned in step 2) is the input of every
    budget. Its per-layer costs (``deploy.layer_costs``) and values (every measure: ``kernel_dynamism`` on the
    calibration batches, the fold drops on the held-out split) are measured once, then ``place_under_budget`` runs
-   per budget and value measure: choose, fold, measured check, brief fine-tuning.
+   per budget and value measure: choose, fold, measured check, brief fine-tuning. Besides the fixed budgets, with
+   ``match_policies`` each Table 9 policy's ratio measured in step 2 is a budget of its own (labelled ``at POLICY``),
+   so every policy meets a placement with exactly its latency, whatever the input size makes the ratios.
 4. **Agreement**: Spearman's rho of dynamism against each fold drop over the layers (``placement.agreement``).
 
 ``run_pareto`` returns the raw records; ``pareto_report`` summarises, compares and writes them.
@@ -45,7 +47,7 @@ from .sweep import convert_in_place, starting_model
 from .sweep_config import BASELINE, SweepConfig
 from .training import TrainConfig, train_and_evaluate
 
-__all__ = ["DEFAULT_BUDGETS", "DEFAULT_VALUES", "ParetoConfig", "ParetoResult", "VALUE_CHOICES", "run_pareto",
+__all__ = ["DEFAULT_BUDGETS", "DEFAULT_VALUES", "MATCHED", "ParetoConfig", "ParetoResult", "VALUE_CHOICES", "run_pareto",
            "split_holdout"]
 
 #: The budgets of issue #19: ratios to the static model measured in the same run, and none.
@@ -67,7 +69,8 @@ class ParetoConfig:
     with. ``start``: the policy every budget starts from. ``threads``: onnxruntime threads of every timing.
     ``calibration_batches``: training batches for the values and the folds. ``holdout``: the fraction of the
     training set kept out of training for the label-based values (0: they are evaluated on the test set).
-    ``drop_samples``: at most this many held-out samples per fold drop (None: all)."""
+    ``drop_samples``: at most this many held-out samples per fold drop (None: all). ``match_policies``: also place at
+    each Table 9 policy's measured ratio (per seed, labelled ``at POLICY``)."""
 
     recipe: SweepConfig = field(default_factory=SweepConfig)
     budgets: Sequence[str] = DEFAULT_BUDGETS
@@ -77,6 +80,7 @@ class ParetoConfig:
     calibration_batches: int = 8
     holdout: float = 0.1
     drop_samples: int | None = None
+    match_policies: bool = True
 
     def __post_init__(self) -> None:
         recipe = self.recipe
@@ -101,6 +105,8 @@ class ParetoConfig:
         _positive_int("calibration_batches", self.calibration_batches)
         if self.drop_samples is not None:
             _positive_int("drop_samples", self.drop_samples)
+        if not isinstance(self.match_policies, bool):
+            raise SweepSettingsError(f"match_policies must be True or False, got {self.match_policies!r}")
         if isinstance(self.holdout, bool) or not isinstance(self.holdout, (int, float)) or not 0 <= self.holdout < 0.5:
             raise SweepSettingsError(f"holdout must be a fraction in [0, 0.5), got {self.holdout!r}")
         object.__setattr__(self, "budgets", tuple(str(parse_budget(b)) for b in budgets))
@@ -112,7 +118,7 @@ class ParetoConfig:
                 "variant": self.recipe.variants[0], "kernel_num": self.recipe.kernel_nums[0],
                 "budgets": list(self.budgets), "values": list(self.values), "start": self.start, "threads": self.threads,
                 "calibration_batches": self.calibration_batches, "holdout": self.holdout,
-                "drop_samples": self.drop_samples}
+                "drop_samples": self.drop_samples, "match_policies": self.match_policies}
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -193,11 +199,14 @@ def _run_seed(seed: int, config: ParetoConfig, data: DataBundle, held_out: Datas
     example = data.test[0][0].unsqueeze(0)
     timer = measure or ExportedFileTimer(example, threads=config.threads)
     start = None
+    budgets = [(budget, budget) for budget in config.budgets]
     for policy in dict.fromkeys([*recipe.policies, config.start]):
         model, row = _policy_point(policy, seed, config, data, static, timer)
         if policy in recipe.policies:
             result.records.append({**row, "top1_static": record.get("top1_static")})
             say(_line(row))
+            if config.match_policies and policy != BASELINE:
+                budgets.append((_matching_budget(row["ratio"]), f"{MATCHED}{policy}"))
         if policy == config.start:
             start = model
     calibration = _calibration(data, recipe.batch_size, config.calibration_batches, seed)
@@ -206,11 +215,21 @@ def _run_seed(seed: int, config: ParetoConfig, data: DataBundle, held_out: Datas
     finetune = _brief(recipe, seed)
     for value in config.values:
         values = {name: entry[_DROP_FIELDS.get(value, "dynamism")] for name, entry in layers.items()}
-        for budget in config.budgets:
+        for budget, label in budgets:
             row = _budget_point(start, calibration, budget, value, values, layers, example, config, data, finetune,
                                 measure, seed)
-            result.records.append(row)
-            say(_line(row))
+            result.records.append({**row, "label": label, "budget": budget})
+            say(_line(row if label == budget else {**row, "label": f"{budget} ({label})"}))
+
+
+#: The label prefix of a budget set at a Table 9 policy's measured ratio.
+MATCHED = "at "
+
+
+def _matching_budget(ratio: float) -> str:
+    """A ratio budget at a policy's measured ``ratio`` (1x at least: a policy measured faster than the static model,
+    within noise, is matched by the static model's latency)."""
+    return f"{max(ratio, 1.0):.4f}x"
 
 
 def _policy_point(policy: str, seed: int, config: ParetoConfig, data: DataBundle, static: nn.Module,

@@ -74,10 +74,7 @@ def fold_static(model: nn.Module, data: Iterable, layers: Sequence[str] | None =
         swap_module(model, layer, linear_from_pointwise(conv) if isinstance(layer, ODLinear) else conv)
     recipe = get_recipe(model)
     if recipe is not None:
-        folded = [n for n in chosen]
-        attach_recipe(model, dataclasses.replace(
-            recipe, layers={k: v for k, v in recipe.layers.items() if k not in folded},
-            folded=sorted(set(recipe.folded) | set(folded))))
+        attach_recipe(model, recipe.with_folded(chosen))
     return model, FoldReport(tuple(report))
 
 

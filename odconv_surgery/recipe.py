@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -44,6 +46,13 @@ class Recipe:
     init: str = "pretrained"
     version: str = field(default_factory=package_version)
     folded: list[str] = field(default_factory=list)  # converted, then folded back into plain convs (fold_static)
+
+    def with_folded(self, names: Iterable[str]) -> "Recipe":
+        """This recipe with the converted layers ``names`` folded back into plain convs (``fold_static``): gone from
+        ``layers``, added to ``folded``."""
+        names = set(names)
+        return dataclasses.replace(self, layers={k: v for k, v in self.layers.items() if k not in names},
+                                   folded=sorted(set(self.folded) | names))
 
     def to_dict(self) -> dict[str, Any]:
         out = {"policy": self.policy, **self.options.as_dict(), "layers": copy.deepcopy(self.layers),

@@ -15,7 +15,6 @@ before and after.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import warnings
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
@@ -156,31 +155,27 @@ class _Unfolded:
         self.modules = {name: m for name, m in model.named_modules() if isinstance(m, ODConv2d)}
         self.recipe = get_recipe(model)
 
-    def swap(self, model: nn.Module, names: Iterable[str], folds: dict[str, tuple[str, float]]) -> dict[str, nn.Module]:
-        """Put the converted layers ``names`` back in place of their folds (``folds`` forgets them); returns the
-        folded modules taken out, so ``refold`` can undo it exactly."""
-        current = dict(model.named_modules())
-        taken = {name: current[name] for name in names}
-        for name, module in taken.items():
-            swap_module(model, module, self.modules[name])
-            folds.pop(name)
+    def swap(self, model: nn.Module, name: str, folds: dict[str, tuple[str, float]]) -> tuple[nn.Module, tuple[str, float]]:
+        """Put the converted layer ``name`` back in place of its fold (``folds`` forgets it); returns the folded module
+        taken out and its fold record, so ``refold`` can undo it exactly."""
+        folded = dict(model.named_modules())[name]
+        swap_module(model, folded, self.modules[name])
+        record = folds.pop(name)
         self._record(model, folds)
-        return taken
+        return folded, record
 
-    def refold(self, model: nn.Module, taken: dict[str, nn.Module], folds: dict[str, tuple[str, float]],
-               fold_records: dict[str, tuple[str, float]]) -> None:
-        """Undo ``swap``: the folded modules ``taken`` go back in, with their fold records."""
-        for name, module in taken.items():
-            swap_module(model, self.modules[name], module)
-            folds[name] = fold_records[name]
+    def refold(self, model: nn.Module, name: str, taken: tuple[nn.Module, tuple[str, float]],
+               folds: dict[str, tuple[str, float]]) -> None:
+        """Undo ``swap``: the folded module goes back in, with its fold record."""
+        folded, record = taken
+        swap_module(model, self.modules[name], folded)
+        folds[name] = record
         self._record(model, folds)
 
     def _record(self, model: nn.Module, folds: dict[str, tuple[str, float]]) -> None:
         """The model's recipe as ``fold_static`` leaves it for the layers folded now."""
         if self.recipe is not None:
-            attach_recipe(model, dataclasses.replace(
-                self.recipe, layers={k: v for k, v in self.recipe.layers.items() if k not in folds},
-                folded=sorted(set(self.recipe.folded) | set(folds))))
+            attach_recipe(model, self.recipe.with_folded(folds))
 
 
 def _restore_while_under(model: nn.Module, static: nn.Module, unfolded: _Unfolded, ranked: list[str], keep: list[str],
@@ -202,15 +197,14 @@ def _restore_while_under(model: nn.Module, static: nn.Module, unfolded: _Unfolde
         if candidate is None:
             break
         tried.add(candidate)
-        records = dict(folds)
-        taken = unfolded.swap(model, [candidate], folds)
+        taken = unfolded.swap(model, candidate, folds)
         trial = _check(budget, tolerance, len(keep) + 1, measure(static, model))
         checks.append(trial)
         if trial.fits:
             keep = [n for n in ranked if n in set(keep) | {candidate}]
             fitting = trial
         else:
-            unfolded.refold(model, taken, folds, records)
+            unfolded.refold(model, candidate, taken, folds)
     if checks[-1] is not fitting and fitting.fits:
         checks.append(fitting)  # the returned model is the one that measured ``fitting``
     return keep

@@ -28,9 +28,10 @@ from odconv_surgery.methods import METHODS
 from odconv_surgery.passes.onnx import run_pipeline
 from odconv_surgery.passes.onnx.common import detect_nchwc_block, import_graph, odconv_layers, subgraphs
 from odconv_surgery.passes.onnx.find_odconv import find_odconv
-from odconv_surgery.passes.onnx.lowering.batch1_nchwc import nchwc_ok, padded
+from odconv_surgery.passes.onnx.lowering.nchwc_layout import nchwc_ok, padded
 from odconv_surgery.passes.onnx.lowering.builder import LOWERED_TAG, Builder
-from odconv_surgery.passes.onnx.lowering.plan import NCHWC_FORMS, Planner, candidate_forms, layer_signature
+from odconv_surgery.passes.onnx.lowering.plan import NCHWC_FORMS, Planner, candidate_forms
+from odconv_surgery.passes.onnx.lowering.tuning_cache import layer_signature
 from odconv_surgery.passes.onnx.lowering.pooling import blocked_columns, pool_blocked, pool_nchw
 
 #: Each option alone (kernel_num where the option needs kernels to act on). TinyNet's layers see 16 and 8 px, so

@@ -26,10 +26,10 @@ LOWERING = Path(lowering.__file__).parent
 
 #: The leaf forms: one module each; they build what ``plan.py`` tells them.
 FORM_MODULES = {"naive", "static_kernel", "im2col", "per_sample", "batch1", "batch1_nchwc"}
-#: The helpers every form may import (node factory and geometry, the attention branch, its pooling), and the other
-#: modules that are no form (the guard of the ``guard_nchwc_block`` pass).
-HELPERS = {"builder", "attention", "pooling"}
-OTHER = {"nchwc_guard"}
+#: The helpers every form may import (node factory and geometry, the attention branch, its pooling, the NCHWc layout),
+#: and the other modules that are no form (the guard of the ``guard_nchwc_block`` pass, the tuner's cache).
+HELPERS = {"builder", "attention", "pooling", "nchwc_layout"}
+OTHER = {"nchwc_guard", "tuning_cache"}
 #: What a form or helper may import from the passes package: the helpers, and ``..common``.
 ALLOWED = {f"{PACKAGE}.{name}" for name in HELPERS} | {"odconv_surgery.passes.onnx.common"}
 #: The modules that may import forms: the planner and the package's wiring.

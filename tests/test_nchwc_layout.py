@@ -13,7 +13,7 @@ from torch import nn
 
 from odconv_surgery import ODConv2d, check_parity
 from odconv_surgery.deploy.export import export_onnx
-from odconv_surgery.passes.onnx.lowering.batch1_nchwc import block_static_conv, nchwc_ok, padded
+from odconv_surgery.passes.onnx.lowering.nchwc_layout import block_static_conv, nchwc_ok, padded
 
 from helpers.onnx_models import randomise
 

@@ -133,7 +133,7 @@ def _blocked_net(shapes, nodes):
     from onnx import TensorProto, helper, numpy_helper
 
     from odconv_surgery.passes.onnx.common import detect_nchwc_block
-    from odconv_surgery.passes.onnx.lowering.batch1_nchwc import block_static_conv
+    from odconv_surgery.passes.onnx.lowering.nchwc_layout import block_static_conv
 
     blk = detect_nchwc_block()
     if blk is None:

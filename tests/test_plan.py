@@ -11,10 +11,11 @@ from torch import nn
 
 from odconv_surgery import ODConv2d, check_parity
 from odconv_surgery.deploy.export import export_marked, export_onnx
+from odconv_surgery.deploy import machine
 from odconv_surgery.deploy.machine import isa_level
 from odconv_surgery.deploy.schema import META_FORMS, metadata
 from odconv_surgery.passes.onnx.common import detect_nchwc_block, import_graph, odconv_layers
-from odconv_surgery.passes.onnx.lowering import plan
+from odconv_surgery.passes.onnx.lowering import plan, tuning_cache
 from odconv_surgery.passes.onnx.lowering.plan import NCHWC_FORMS, Planner, candidate_forms, cost_model_form
 
 from helpers.nchwc_forms import force_nchwc_form
@@ -101,17 +102,35 @@ def test_tuning_measures_once_then_reads_the_cache(model, blk, tmp_path, monkeyp
 
 def test_cache_can_be_disabled_and_survives_garbage(model, blk, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("ODCONV_TUNING_CACHE", "off")
-    assert plan.tuning_cache_path() is None
+    assert tuning_cache.tuning_cache_path() is None
     monkeypatch.setenv("ODCONV_TUNING_CACHE", str(tmp_path / "c.json"))
     (tmp_path / "c.json").write_text("{not json")
-    cache = plan.TuningCache(tmp_path / "c.json")
+    cache = tuning_cache.TuningCache(tmp_path / "c.json")
     assert cache.data == {} and "unreadable tuning cache" in caplog.text
     cache.put(blk, "k", {"kernel": 1.0})
     cache.save()
-    assert plan.TuningCache(tmp_path / "c.json").get(blk, "k") == {"kernel": 1.0}
+    assert tuning_cache.TuningCache(tmp_path / "c.json").get(blk, "k") == {"kernel": 1.0}
     monkeypatch.delenv("ODCONV_TUNING_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert plan.tuning_cache_path() == tmp_path / "xdg" / "odconv-surgery" / "tuning.json"
+    assert tuning_cache.tuning_cache_path() == tmp_path / "xdg" / "odconv-surgery" / "tuning.json"
+
+
+def test_cache_keys_tell_cpu_generations_apart(monkeypatch):
+    """A VM that names only the vendor line ('AMD EPYC') still keys Zen 4 and Zen 5 apart (family numbers)."""
+    def keyed(info):
+        monkeypatch.setattr(machine, "_cpuinfo", lambda: info)
+        tuning_cache.machine_key.cache_clear()
+        try:
+            return tuning_cache.machine_key()
+        finally:
+            tuning_cache.machine_key.cache_clear()
+
+    zen4 = {"model name": "AMD EPYC", "cpu family": "25", "model": "17", "stepping": "1", "flags": "avx2 avx512f"}
+    zen5 = {**zen4, "cpu family": "26", "model": "2"}
+    assert keyed(zen4) != keyed(zen5) and "family 26, model 2, stepping 1" in keyed(zen5)
+    assert machine.cpu_model() != "AMD EPYC"
+    monkeypatch.setattr(machine, "_cpuinfo", lambda: {"model name": "Some CPU"})  # no ids (not Linux/x86): the name
+    assert machine.cpu_model() == "Some CPU"
 
 
 def test_measured_choice_keeps_the_cost_model_within_noise(blk, model):
@@ -120,10 +139,10 @@ def test_measured_choice_keeps_the_cost_model_within_noise(blk, model):
     planner = Planner(blk, tune=True, cache_path=None)
     model_form = cost_model_form(layer, blk)
     other = next(f for f in candidate_forms(layer, blk) if f != model_form)
-    planner.cache.put(blk, plan.layer_signature(layer, 1), {model_form: 10.0, other: 9.9})
+    planner.cache.put(blk, tuning_cache.layer_signature(layer, 1), {model_form: 10.0, other: 9.9})
     assert planner.choose(layer).form == model_form  # 1 % faster is noise
     planner = Planner(blk, tune=True, cache_path=None)
-    planner.cache.put(blk, plan.layer_signature(layer, 1), {model_form: 10.0, other: 5.0})
+    planner.cache.put(blk, tuning_cache.layer_signature(layer, 1), {model_form: 10.0, other: 5.0})
     assert planner.choose(layer).form == other and planner.choose(layer).source == "cache"
 
 

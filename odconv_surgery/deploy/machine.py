@@ -21,8 +21,16 @@ def _cpuinfo() -> dict[str, str]:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
-    return _cpuinfo().get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    """The CPU's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere) with its family, model and
+    stepping numbers where the system gives them: a virtual machine often names only the vendor line ('AMD EPYC'),
+    which hides CPU generations that differ in vector width and caches (family 25 is Zen 3/4, 26 is Zen 5), and
+    timings taken on one must not be reused on the other."""
+    info = _cpuinfo()
+    name = info.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
+    ids = [(label, info.get(key)) for label, key in (("family", "cpu family"), ("model", "model"), ("stepping", "stepping"))]
+    if all(value and value.isdigit() for _, value in ids):
+        name += " (" + ", ".join(f"{label} {value}" for label, value in ids) + ")"
+    return name
 
 
 def isa_level() -> str:

@@ -14,7 +14,7 @@ import onnx_graphsurgeon as gs
 
 from .base import OnnxPass, PassContext
 from .common import NCHWC_DOMAIN
-from .lowering.batch1_nchwc import block_static_conv
+from .lowering.nchwc_layout import block_static_conv
 from .lowering.builder import LOWERED_TAG
 
 

@@ -6,7 +6,8 @@ form, where its attentions are applied, which NCHWc form) and dispatches to the 
 (``naive``, ``static_kernel``, ``im2col``, ``per_sample``, ``batch1``, ``batch1_nchwc``), which build what the plan
 says and import no other form. ``FORMS`` maps each file form to plan's dispatcher, of one signature
 ``(builder, layer, planner) -> y``. Shared pieces: ``builder`` (node factory, ``Geometry``, ``Scaling``),
-``attention`` (the attention branch), ``pooling`` (its input pooling).
+``attention`` (the attention branch), ``pooling`` (its input pooling), ``nchwc_layout`` (which layers fit the
+blocked Conv, channel padding, pre-blocked static kernels); ``tuning_cache`` holds the tuner's timings.
 """
 
 from __future__ import annotations

@@ -28,42 +28,11 @@ import onnx_graphsurgeon as gs
 
 from ....deploy.schema import NCHWC_DOMAIN
 from ....errors import InvalidValueError
-from ..common import OdLayer, constant_value
+from ..common import OdLayer
 from .attention import activate, attention_heads, attention_norm_relu
 from .builder import Builder, Geometry, kernel_mix, tap_slices
+from .nchwc_layout import block_static_conv, pad_axis, padded
 from .pooling import blocked_columns, pool_blocked
-
-
-#: onnxruntime's ``ReorderInput`` takes channel counts that are multiples of 4 and zero-pads them to the block.
-CHANNEL_ALIGNMENT = 4
-
-
-def padded(channels: int, blk: int) -> int:
-    """``channels`` rounded up to a multiple of the NCHWc block ``blk`` (the channels of the blocked tensor)."""
-    return -(-channels // blk) * blk
-
-
-def nchwc_ok(layer: OdLayer, blk: int | None) -> bool:
-    """Whether the batch-1 form of ``layer`` runs as one NCHWc Conv of block ``blk``: depthwise, 1x1 or dense, with
-    channel counts that are multiples of 4 (those that are not multiples of the block are zero-padded to it, as
-    onnxruntime's own NCHWc transformer does, so the chain of blocked layers never breaks on them)."""
-    if not blk:
-        return False
-    a = layer.attrs
-    if layer.kind == "depthwise":
-        return a["out_channels"] % CHANNEL_ALIGNMENT == 0
-    if layer.kind in ("dense", "pointwise"):
-        return a["in_channels"] % CHANNEL_ALIGNMENT == 0 and a["out_channels"] % CHANNEL_ALIGNMENT == 0
-    return False
-
-
-def _pad_axis(value: np.ndarray, axis: int, size: int, fill: float = 0.0) -> np.ndarray:
-    """``value`` padded with ``fill`` at the end of ``axis`` to ``size``."""
-    if value.shape[axis] == size:
-        return value
-    widths = [(0, 0)] * value.ndim
-    widths[axis] = (0, size - value.shape[axis])
-    return np.pad(value, widths, constant_values=fill)
 
 
 #: The logit of a softmax head's padded rows: their attention is then exactly 0, and the real channels keep their
@@ -92,7 +61,7 @@ def _padded_attention_params(layer: OdLayer, cin_p: int, cout_p: int, blk: int) 
         parts, start = [], 0
         for h in heads:
             fill = SOFTMAX_PAD_LOGIT if bias and layer.activation(h) == "softmax" else 0.0
-            parts.append(_pad_axis(rows[start:start + sizes[h]], 0, new_sizes[h], fill))
+            parts.append(pad_axis(rows[start:start + sizes[h]], 0, new_sizes[h], fill))
             start += sizes[h]
         return np.concatenate(parts, axis=0)
 
@@ -168,9 +137,9 @@ def lower_batch1_nchwc(b: Builder, layer: OdLayer, blk: int, form: str) -> gs.Va
     cin_p, cout_p = padded(cin, blk), padded(cout, blk)
     depthwise = layer.kind == "depthwise"
     g = cout_p if depthwise else g
-    w = _pad_axis(layer.param("weight"), 1, cout_p)  # (n, C_out, C_in/g, kh, kw), channels padded
+    w = pad_axis(layer.param("weight"), 1, cout_p)  # (n, C_out, C_in/g, kh, kw), channels padded
     if not depthwise:
-        w = _pad_axis(w, 2, cin_p)
+        w = pad_axis(w, 2, cin_p)
     xb = b.op("ReorderInput", [layer.x], {"channels_last": 0}, domain=NCHWC_DOMAIN)
     if form == "kernel" and layer.kind == "pointwise" and n == 1 and set(layer.heads) == {"channel", "filter"}:
         scale = _pointwise_kernel_scale(b, layer, xb, cin_p, cout_p, blk)
@@ -226,7 +195,7 @@ def static_conv_nchwc(b: Builder, layer: OdLayer, blk: int) -> gs.Variable:
 def bias_of(b: Builder, layer: OdLayer, cout_p: int) -> gs.Constant:
     """The layer's bias padded to ``cout_p``; zeros when it has none, so every NCHWc Conv has a bias and the Sum slot
     behind it (``chain_nchwc``) never needs to know the padded channel count."""
-    bias = _pad_axis(layer.param("bias"), 0, cout_p) if layer.has("bias") else np.zeros(cout_p, np.float32)
+    bias = pad_axis(layer.param("bias"), 0, cout_p) if layer.has("bias") else np.zeros(cout_p, np.float32)
     return b.const("bias", bias)
 
 
@@ -259,7 +228,7 @@ def _columns_form(b: Builder, layer: OdLayer, att, geo: Geometry, bias: list, bl
     cols = b.op("Concat", tap_slices(b, layer.x, layer), {"axis": 1})  # (1, k2 * C_in, Ho, Wo), t * C_in + c
     cols = b.op("Mul", [cols, b.reshape(scale, [1, kdim, 1, 1])])
     colsb = b.op("ReorderInput", [cols], {"channels_last": 0}, domain=NCHWC_DOMAIN)
-    wt = _pad_axis(layer.param("weight")[0], 0, cout).transpose(0, 2, 3, 1).reshape(cout, kdim)  # tap-major
+    wt = pad_axis(layer.param("weight")[0], 0, cout).transpose(0, 2, 3, 1).reshape(cout, kdim)  # tap-major
     wb = wt.reshape(cout // blk, blk, kdim // blk, blk).transpose(0, 2, 3, 1)  # OIHWBiBo with H = W = 1
     w = b.const("weight_columns_nchwc", wb.reshape(cout, kdim, 1, 1))
     attrs = {"group": 1, "kernel_shape": [1, 1], "pads": [0, 0, 0, 0], "strides": [1, 1], "dilations": [1, 1]}
@@ -314,52 +283,3 @@ def _scale_blocked_kernel(b: Builder, wk, att, geo: Geometry, cin: int, cout: in
         vin = b.op("Mul", [vin, b.const("ones_sp", np.ones((1, k2, 1), np.float32))])
     s = b.op("MatMul", [b.reshape(vin, [1, m, 1]), vout])
     return b.op("Mul", [b.reshape(wk, [cout // blk, m, blk]), s])
-
-
-def block_static_conv(graph: gs.Graph, node: gs.Node, blk: int) -> bool:
-    """Re-express a constant-weight static Conv as ``ReorderInput -> nchwc Conv -> ReorderOutput`` with the kernel
-    pre-blocked (channels zero-padded to the block), so that ``chain_nchwc`` joins it to the neighbouring NCHWc
-    ODConv layers (ORT's own NchwcTransformer would wrap it in reorders of its own that the chain cannot see).
-    False when it does not fit (non-constant weight or bias, channels not multiples of 4, grouped but not
-    depthwise, ``auto_pad``)."""
-    w = constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
-    if w is None or w.ndim != 4:
-        return False
-    bias = constant_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
-    if len(node.inputs) > 2 and node.inputs[2].name and bias is None:
-        return False
-    cout, cpg, kh, kw = w.shape
-    g = int(node.attrs.get("group", 1))
-    if cout % CHANNEL_ALIGNMENT or node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", b"NOTSET"):
-        return False
-    cout_p = padded(cout, blk)
-    w = _pad_axis(w, 0, cout_p)
-    if g == 1 and cpg % CHANNEL_ALIGNMENT == 0:
-        cin_p = padded(cpg, blk)
-        w = _pad_axis(w, 1, cin_p)
-        wb = w.reshape(cout_p // blk, blk, cin_p // blk, blk, kh, kw).transpose(0, 2, 4, 5, 3, 1)
-    elif g == cout and cpg == 1:
-        g = cout_p
-        wb = w.reshape(cout_p // blk, blk, kh, kw).transpose(0, 2, 3, 1)
-    else:
-        return False
-    attrs = {
-        "group": g, "kernel_shape": [kh, kw], "pads": list(node.attrs.get("pads", [0, 0, 0, 0])),
-        "strides": list(node.attrs.get("strides", [1, 1])), "dilations": list(node.attrs.get("dilations", [1, 1])),
-    }
-    x, y = node.inputs[0], node.outputs[0]
-    xb = gs.Variable(f"{node.name}/x_nchwc", dtype=np.float32)
-    yb = gs.Variable(f"{node.name}/y_nchwc", dtype=np.float32)
-    bias = np.zeros(cout, np.float32) if bias is None else bias  # always a bias: the Sum slot behind it stays usable
-    inputs = [
-        xb, gs.Constant(f"{node.name}/w_nchwc", np.ascontiguousarray(wb.reshape(w.shape), dtype=np.float32)),
-        gs.Constant(f"{node.name}/b_nchwc", np.ascontiguousarray(_pad_axis(bias, 0, cout_p), dtype=np.float32)),
-    ]
-    node.inputs.clear()
-    node.outputs.clear()
-    graph.nodes += [
-        gs.Node("ReorderInput", f"{node.name}/ReorderInput", {"channels_last": 0}, [x], [xb], domain=NCHWC_DOMAIN),
-        gs.Node("Conv", f"{node.name}/nchwc", attrs, inputs, [yb], domain=NCHWC_DOMAIN),
-        gs.Node("ReorderOutput", f"{node.name}/ReorderOutput", {"channels": cout, "channels_last": 0}, [yb], [y], domain=NCHWC_DOMAIN),
-    ]
-    return True

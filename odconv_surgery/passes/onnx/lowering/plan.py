@@ -28,17 +28,14 @@ element-count model (the fallback, and reproducible for CI):
 
 The tuner times each candidate as a small onnxruntime graph holding only that layer at its real input size,
 blocked on both sides as it is inside the chain (so a form that needs the NCHW input pays its reorders), at the
-deployment's thread count, and keeps the fastest. Timings are cached per machine (CPU model and ISA, NCHWc
-block, onnxruntime version, threads) and layer signature in ``tuning_cache_path()``: a second export of the same
-model times nothing. ``ODCONV_TUNING_CACHE`` moves the cache file; set it to ``off`` to disable it.
+deployment's thread count, and keeps the fastest. Timings are cached per machine and layer signature
+(``tuning_cache.py``): a second export of the same model times nothing.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -49,17 +46,19 @@ from typing import Callable, Iterator
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ....deploy.schema import MARKER_ATTENTION_DEFAULTS, NCHWC_DOMAIN
+from ....deploy.schema import NCHWC_DOMAIN
 from ....errors import InvalidValueError
 from ..common import OdLayer
 from .attention import build_attention
 from .batch1 import lower_batch1
-from .batch1_nchwc import lower_batch1_nchwc, nchwc_ok, static_conv_nchwc
+from .batch1_nchwc import lower_batch1_nchwc, static_conv_nchwc
 from .builder import Builder, Geometry, Scaling, layer_view
 from .im2col import lower_im2col
 from .naive import lower_naive
+from .nchwc_layout import nchwc_ok
 from .per_sample import lower_per_sample
 from .static_kernel import lower_static_kernel
+from .tuning_cache import TuningCache, layer_signature, tuning_cache_path
 
 logger = logging.getLogger("odconv_surgery.passes.onnx")
 
@@ -368,24 +367,6 @@ def planner_for(ctx) -> Iterator["Planner | None"]:
             planner.close()
 
 
-def layer_signature(layer: OdLayer, threads: int) -> str:
-    """Everything about a layer that shapes the speed of its forms (not its weights' values)."""
-    a = layer.attrs
-    keys = ("kernel_num", "in_channels", "out_channels", "kernel_shape", "strides", "pads", "dilations", "group",
-            "input_hw", "norm")
-    sig = {k: a.get(k) for k in keys}
-    sig["kind"], sig["heads"], sig["threads"] = layer.kind, sorted(layer.heads), threads
-    sig["merged_heads"] = "heads_weight" in layer.roles
-    sig["bias"] = layer.has("bias")
-    # The attention options, only where they differ from the defaults (so earlier cache entries stay valid).
-    for key, default in MARKER_ATTENTION_DEFAULTS.items():
-        if a.get(key, default) != default:
-            sig[key] = a[key]
-    if layer.heads and not layer.has_trunk:
-        sig["trunk"] = False
-    return json.dumps(sig, sort_keys=True, default=list)
-
-
 # ---- timing ----------------------------------------------------------------------------------------------------
 def layer_graph(layer: OdLayer, blk: int, form: str):
     """An ONNX model holding only ``layer`` in ``form``, blocked on both sides as inside the chain (an NCHWc input
@@ -446,69 +427,3 @@ def time_forms(layer: OdLayer, blk: int, forms: list[str], threads: int = 1, rou
         return {}
     seconds = fastest_round_seconds(sessions, rounds, round_s, min_runs)
     return {form: round(s * 1e6, 2) for form, s in seconds.items()}
-
-
-# ---- the cache -------------------------------------------------------------------------------------------------
-CACHE_ENV = "ODCONV_TUNING_CACHE"
-
-
-def tuning_cache_path() -> Path | None:
-    """``$ODCONV_TUNING_CACHE`` (``off`` disables the cache), else ``$XDG_CACHE_HOME/odconv-surgery/tuning.json``
-    (``~/.cache`` when unset)."""
-    env = os.environ.get(CACHE_ENV)
-    if env is not None:
-        return None if env.strip().lower() in ("", "0", "off", "none", "false") else Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "odconv-surgery" / "tuning.json"
-
-
-@functools.lru_cache(maxsize=1)
-def machine_key() -> str:
-    """What makes timings comparable: CPU model, its vector ISA, onnxruntime's version (the block is keyed apart)."""
-    import onnxruntime as ort
-
-    from ....deploy.machine import cpu_model, isa_level
-
-    return f"{cpu_model()} | {isa_level()} | onnxruntime {ort.__version__}"
-
-
-class TuningCache:
-    """Timings per machine key, NCHWc block and layer signature, in one JSON file (None: kept in memory only)."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.data: dict[str, dict[str, dict[str, float]]] = {}
-        self.dirty = False
-        if path is not None and path.is_file():
-            try:
-                loaded = json.loads(path.read_text(encoding="utf-8"))
-                self.data = loaded if isinstance(loaded, dict) else {}
-            except (OSError, ValueError) as exc:
-                logger.warning("ignoring the unreadable tuning cache %s (%s); it will be rewritten", path, exc)
-
-    def _section(self, blk: int) -> str:
-        return f"{machine_key()} | block {blk}"
-
-    def get(self, blk: int, key: str) -> dict[str, float] | None:
-        entry = self.data.get(self._section(blk), {}).get(key)
-        if not isinstance(entry, dict) or not all(isinstance(v, (int, float)) for v in entry.values()):
-            return None
-        return {str(k): float(v) for k, v in entry.items()}
-
-    def put(self, blk: int, key: str, times: dict[str, float]) -> None:
-        section = self.data.setdefault(self._section(blk), {})
-        section[key] = {**section.get(key, {}), **times}
-        self.dirty = True
-
-    def save(self) -> None:
-        if self.path is None or not self.dirty:
-            return
-        from ....atomic_file import atomic_write
-
-        try:
-            text = json.dumps(self.data, indent=1, sort_keys=True).encode("utf-8")
-            atomic_write(self.path, lambda fh: fh.write(text))
-            self.dirty = False
-        except OSError as exc:  # a read-only home must not fail an export
-            logger.warning("could not write the tuning cache %s (%s); set %s to move it", self.path, exc, CACHE_ENV)
-

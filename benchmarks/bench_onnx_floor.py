@@ -32,9 +32,8 @@ import sys
 import torch
 from torch import nn
 
-from lab.machine_load import BusyMachineError, describe_load, load_average, require_quiet
+from lab.bench_cli import add_timing_args, loads_line, quiet_start
 from lab.onnx_tables import write_markdown
-from odconv_surgery.deploy.machine import describe_cpu
 from lab.paper import paper_cpu_ratio, static_model
 from odconv_surgery.deploy.benchmark import ratios_to, time_variant_rounds
 from odconv_surgery.deploy.export import export_onnx
@@ -125,25 +124,20 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), help="model:policy pairs (n = 1)")
     p.add_argument("--input-size", type=int, default=224)
-    p.add_argument("--repeats", type=int, default=20, help="timed runs per round")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (ratios: the median of the per-round ratios)")
-    p.add_argument("--md", default=None, help="also write the table and the machine's load to this markdown file")
-    p.add_argument("--allow-busy", action="store_true", help="time even when the load average says the machine is busy")
+    add_timing_args(p, repeats=20, rounds=5)
     args = p.parse_args(argv)
     for case in args.cases:
         if ":" not in case:
             p.error(f"case {case!r} is not model:policy, e.g. mobilenet_v2_0.5:1x1")
-    try:
-        load_start = require_quiet(args.allow_busy)
-    except BusyMachineError as err:
-        print(f"error: {err}")
+    go_on, load_start = quiet_start(args)
+    if not go_on:
         return 2
     results = {}
     for case in args.cases:
         model_name, policy = case.split(":", 1)
         results[case] = run_case(model_name, policy, input_size=args.input_size, repeats=args.repeats, rounds=args.rounds)
         print(case, {k: round(v, 3) for k, v in results[case].items()}, flush=True)
-    loads = f"machine: {describe_cpu()}; {describe_load(load_start)} at start, {describe_load(load_average())} at the end"
+    loads = loads_line(load_start)
     table = render(results)
     print(f"\n{loads}\n\n{table}")
     if args.md:

@@ -337,3 +337,50 @@ def test_taps_on_columns_only_where_the_kernel_dwarfs_the_output_positions():
     assert not layer(256, 256, 3, 14) and not layer(64, 64, 3, 56)  # columns would outweigh the kernel
     assert not layer(160, 960, 1, 7)  # 1x1: no taps
     assert not layer(512, 512, 3, 7, heads=("channel", "filter"))  # no spatial head: the kernel stays constant anyway
+
+
+def test_batch_form_per_layer_when_asked_and_exact():
+    """``batch_form="per-layer"``: no whole-graph Scan, the per-layer forms instead; exact at batches 0, 2, 3, 8."""
+    from odconv_surgery.passes.onnx import run_pipeline
+
+    _nchwc_block_or_skip()
+    model = tiny(kernel_num=3).eval()
+    x = torch.randn(1, 8, 16, 16)
+    proto = run_pipeline(export_marked(model, x), target="ort-cpu", batch_form="per-layer")
+    assert metadata(proto)["odconv.batch_form"] == "per-layer"
+    whole_graph_scans = [n for g in (proto.graph, *subgraphs(proto.graph)) for n in g.node
+                         if n.op_type == "Scan" and n.name == "batch_regime/Scan"]
+    assert not whole_graph_scans
+    default = run_pipeline(export_marked(model, x), target="ort-cpu")
+    assert [n for g in subgraphs(default.graph) for n in g.node if n.name == "batch_regime/Scan"]
+    check_parity(model, proto, x, batches=(0, 2, 3, 8))
+    with pytest.raises(Exception, match="batch_form must be one of"):
+        run_pipeline(export_marked(model, x), target="ort-cpu", batch_form="scan")
+
+
+@pytest.mark.parametrize("kernel_num, per_layer_ms, expected", [(3, 5.0, "per-layer"), (3, 9.9, "per-sample graph"),
+                                                                 (1, 5.0, "per-sample graph")])
+def test_tune_times_the_batch_forms_only_for_multi_kernel_models(monkeypatch, kernel_num, per_layer_ms, expected):
+    """With tune, a model with several kernels per layer gets the faster batch > 1 form at batch 8 (the per-layer
+    forms must win by the margin); one kernel per layer keeps the per-sample graph without timing a batch."""
+    from odconv_surgery.deploy import tuning
+
+    _nchwc_block_or_skip()
+    timed_batches = []
+
+    def fake_time_files(protos, inputs, threads, rounds=5, round_s=0.05, batch=1):
+        timed_batches.append(batch)
+        return [10.0, per_layer_ms] if batch > 1 else [1.0, 1.0]
+
+    monkeypatch.setattr(tuning, "time_files", fake_time_files)
+    model = tiny(kernel_num=kernel_num).eval()
+    x = torch.randn(1, 8, 16, 16)
+    proto = export_onnx(model, None, x, target="ort-cpu", tune=True)
+    meta = metadata(proto)
+    assert meta["odconv.batch_form"] == expected
+    if kernel_num > 1:
+        assert tuning.BATCH_FORM_TUNING_BATCH in timed_batches
+        assert meta["odconv.batch_tuning"].startswith(f"{expected} kept") and "odconv.tuning" in meta
+    else:
+        assert all(b == 1 for b in timed_batches) and "odconv.batch_tuning" not in meta
+    check_parity(model, proto, x, batches=(0, 1, 3))

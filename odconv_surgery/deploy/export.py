@@ -522,21 +522,24 @@ def export_onnx(
     proto = export_marked(model, inputs, dynamic_batch=dynamic_batch, opset=opset, input_names=input_names)
     options = dict(fuse=fuse, batch1_branch=batch1_branch and dynamic_batch, target=target, threads=threads)
 
-    def lowered(tune_forms: bool) -> onnx.ModelProto:
+    def lowered(tune_forms: bool, batch_form: str | None = None) -> onnx.ModelProto:
         fresh = onnx.load_from_string(marked)  # the passes may edit their input: each lowering starts from the export
+        run_options = {**options, "tune": tune_forms, "batch_form": batch_form}
         if check:
-            return _run_checked(model, inputs, fresh, tolerance, dynamic_batch, {**options, "tune": tune_forms})
+            return _run_checked(model, inputs, fresh, tolerance, dynamic_batch, run_options)
         from ..passes.onnx import run_pipeline
 
-        return run_pipeline(fresh, **options, tune=tune_forms)
+        return run_pipeline(fresh, **run_options)
 
     marked = proto.SerializeToString()
     if tune and fuse and target == ExportTarget.ORT_CPU:
-        from .tuning import faster_file, same_as_cost_model
+        from .tuning import faster_batch_form, faster_file, kept_measured_forms, same_as_cost_model, times_batch_forms
 
         proto = lowered(True)
         if not same_as_cost_model(proto):  # else the cost model's file is this one: nothing to compare
             proto = faster_file(proto, lowered(False), inputs, threads)
+        if times_batch_forms(proto, model):
+            proto = faster_batch_form(proto, lowered(kept_measured_forms(proto), "per-layer"), inputs, threads)
     else:
         proto = lowered(False)
     if path is not None:  # temp + fsync + rename: never a partial file, a link, a device or a checkpoint replaced

@@ -44,6 +44,10 @@ META_FORMS_DEPART = "odconv.forms_departing"
 META_TUNING = "odconv.tuning"
 #: How an ort-cpu file runs a batch > 1: "per-sample graph" (a Scan of the batch-1 graph) or "per-layer".
 META_BATCH_FORM = "odconv.batch_form"
+#: The batch > 1 forms (``PassContext.batch_form``; ``lower_by_batch_regime``).
+BATCH_FORMS = ("per-sample graph", "per-layer")
+#: With ``tune``: which batch > 1 form was kept and both files' times (``deploy/tuning.py``).
+META_BATCH_TUNING = "odconv.batch_tuning"
 #: Marked layers that ran on another batch size than the model's input when exported (window attention folds the
 #: windows into the batch): JSON list, exporter -> ``lower_by_batch_regime``, which then keeps no batch-1 branch.
 META_OTHER_BATCH = "odconv.other_batch_layers"

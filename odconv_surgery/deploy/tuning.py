@@ -1,9 +1,15 @@
 """The last word of ``export_onnx(tune=True)``: the file built from the measured per-layer forms ships only when it
-is faster, as a whole, than the file built from the cost model's forms.
+is faster, as a whole, than the file built from the cost model's forms; and a batch > 1 runs in the faster of
+the per-sample graph and the per-layer forms where that is in doubt.
 
 Each layer's form is timed alone (``passes/onnx/lowering/plan.py``); a network's speed also depends on what the
 layers do to each other (a form that breaks a fusion, cache effects), so both files are timed end to end at batch
 1 on this machine, at the deployment's thread count, in interleaved rounds, and the faster one is kept.
+
+A batch > 1 runs the batch-1 graph once per sample by default (``lower_by_batch_regime``), which reads every
+layer's kernel bank once per sample; the per-layer forms mix each bank once per batch. Where some layer holds
+several kernels, both files are timed at ``BATCH_FORM_TUNING_BATCH`` and the faster ships (CondConv's 8-kernel
+banks favour the per-layer forms, DyConv and ODConv the per-sample graph: ``benchmarks/onnx_batch_forms_*.md``).
 """
 
 from __future__ import annotations
@@ -14,14 +20,18 @@ from typing import Sequence
 
 import numpy as np
 import onnx
-from torch import Tensor
+from torch import Tensor, nn
 
-from .schema import META_FORMS, META_FORMS_DEPART, META_TUNING, metadata, set_metadata
+from .schema import (
+    BATCH_FORMS, META_BATCH_FORM, META_BATCH_TUNING, META_FORMS, META_FORMS_DEPART, META_TUNING, metadata, set_metadata,
+)
 
 LOGGER = logging.getLogger("odconv_surgery.export")
 
 #: The measured forms must be faster than the cost model's by more than this fraction (timing noise).
 WHOLE_FILE_MARGIN = 0.02
+#: The batch at which the batch > 1 forms are timed against each other.
+BATCH_FORM_TUNING_BATCH = 8
 
 
 def same_as_cost_model(proto: onnx.ModelProto) -> bool:
@@ -52,9 +62,36 @@ def faster_file(tuned: onnx.ModelProto, modelled: onnx.ModelProto, inputs: Seque
     return chosen
 
 
+def kept_measured_forms(proto: onnx.ModelProto) -> bool:
+    """Whether a tuned file ships the measured per-layer forms (not the cost model's), from its metadata."""
+    return metadata(proto).get(META_TUNING, "").startswith("measured forms kept")
+
+
+def times_batch_forms(proto: onnx.ModelProto, model: nn.Module) -> bool:
+    """Whether the batch > 1 form is in doubt: the file runs a batch as the per-sample graph and some layer of
+    ``model`` holds several kernels. With one kernel per layer the per-sample graph reads no more weights than the
+    static model, and it measured faster wherever the two were compared."""
+    per_sample = metadata(proto).get(META_BATCH_FORM) == BATCH_FORMS[0]
+    return per_sample and any(int(getattr(m, "kernel_num", 1) or 1) > 1 for m in model.modules())
+
+
+def faster_batch_form(per_sample: onnx.ModelProto, per_layer: onnx.ModelProto, inputs: Sequence[Tensor],
+                      threads: int, rounds: int = 3, round_s: float = 0.05) -> onnx.ModelProto:
+    """``per_layer`` when it runs a batch of ``BATCH_FORM_TUNING_BATCH`` faster than ``per_sample`` (the same model,
+    batch > 1 forms apart), else ``per_sample``; the choice and both times go into ``odconv.batch_tuning``."""
+    ms = time_files([per_sample, per_layer], inputs, threads, rounds, round_s, batch=BATCH_FORM_TUNING_BATCH)
+    chosen = per_layer if ms[1] < ms[0] * (1 - WHOLE_FILE_MARGIN) else per_sample
+    form = metadata(chosen).get(META_BATCH_FORM, "")
+    note = (f"{form} kept: {ms[0]:.2f} ms per-sample graph vs {ms[1]:.2f} ms per-layer "
+            f"(batch {BATCH_FORM_TUNING_BATCH}, {threads} thread(s))")
+    LOGGER.info("tuning: %s", note)
+    set_metadata(chosen, {META_BATCH_TUNING: note, META_TUNING: metadata(per_sample).get(META_TUNING, "")})
+    return chosen
+
+
 def time_files(protos: Sequence[onnx.ModelProto], inputs: Sequence[Tensor], threads: int, rounds: int = 5,
-               round_s: float = 0.05) -> list[float]:
-    """Milliseconds per batch-1 run of each file: the fastest of interleaved rounds of about ``round_s`` each."""
+               round_s: float = 0.05, batch: int = 1) -> list[float]:
+    """Milliseconds per run of each file at ``batch``: the fastest of interleaved rounds of about ``round_s`` each."""
     import onnxruntime as ort
 
     from .session_timing import fastest_round_seconds
@@ -66,7 +103,7 @@ def time_files(protos: Sequence[onnx.ModelProto], inputs: Sequence[Tensor], thre
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
         sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        sessions[i] = (sess, {t.name: rng.standard_normal((1, *x.shape[1:])).astype(np.float32)
+        sessions[i] = (sess, {t.name: rng.standard_normal((batch, *x.shape[1:])).astype(np.float32)
                               for t, x in zip(sess.get_inputs(), inputs)})
     seconds = fastest_round_seconds(sessions, rounds, round_s, min_runs=3)
     return [seconds[i] * 1e3 for i in range(len(protos))]

@@ -19,6 +19,7 @@ from typing import Callable, ClassVar
 import onnx
 import onnx_graphsurgeon as gs
 
+from ...deploy.schema import BATCH_FORMS
 from ...deploy.targets import LOWERING_TARGETS
 from ...errors import InvalidValueError
 from .common import detect_nchwc_block, export_graph, import_graph
@@ -37,12 +38,15 @@ class PassContext:
     16 on AVX-512) when the NCHWc forms are wanted, else None; a file lowered with it is specific to
     onnxruntime's CPU EP and that block size. ``tune``: choose each layer's NCHWc form by timing it here
     (``lowering/plan.py``; cached), else by the cost model. ``threads``: the thread count the timings use.
+    ``batch_form``: how an NCHWc file runs a batch > 1, one of ``BATCH_FORMS`` (None: the per-sample graph where
+    the model's outputs allow it, ``lower_by_batch_regime``).
     """
 
     target: str = "portable"
     nchwc_block: int | None = None
     tune: bool = False
     threads: int = 1
+    batch_form: str | None = None
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -50,12 +54,15 @@ class PassContext:
                 f"target must be one of {', '.join(map(repr, TARGETS))}, got {self.target!r} ('auto' is resolved by "
                 "export_onnx: odconv_surgery.deploy.export.resolve_target)"
             )
+        if self.batch_form is not None and self.batch_form not in BATCH_FORMS:
+            raise InvalidValueError(f"batch_form must be one of {BATCH_FORMS} or None, got {self.batch_form!r}")
 
     @classmethod
-    def for_target(cls, target: str = "portable", tune: bool = False, threads: int = 1) -> "PassContext":
+    def for_target(cls, target: str = "portable", tune: bool = False, threads: int = 1,
+                   batch_form: str | None = None) -> "PassContext":
         """The context for ``target``; "ort-cpu" probes onnxruntime for its NCHWc block (None if unusable)."""
-        ctx = cls(target, tune=tune, threads=threads)  # validates the target before probing
-        return cls(target, detect_nchwc_block(), tune, threads) if target == "ort-cpu" else ctx
+        ctx = cls(target, tune=tune, threads=threads, batch_form=batch_form)  # validates before probing
+        return cls(target, detect_nchwc_block(), tune, threads, batch_form) if target == "ort-cpu" else ctx
 
 
 class OnnxPass:

@@ -7,7 +7,9 @@ conv than the any-batch forms, see ``benchmarks/onnx_lowering_forms.md``), the o
 batch-independent forms (file form ``any``); ``lowering/plan.py`` decides each layer's form in both. With an NCHWc block (``target="ort-cpu"``) and a model whose
 outputs are all batch-major with fixed other dimensions (``whole_graph_scan_fits``), the other branch instead runs
 the batch-1 graph once per sample in one ``Scan`` (batch 0: empty outputs), so a batch keeps the blocked chain end
-to end (mobilenet_v2 0.5 at batch 8, all threads: see ``benchmarks/onnx_results_cpu_*.md``). Each branch (and each per-sample ``Scan`` body) keeps the
+to end (mobilenet_v2 0.5 at batch 8, all threads: see ``benchmarks/onnx_results_cpu_*.md``), unless
+``PassContext.batch_form`` is "per-layer" (``export_onnx(tune=True)`` times both where layers hold several kernels:
+the per-sample graph reads every kernel bank once per sample, the per-layer forms mix each bank once per batch). Each branch (and each per-sample ``Scan`` body) keeps the
 constants it reads as its own initializers: onnxruntime prepacks and blocks only a subgraph's own constant
 weights, and sharing them through the main graph measured slower (``benchmarks/onnx_lowering_forms.md``).
 
@@ -24,11 +26,13 @@ import logging
 import onnx
 from onnx import helper
 
-from ...deploy.schema import META_BATCH_FORM, META_FORMS, META_FORMS_DEPART, META_OTHER_BATCH, metadata, set_metadata
+from ...deploy.schema import BATCH_FORMS, META_BATCH_FORM, META_FORMS, META_FORMS_DEPART, META_OTHER_BATCH, metadata, set_metadata
 from .base import OnnxPass, PassContext
 from .common import has_odconv_nodes, odconv_node_count, subgraphs
 from .lowering import lower
 from .lowering.plan import planner_for
+
+PER_SAMPLE_GRAPH, PER_LAYER = BATCH_FORMS
 
 
 def _rename(graph: onnx.GraphProto, prefix: str) -> None:
@@ -154,7 +158,7 @@ def _lower_by_batch_regime(model: onnx.ModelProto, ctx: PassContext) -> onnx.Mod
             "lower_by_batch_regime: %s run(s) on another batch size than the input (e.g. windows folded into the "
             "batch): any-batch form only, no batch-1 branch", ", ".join(other_batch[:5]))
         return lower(model, "any", nchwc_block=nchwc_block)
-    per_sample_graph = bool(nchwc_block) and whole_graph_scan_fits(model)
+    per_sample_graph = bool(nchwc_block) and whole_graph_scan_fits(model) and ctx.batch_form != PER_LAYER
     with planner_for(ctx) as planner:
         b1_model = lower(model, "batch1", prefix="b1/", nchwc_block=nchwc_block, planner=planner)
         any_model = b1_model if per_sample_graph else lower(model, "any", prefix="any/", nchwc_block=nchwc_block, planner=planner)
@@ -197,6 +201,6 @@ def _lower_by_batch_regime(model: onnx.ModelProto, ctx: PassContext) -> onnx.Mod
     if planner is not None:
         set_metadata(out, {META_FORMS: json.dumps(planner.summary(), sort_keys=True),
                            META_FORMS_DEPART: str(planner.departures()),
-                           META_BATCH_FORM: "per-sample graph" if per_sample_graph else "per-layer"})
+                           META_BATCH_FORM: PER_SAMPLE_GRAPH if per_sample_graph else PER_LAYER})
     out.producer_name, out.producer_version = model.producer_name, model.producer_version
     return out

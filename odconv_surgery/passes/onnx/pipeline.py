@@ -79,12 +79,14 @@ def run_pipeline(
     tune: bool = False,
     threads: int = 1,
     check_batches: Sequence[int] | None = None,
+    batch_form: str | None = None,
 ) -> onnx.ModelProto:
     """Run ``passes`` (default: the fused or naive pipeline) over ``model`` (ModelProto, path or bytes).
 
     ``target="ort-cpu"`` lets the batch-1 branch use onnxruntime's CPU-only NCHWc contrib ops for every conv
     layer (see ``PassContext``; ``tune`` times each layer's candidate forms at ``threads`` threads instead of using
-    the cost model); the default "portable" uses standard ONNX ops only.
+    the cost model; ``batch_form`` how a batch > 1 runs, see ``PassContext``); the default "portable" uses
+    standard ONNX ops only.
     With ``check_input`` (an array, or one per graph input, whose shapes past the batch give the inputs') every
     pass is followed by the numeric check on a random batch of each of ``check_batches`` (default: ``check_batch``
     only; batch 0 is skipped where the model's own graph cannot run it): ``PassNumericsError`` names the first
@@ -101,7 +103,7 @@ def run_pipeline(
     if check_input is not None:
         batches = tuple(check_batches) if check_batches is not None else (check_batch,)
         feeds, reference = reference_outputs(proto, as_examples(check_input), batches)
-    ctx = PassContext.for_target(target, tune=tune, threads=threads)
+    ctx = PassContext.for_target(target, tune=tune, threads=threads, batch_form=batch_form)
     applied = []
     for name in passes:
         proto = REGISTRY[name](proto, ctx)

@@ -217,3 +217,16 @@ def test_a_plan_with_an_unknown_form_or_a_missing_body_is_refused():
         LayerPlan("per_sample")
     with pytest.raises(InvalidValueError, match="unknown lowering form"):
         plan.dispatcher("batch2")
+
+
+def test_any_batch_runs_dense_layers_per_sample_only_with_one_kernel(model):
+    """With an NCHWc planner, a dense k x k layer with one kernel runs its batch-1 NCHWc form per sample; with
+    several kernels it stays batched (im2col mixes the bank once per batch instead of once per sample)."""
+    from odconv_surgery.deploy.export import export_marked
+    from odconv_surgery.passes.onnx.common import import_graph, odconv_layers
+
+    layers = {layer.name: layer for layer in odconv_layers(import_graph(export_marked(model, torch.randn(1, 3, 12, 12))))}
+    planner = plan.Planner(16)
+    assert plan.plan_layer(layers["dense"], "any", planner).form == "per_sample"
+    assert plan.plan_layer(layers["dense_n2"], "any", planner).form == "im2col"
+    assert plan.plan_layer(layers["dense_n2"], "any", None).form == "im2col"

@@ -5,10 +5,10 @@ Per layer and file form (``FORMS`` in ``__init__`` wires each name to ``dispatch
 
 * ``naive``: the ``naive`` form.
 * ``any`` (every batch size): a constant kernel (n = 1, no spatial head: ``has_static_kernel``) takes
-  ``static_kernel``; a depthwise layer, and with an NCHWc block a dense k x k layer whose batch-1 NCHWc form is not
-  ``plain``, runs its batch-1 plan once per sample (``per_sample``, the body built by ``build_layer``); other dense and
-  1x1 layers ``im2col``, the column scale on the per-sample kernel or the columns by ``im2col_scaling``; other grouped
-  convs ``naive``.
+  ``static_kernel``; a depthwise layer, and with an NCHWc block a dense k x k layer with one kernel whose batch-1
+  NCHWc form is not ``plain``, runs its batch-1 plan once per sample (``per_sample``, the body built by
+  ``build_layer``); other dense and 1x1 layers ``im2col``, the column scale on the per-sample kernel or the columns
+  by ``im2col_scaling``; other grouped convs ``naive``.
 * ``batch1``: without an NCHWc block the portable ``batch1`` form, each attention on the kernel or the activations
   by ``batch1_scaling`` (1x1 layers with n = 1 take ``static_kernel``); with one, the NCHWc form the ``Planner``
   picks (``batch1_nchwc``; ``plain`` is the portable form; a layer without heads its blocked static conv).
@@ -200,8 +200,10 @@ def plan_layer(layer: OdLayer, file_form: str, planner: "Planner | None" = None)
     if file_form != "any":
         raise InvalidValueError(f"unknown lowering form {file_form!r}; expected one of {sorted(FILE_FORMS)}")
     static = has_static_kernel(layer)
-    per_sample_nchwc = (planner is not None and layer.kind == "dense" and not static
-                        and planner.choose(layer).form != "plain")  # 1x1 stays batched: per sample it measured slower
+    # A dense layer with one kernel runs its NCHWc form per sample; 1x1 layers stay batched (per sample measured
+    # slower), and so do several kernels: per sample reads the whole bank once per sample, im2col mixes it once.
+    per_sample_nchwc = (planner is not None and layer.kind == "dense" and not static and layer.attrs["kernel_num"] == 1
+                        and planner.choose(layer).form != "plain")
     if (layer.kind == "depthwise" and not static) or per_sample_nchwc:
         return LayerPlan("per_sample", body=_batch1_plan(layer, planner))
     if static:

@@ -384,3 +384,15 @@ def test_tune_times_the_batch_forms_only_for_multi_kernel_models(monkeypatch, ke
     else:
         assert all(b == 1 for b in timed_batches) and "odconv.batch_tuning" not in meta
     check_parity(model, proto, x, batches=(0, 1, 3))
+
+
+def test_batch_forms_are_not_timed_for_a_file_over_the_size_limit(monkeypatch):
+    """A file too large to lower a third time keeps the per-sample graph and says why."""
+    from odconv_surgery.deploy import tuning
+
+    _nchwc_block_or_skip()
+    monkeypatch.setattr(tuning, "BATCH_FORM_TUNING_MAX_BYTES", 1024)
+    monkeypatch.setattr(tuning, "time_files", lambda protos, inputs, threads, rounds=5, round_s=0.05, batch=1: [1.0, 1.0])
+    proto = export_onnx(tiny(kernel_num=3).eval(), None, torch.randn(1, 8, 16, 16), target="ort-cpu", tune=True, check=False)
+    meta = metadata(proto)
+    assert meta["odconv.batch_form"] == "per-sample graph" and meta["odconv.batch_tuning"].startswith("not timed")

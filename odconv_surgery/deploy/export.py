@@ -533,13 +533,13 @@ def export_onnx(
 
     marked = proto.SerializeToString()
     if tune and fuse and target == ExportTarget.ORT_CPU:
-        from .tuning import faster_batch_form, faster_file, kept_measured_forms, same_as_cost_model, times_batch_forms
+        from .tuning import faster_batch_form, faster_file, same_as_cost_model, times_batch_forms
 
-        proto = lowered(True)
-        if not same_as_cost_model(proto):  # else the cost model's file is this one: nothing to compare
-            proto = faster_file(proto, lowered(False), inputs, threads)
+        tuned = lowered(True)
+        # the cost model's file is the tuned one when every layer got its form: nothing to compare
+        proto = tuned if same_as_cost_model(tuned) else faster_file(tuned, lowered(False), inputs, threads)
         if times_batch_forms(proto, model):
-            proto = faster_batch_form(proto, lowered(kept_measured_forms(proto), "per-layer"), inputs, threads)
+            proto = faster_batch_form(proto, lowered(proto is tuned, "per-layer"), inputs, threads)
     else:
         proto = lowered(False)
     if path is not None:  # temp + fsync + rename: never a partial file, a link, a device or a checkpoint replaced

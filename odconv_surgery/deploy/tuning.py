@@ -65,11 +65,6 @@ def faster_file(tuned: onnx.ModelProto, modelled: onnx.ModelProto, inputs: Seque
     return chosen
 
 
-def kept_measured_forms(proto: onnx.ModelProto) -> bool:
-    """Whether a tuned file ships the measured per-layer forms (not the cost model's), from its metadata."""
-    return metadata(proto).get(META_TUNING, "").startswith("measured forms kept")
-
-
 def times_batch_forms(proto: onnx.ModelProto, model: nn.Module) -> bool:
     """Whether the batch > 1 form is in doubt: the file runs a batch as the per-sample graph and some layer of
     ``model`` holds several kernels. With one kernel per layer the per-sample graph reads no more weights than the

@@ -12,6 +12,7 @@ import onnx
 
 from .base import OnnxPass, PassContext, export_sorted, logger
 from .common import import_graph, subgraphs
+from .weights_aside import WeightStore
 
 
 class CheckAndInferShapes(OnnxPass):
@@ -24,10 +25,13 @@ class CheckAndInferShapes(OnnxPass):
         onnx.checker.check_model(out)
         declared = {(g.name, i): o.type for g in subgraphs(out.graph) for i, o in enumerate(g.output)
                     if any(d.dim_param for d in o.type.tensor_type.shape.dim)}
+        store = WeightStore()
+        store.set_aside(out.graph)  # inference reads shapes, not weights: spare it a copy of them
         try:
             out = onnx.shape_inference.infer_shapes(out, check_type=True, strict_mode=False)
         except Exception as exc:  # noqa: BLE001 - inference is best effort; the checker already passed
             logger.warning("%s: ONNX shape inference failed, the model keeps no value_info (%s)", self.NAME, exc)
+        store.refill(out.graph)
         for g in subgraphs(out.graph):
             for i, o in enumerate(g.output):
                 if (g.name, i) in declared:

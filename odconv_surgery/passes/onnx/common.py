@@ -24,6 +24,7 @@ import onnx_graphsurgeon as gs
 
 from ...deploy.schema import MARKER_ATTENTION_DEFAULTS, NCHWC_DOMAIN, OD_DOMAIN, OD_DOMAIN_VERSION, OD_OP
 from ...errors import ModelNumericsError, OnnxModelError, PassNumericsError  # noqa: F401 - raised here, defined with every error
+from .weights_aside import WeightStore
 
 
 def load_model(model: "onnx.ModelProto | str | os.PathLike | bytes") -> onnx.ModelProto:
@@ -166,7 +167,10 @@ def import_graph(model: onnx.ModelProto) -> gs.Graph:
 def export_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     """Export a gs graph keeping the original model's metadata, IR version and opset imports."""
     graph.cleanup()
-    out = gs.export_onnx(graph, do_type_check=False)
+    store = WeightStore()
+    with store.aside_in(graph):  # nested subgraphs copy their weights once per level otherwise
+        out = gs.export_onnx(graph, do_type_check=False)
+    store.refill(out.graph)
     out.ir_version = like.ir_version
     del out.opset_import[:]
     out.opset_import.extend(like.opset_import)

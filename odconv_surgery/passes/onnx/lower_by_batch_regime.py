@@ -31,6 +31,7 @@ from .base import OnnxPass, PassContext
 from .common import has_odconv_nodes, odconv_node_count, subgraphs
 from .lowering import lower
 from .lowering.plan import planner_for
+from .weights_aside import WeightStore
 
 PER_SAMPLE_GRAPH, PER_LAYER = BATCH_FORMS
 
@@ -162,6 +163,9 @@ def _lower_by_batch_regime(model: onnx.ModelProto, ctx: PassContext) -> onnx.Mod
     with planner_for(ctx) as planner:
         b1_model = lower(model, "batch1", prefix="b1/", nchwc_block=nchwc_block, planner=planner)
         any_model = b1_model if per_sample_graph else lower(model, "any", prefix="any/", nchwc_block=nchwc_block, planner=planner)
+    store = WeightStore()  # the branches below are copied several times over: their weights join once, at the end
+    for m in {id(b1_model): b1_model, id(any_model): any_model}.values():
+        store.set_aside(m.graph)
     inp = model.graph.input[0].name
     inits: dict[str, onnx.TensorProto] = {}
     for m in (any_model, b1_model):
@@ -197,6 +201,7 @@ def _lower_by_batch_regime(model: onnx.ModelProto, ctx: PassContext) -> onnx.Mod
     )
     opsets = {o.domain: o for o in list(any_model.opset_import) + list(b1_model.opset_import)}
     out = helper.make_model(outer, opset_imports=list(opsets.values()), ir_version=any_model.ir_version)
+    store.refill(out.graph)
     out.metadata_props.extend(model.metadata_props)
     if planner is not None:
         set_metadata(out, {META_FORMS: json.dumps(planner.summary(), sort_keys=True),

@@ -386,13 +386,36 @@ def test_tune_times_the_batch_forms_only_for_multi_kernel_models(monkeypatch, ke
     check_parity(model, proto, x, batches=(0, 1, 3))
 
 
-def test_batch_forms_are_not_timed_for_a_file_over_the_size_limit(monkeypatch):
-    """A file too large to lower a third time keeps the per-sample graph and says why."""
-    from odconv_surgery.deploy import tuning
+def test_files_over_the_size_limit_are_timed_one_session_at_a_time(monkeypatch):
+    """Large files are timed one after the other (one onnxruntime session alive), small ones in interleaved rounds;
+    either way every file gets a time and the batch form is still chosen by it."""
+    from odconv_surgery.deploy import session_timing, tuning
 
     _nchwc_block_or_skip()
-    monkeypatch.setattr(tuning, "BATCH_FORM_TUNING_MAX_BYTES", 1024)
-    monkeypatch.setattr(tuning, "time_files", lambda protos, inputs, threads, rounds=5, round_s=0.05, batch=1: [1.0, 1.0])
-    proto = export_onnx(tiny(kernel_num=3).eval(), None, torch.randn(1, 8, 16, 16), target="ort-cpu", tune=True, check=False)
-    meta = metadata(proto)
-    assert meta["odconv.batch_form"] == "per-sample graph" and meta["odconv.batch_tuning"].startswith("not timed")
+    sessions_per_call = []
+    real = session_timing.fastest_round_seconds
+
+    def counting(sessions, *args, **kwargs):
+        sessions_per_call.append(len(sessions))
+        return real(sessions, *args, **kwargs)
+
+    real_time_files = tuning.time_files
+
+    def spied_time_files(*args, **kwargs):  # the files' timing only (the tuner times its layers the same way)
+        monkeypatch.setattr(session_timing, "fastest_round_seconds", counting)
+        try:
+            return real_time_files(*args, **kwargs)
+        finally:
+            monkeypatch.setattr(session_timing, "fastest_round_seconds", real)
+
+    monkeypatch.setattr(tuning, "time_files", spied_time_files)
+    model, x = tiny(kernel_num=3).eval(), torch.randn(1, 8, 16, 16)
+    monkeypatch.setattr(tuning, "INTERLEAVED_MAX_BYTES", 1024)
+    proto = export_onnx(model, None, x, target="ort-cpu", tune=True, check=False)
+    assert sessions_per_call and set(sessions_per_call) == {1}
+    assert metadata(proto)["odconv.batch_tuning"].endswith("(batch 8, 1 thread(s))")
+    check_parity(model, proto, x, batches=(0, 1, 3))
+    sessions_per_call.clear()
+    monkeypatch.setattr(tuning, "INTERLEAVED_MAX_BYTES", 2**30)
+    export_onnx(model, None, x, target="ort-cpu", tune=True, check=False)
+    assert sessions_per_call and set(sessions_per_call) == {2}

@@ -14,6 +14,7 @@ banks favour the per-layer forms, DyConv and ODConv the per-sample graph: ``benc
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from typing import Sequence
@@ -32,9 +33,9 @@ LOGGER = logging.getLogger("odconv_surgery.export")
 WHOLE_FILE_MARGIN = 0.02
 #: The batch at which the batch > 1 forms are timed against each other.
 BATCH_FORM_TUNING_BATCH = 8
-#: Files larger than this are not lowered a third time to time the batch forms: lowering a 1 GB file (resnet50
-#: CondConv) peaks at about 14 GB, and a third lowering beside the two tuned files ran a 24 GB machine out of memory.
-BATCH_FORM_TUNING_MAX_BYTES = 512 * 2**20
+#: Files whose weights add up to more than this are timed one at a time, one onnxruntime session alive (two
+#: sessions of resnet50 CondConv's 1 GB files side by side peaked near 13 GB); below it, in interleaved rounds.
+INTERLEAVED_MAX_BYTES = 512 * 2**20
 
 
 def same_as_cost_model(proto: onnx.ModelProto) -> bool:
@@ -70,15 +71,7 @@ def times_batch_forms(proto: onnx.ModelProto, model: nn.Module) -> bool:
     ``model`` holds several kernels. With one kernel per layer the per-sample graph reads no more weights than the
     static model, and it measured faster wherever the two were compared."""
     per_sample = metadata(proto).get(META_BATCH_FORM) == BATCH_FORMS[0]
-    if not (per_sample and any(int(getattr(m, "kernel_num", 1) or 1) > 1 for m in model.modules())):
-        return False
-    size = proto.ByteSize()
-    if size > BATCH_FORM_TUNING_MAX_BYTES:
-        note = f"not timed: the file is {size / 2**20:.0f} MB (limit {BATCH_FORM_TUNING_MAX_BYTES / 2**20:.0f} MB)"
-        LOGGER.info("tuning: batch form %s", note)
-        set_metadata(proto, {META_BATCH_TUNING: note})
-        return False
-    return True
+    return per_sample and any(int(getattr(m, "kernel_num", 1) or 1) > 1 for m in model.modules())
 
 
 def faster_batch_form(per_sample: onnx.ModelProto, per_layer: onnx.ModelProto, inputs: Sequence[Tensor],
@@ -97,19 +90,28 @@ def faster_batch_form(per_sample: onnx.ModelProto, per_layer: onnx.ModelProto, i
 
 def time_files(protos: Sequence[onnx.ModelProto], inputs: Sequence[Tensor], threads: int, rounds: int = 5,
                round_s: float = 0.05, batch: int = 1) -> list[float]:
-    """Milliseconds per run of each file at ``batch``: the fastest of interleaved rounds of about ``round_s`` each."""
-    import onnxruntime as ort
-
+    """Milliseconds per run of each file at ``batch``: the fastest of interleaved rounds of about ``round_s`` each
+    (files larger than ``INTERLEAVED_MAX_BYTES`` together: each file's rounds in turn, one session at a time)."""
+    from ..passes.onnx.weights_aside import weight_bytes
     from .session_timing import fastest_round_seconds
 
     rng = np.random.default_rng(0)
-    sessions = {}
-    for i, proto in enumerate(protos):
+
+    def session(proto: onnx.ModelProto):
+        import onnxruntime as ort
+
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
         sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        sessions[i] = (sess, {t.name: rng.standard_normal((batch, *x.shape[1:])).astype(np.float32)
-                              for t, x in zip(sess.get_inputs(), inputs)})
-    seconds = fastest_round_seconds(sessions, rounds, round_s, min_runs=3)
-    return [seconds[i] * 1e3 for i in range(len(protos))]
+        return sess, {t.name: rng.standard_normal((batch, *x.shape[1:])).astype(np.float32)
+                      for t, x in zip(sess.get_inputs(), inputs)}
+
+    if sum(weight_bytes(p.graph) for p in protos) <= INTERLEAVED_MAX_BYTES:
+        seconds = fastest_round_seconds({i: session(p) for i, p in enumerate(protos)}, rounds, round_s, min_runs=3)
+        return [seconds[i] * 1e3 for i in range(len(protos))]
+    ms = []
+    for proto in protos:
+        ms.append(fastest_round_seconds({0: session(proto)}, rounds, round_s, min_runs=3)[0] * 1e3)
+        gc.collect()  # the session's weights go before the next file's arrive
+    return ms

@@ -12,6 +12,7 @@ side (no module state).
 
 from __future__ import annotations
 
+import gc
 import logging
 from dataclasses import dataclass
 from typing import Callable, ClassVar
@@ -23,6 +24,7 @@ from ...deploy.schema import BATCH_FORMS
 from ...deploy.targets import LOWERING_TARGETS
 from ...errors import InvalidValueError
 from .common import detect_nchwc_block, export_graph, import_graph
+from .weights_aside import weight_bytes
 
 logger = logging.getLogger("odconv_surgery.passes.onnx")
 
@@ -65,6 +67,11 @@ class PassContext:
         return cls(target, detect_nchwc_block(), tune, threads, batch_form) if target == "ort-cpu" else ctx
 
 
+#: Models whose weights are at least this large are followed by a garbage collection after each pass (one costs
+#: about 0.3 s in a process that has imported torch: too much for every small model).
+COLLECT_MIN_BYTES = 64 * 2**20
+
+
 class OnnxPass:
     """One ONNX pass: ``pass_(model, ctx)`` returns the rewritten model (or ``model`` itself when nothing changed)."""
 
@@ -75,6 +82,10 @@ class OnnxPass:
     def __call__(self, model: onnx.ModelProto, ctx: PassContext | None = None) -> onnx.ModelProto:
         out, count = self.transform(model, ctx or PassContext())
         self._log(count)
+        if out is not model and weight_bytes(out.graph) >= COLLECT_MIN_BYTES:
+            # A gs graph is a web of reference cycles (nodes <-> tensors): its constants outlive the pass until the
+            # cyclic collector happens to run (lowering resnet50 CondConv grew by 1 GB, a model's worth, per pass).
+            gc.collect()
         return out
 
     def apply(self, graph: gs.Graph, ctx: PassContext | None = None) -> int:

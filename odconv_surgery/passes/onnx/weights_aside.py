@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from typing import Callable, Iterator
 
 import onnx
@@ -98,6 +99,13 @@ class WeightStore:
         finally:
             for tensor, values in replaced.values():
                 tensor._values = values
+
+
+def weight_bytes(graph: onnx.GraphProto) -> int:
+    """The bytes of every initializer under ``graph``, from their dims (no data is read: ``ByteSize`` of a 1 GB
+    model takes seconds)."""
+    return sum(math.prod(t.dims) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+               for g in _graphs(graph) for t in g.initializer if t.data_type != onnx.TensorProto.STRING)
 
 
 def _exported(exporter, tensor: gs.Constant, values) -> onnx.TensorProto:

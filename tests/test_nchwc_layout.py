@@ -13,6 +13,7 @@ from torch import nn
 
 from odconv_surgery import ODConv2d, check_parity
 from odconv_surgery.deploy.export import export_onnx
+from odconv_surgery.passes.onnx.common import detect_nchwc_block
 from odconv_surgery.passes.onnx.lowering.nchwc_layout import block_static_conv, nchwc_ok, padded
 
 from helpers.onnx_models import randomise
@@ -61,11 +62,36 @@ def test_static_conv_blocked_layout_is_the_zero_padded_kernel(blk, cout, cin, gr
         np.testing.assert_array_equal(unblock_depthwise(wb, cout_p, blk), np.pad(w, ((0, cout_p - cout), (0, 0), (0, 0), (0, 0))))
 
 
-@pytest.mark.parametrize("cout,cin,group", [(6, 8, 1), (8, 6, 1), (10, 10, 10), (16, 16, 4)])
+@pytest.mark.parametrize("cout,cin,group", [(6, 8, 1), (8, 18, 1), (10, 10, 10), (16, 16, 4)])
 def test_static_conv_left_alone_where_reorder_cannot_pad(cout, cin, group):
-    """onnxruntime's ReorderInput takes multiples of 4 channels only; grouped (non-depthwise) convs have no NCHWc form."""
+    """onnxruntime's ReorderInput takes multiples of 4 channels only (an input narrower than the block is read as
+    NCHW, below); grouped (non-depthwise) convs have no NCHWc form."""
     g, _, _ = _static_conv_graph(cout, cin, group)
     assert not block_static_conv(g, g.nodes[0], 16)
+
+
+@pytest.mark.parametrize("blk", [8, 16])
+@pytest.mark.parametrize("cout,cin", [(24, 3), (16, 6)])
+def test_stem_conv_reads_its_nchw_input(blk, cout, cin):
+    """An RGB stem (input channels under the block, not a multiple of 4) becomes an NCHWc Conv on its NCHW input,
+    kernel in the OIHWBo layout, as onnxruntime's transformer makes it: no ReorderInput, so the chain starts there."""
+    g, w, b = _static_conv_graph(cout, cin, 1)
+    plain = gs.export_onnx(g.copy())
+    assert block_static_conv(g, g.nodes[0], blk)
+    assert not any(n.op == "ReorderInput" for n in g.nodes)
+    conv = next(n for n in g.nodes if n.op == "Conv" and n.domain == "com.microsoft.nchwc")
+    wb, cout_p = conv.inputs[1].values, padded(cout, blk)
+    assert conv.inputs[0].name == "x" and wb.shape == (cout_p, cin, 3, 3)
+    unblocked = wb.reshape(cout_p // blk, cin, 3, 3, blk).transpose(0, 4, 1, 2, 3).reshape(cout_p, cin, 3, 3)
+    np.testing.assert_array_equal(unblocked, np.pad(w, ((0, cout_p - cout), (0, 0), (0, 0), (0, 0))))
+    if blk == detect_nchwc_block():
+        import onnxruntime as ort
+
+        x = np.random.default_rng(1).standard_normal((1, cin, 8, 8)).astype(np.float32)
+        blocked = gs.export_onnx(g.cleanup().toposort())
+        run = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+               for m in (plain, blocked)]
+        np.testing.assert_allclose(run[1], run[0], rtol=1e-4, atol=1e-4)
 
 
 class Unaligned(nn.Module):
@@ -103,10 +129,9 @@ def test_unaligned_channels_stay_in_the_blocked_chain():
     check_parity(model, proto, x, batches=(1, 3))
     then = next(a.g for n in proto.graph.node if n.op_type == "If" for a in n.attribute if a.name == "then_branch")
     ops = [n.op_type for n in then.node]
-    plain = [n.name for n in then.node if n.op_type == "Conv" and not n.domain]
-    assert len(plain) == 1 and "stem" in plain[0]  # every conv but the 3-channel stem is an NCHWc Conv
+    assert not [n.name for n in then.node if n.op_type == "Conv" and not n.domain]  # every conv is an NCHWc Conv
     reorders = [n.op_type for n in then.node if n.op_type.startswith("Reorder") and "nchwc_guard" not in n.name]
-    assert reorders == ["ReorderInput", "ReorderOutput"], reorders  # in once (after the stem), out once
+    assert reorders == ["ReorderOutput"], reorders  # the 3-channel stem reads the NCHW input; out once
     prod = {o: n for n in then.node for o in n.output}
     relu_on = {prod[n.input[0]].op_type for n in then.node if n.op_type == "Relu"}
     assert "Add" not in ops and "Clip" not in ops and relu_on <= {"Gemm", "Conv"}, relu_on  # fused into the convs

@@ -174,6 +174,34 @@ def test_chain_nchwc_rules_count_and_keep_numerics():
     np.testing.assert_allclose(ort_run(blocked, feed), ort_run(plain, feed), rtol=1e-4, atol=1e-4)
 
 
+def test_chain_nchwc_runs_pools_on_the_blocked_tensor():
+    """Conv -> Relu -> MaxPool -> Conv (a resnet stem) and a GlobalAveragePool: the pools become NCHWc pools, no
+    reorder is left between the convs, and the function is unchanged."""
+    from onnx import helper
+
+    from odconv_surgery.passes.onnx.chain_nchwc import chain_nchwc, pool_blocked
+    from odconv_surgery.passes.onnx.common import export_graph
+
+    plain, g, c = _blocked_net(
+        lambda c: {"wa": (c, c, 3, 3), "ba": (c,), "wb": (c, c, 1, 1), "bb": (c,)},
+        lambda c: [
+            helper.make_node("Conv", ["x", "wa", "ba"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["a"], ["r"], name="relu"),
+            helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+            helper.make_node("Conv", ["p", "wb", "bb"], ["b"], name="conv_b"),
+            helper.make_node("GlobalAveragePool", ["b"], ["gap"], name="gap"),
+            helper.make_node("Add", ["b", "gap"], ["y"], name="add"),  # broadcast: stays an Add
+        ])
+    assert chain_nchwc(g) >= 3
+    assert pool_blocked(g) == 0  # both pools already blocked
+    blocked = export_graph(g.cleanup().toposort(), plain)
+    ops = [(n.op_type, n.domain) for n in blocked.graph.node]
+    assert ("MaxPool", "com.microsoft.nchwc") in ops and ("GlobalAveragePool", "com.microsoft.nchwc") in ops
+    assert [op for op, _ in ops].count("ReorderInput") == 1  # the input's only
+    feed = random_batch((1, c, 8, 8), batch=1)
+    np.testing.assert_allclose(ort_run(blocked, feed), ort_run(plain, feed), rtol=1e-4, atol=1e-4)
+
+
 def test_chain_nchwc_fuses_one_add_per_conv():
     """``dw3x3(x) + dw1x1(x) + x`` (timm RepViT's token mixer): the second Add must not become a fifth input of an
     NCHWc Conv (onnxruntime's schema allows X, W, B, Sum); the file loads and keeps the function."""

@@ -4,8 +4,9 @@ too, kernels pre-blocked and channels zero-padded to the block, so ``chain_nchwc
 between them. onnxruntime's own NCHWc transformer would wrap them in reorders the chain cannot see.
 
 Invariant: function unchanged; only default-domain ``Conv`` nodes of the model (not those a lowering built,
-``LOWERED_TAG``) are replaced, each by ``ReorderInput -> nchwc Conv -> ReorderOutput``; a conv that does not fit
-(non-constant weight, channels not multiples of 4, grouped but not depthwise) is left as it is.
+``LOWERED_TAG``) are replaced, each by ``ReorderInput -> nchwc Conv -> ReorderOutput`` (an RGB stem, its input
+channels under the block, by ``nchwc Conv -> ReorderOutput`` on its NCHW input, as onnxruntime does); a conv that
+does not fit (non-constant weight, channels not multiples of 4, grouped but not depthwise) is left as it is.
 """
 
 from __future__ import annotations

@@ -1,13 +1,16 @@
 """Pass ``chain_nchwc``: keep the batch-1 network in NCHWc between NCHWc convs (``target="ort-cpu"``).
 
 Invariant: function unchanged; only ``com.microsoft.nchwc`` reorders, default-domain ``Relu`` / ``Clip`` and
-``Add`` nodes are removed, and they are absorbed into the ``com.microsoft.nchwc::Conv`` that feeds them. The rules
+``Add`` nodes are removed, and they are absorbed into the ``com.microsoft.nchwc::Conv`` that feeds them; pools
+behind a reorder become their NCHWc kernels. The rules
 run to a fixpoint, each returning how many rewrites it made:
 
 * ``fuse_activations``: ``Relu`` / ``Clip`` right after ``ReorderOutput(Conv)`` -> the conv's ``activation``.
 * ``fuse_residual_adds``: ``Add(ReorderOutput(Conv(..)), t)`` -> ``t`` in NCHWc as the conv's ``Sum`` input
   (as ORT's own NchwcTransformer does for static convs). A conv takes at most one ``Sum`` (the contrib op's
   schema: X, W, B, Sum), so ``a(x) + b(x) + x`` fuses its first Add only.
+* ``pool_blocked``: ``MaxPool`` / ``GlobalAveragePool`` after a ``ReorderOutput`` -> its NCHWc kernel on the
+  blocked tensor, the reorder after it (padded channels pool to finite values no consumer reads).
 * ``drop_reorder_round_trips``: ``ReorderInput(ReorderOutput(t))`` -> ``t``. The round trip is the identity on
   the real channels; where the channels are padded to the block, ``t``'s padding channels hold finite values
   (0, or an activation of 0) that every consumer ignores (zero kernel columns, zero ``fc`` columns).
@@ -183,4 +186,34 @@ def drop_reorder_round_trips(graph: gs.Graph) -> int:
     return count
 
 
-RULES = (fuse_activations, fuse_residual_adds, drop_reorder_round_trips)
+#: The model's pools that onnxruntime has NCHWc kernels for, with the attributes those kernels take.
+NCHWC_POOLS = {"MaxPool": ("auto_pad", "kernel_shape", "dilations", "strides", "pads", "ceil_mode"),
+               "GlobalAveragePool": ()}
+
+
+def pool_blocked(graph: gs.Graph) -> int:
+    """``Pool(ReorderOutput(t))`` -> ``ReorderOutput(nchwc Pool(t))``: the pool runs on the blocked tensor, as
+    onnxruntime's own NCHWc transformer runs the static model's pools, and the reorder moves past it (where the
+    next ReorderInput cancels it: a resnet stem's MaxPool stays between two blocked convs)."""
+    count = 0
+    for node in list(graph.nodes):
+        if (node.domain or node.op not in NCHWC_POOLS or len(node.outputs) != 1 or node.attrs.get("storage_order", 0)
+                or any(k not in NCHWC_POOLS[node.op] for k in node.attrs)):
+            continue
+        r = _single_producer(node.inputs[0])
+        if r is None or not _is(r, "ReorderOutput") or r.attrs.get("channels_last", 0) != 0:
+            continue
+        blocked = gs.Variable(f"{node.name}/y_nchwc", dtype=np.float32)
+        y = node.outputs[0]
+        node.inputs.clear()
+        node.outputs.clear()
+        graph.nodes += [
+            gs.Node(node.op, f"{node.name}/nchwc", dict(node.attrs), [r.inputs[0]], [blocked], domain=NCHWC_DOMAIN),
+            gs.Node("ReorderOutput", f"{node.name}/ReorderOutput", {"channels": r.attrs["channels"], "channels_last": 0},
+                    [blocked], [y], domain=NCHWC_DOMAIN),
+        ]
+        count += 1
+    return count
+
+
+RULES = (fuse_activations, fuse_residual_adds, pool_blocked, drop_reorder_round_trips)

@@ -49,8 +49,9 @@ def block_static_conv(graph: gs.Graph, node: gs.Node, blk: int) -> bool:
     """Re-express a constant-weight static Conv as ``ReorderInput -> nchwc Conv -> ReorderOutput`` with the kernel
     pre-blocked (channels zero-padded to the block), so that ``chain_nchwc`` joins it to the neighbouring NCHWc
     ODConv layers (ORT's own NchwcTransformer would wrap it in reorders of its own that the chain cannot see).
-    False when it does not fit (non-constant weight or bias, channels not multiples of 4, grouped but not
-    depthwise, ``auto_pad``)."""
+    A conv with fewer input channels than the block that are not a multiple of 4 (an RGB stem) reads its NCHW input
+    directly. False when it does not fit (non-constant weight or bias, output channels not multiples of 4, other
+    input channels not multiples of 4, grouped but not depthwise, ``auto_pad``)."""
     w = constant_value(node.inputs[1]) if len(node.inputs) > 1 else None
     if w is None or w.ndim != 4:
         return False
@@ -63,7 +64,10 @@ def block_static_conv(graph: gs.Graph, node: gs.Node, blk: int) -> bool:
         return False
     cout_p = padded(cout, blk)
     w = pad_axis(w, 0, cout_p)
-    if g == 1 and cpg % CHANNEL_ALIGNMENT == 0:
+    reads_nchw = g == 1 and cpg < blk and cpg % CHANNEL_ALIGNMENT != 0
+    if reads_nchw:  # a stem conv (RGB in): onnxruntime's NCHWc Conv reads an NCHW input under the block, as its own
+        wb = w.reshape(cout_p // blk, blk, cpg, kh, kw).transpose(0, 2, 3, 4, 1)  # transformer does (OIHWBo)
+    elif g == 1 and cpg % CHANNEL_ALIGNMENT == 0:
         cin_p = padded(cpg, blk)
         w = pad_axis(w, 1, cin_p)
         wb = w.reshape(cout_p // blk, blk, cin_p // blk, blk, kh, kw).transpose(0, 2, 4, 5, 3, 1)
@@ -77,7 +81,7 @@ def block_static_conv(graph: gs.Graph, node: gs.Node, blk: int) -> bool:
         "strides": list(node.attrs.get("strides", [1, 1])), "dilations": list(node.attrs.get("dilations", [1, 1])),
     }
     x, y = node.inputs[0], node.outputs[0]
-    xb = gs.Variable(f"{node.name}/x_nchwc", dtype=np.float32)
+    xb = x if reads_nchw else gs.Variable(f"{node.name}/x_nchwc", dtype=np.float32)
     yb = gs.Variable(f"{node.name}/y_nchwc", dtype=np.float32)
     bias = np.zeros(cout, np.float32) if bias is None else bias  # always a bias: the Sum slot behind it stays usable
     inputs = [
@@ -86,8 +90,10 @@ def block_static_conv(graph: gs.Graph, node: gs.Node, blk: int) -> bool:
     ]
     node.inputs.clear()
     node.outputs.clear()
+    if not reads_nchw:
+        graph.nodes.append(
+            gs.Node("ReorderInput", f"{node.name}/ReorderInput", {"channels_last": 0}, [x], [xb], domain=NCHWC_DOMAIN))
     graph.nodes += [
-        gs.Node("ReorderInput", f"{node.name}/ReorderInput", {"channels_last": 0}, [x], [xb], domain=NCHWC_DOMAIN),
         gs.Node("Conv", f"{node.name}/nchwc", attrs, inputs, [yb], domain=NCHWC_DOMAIN),
         gs.Node("ReorderOutput", f"{node.name}/ReorderOutput", {"channels": cout, "channels_last": 0}, [yb], [y], domain=NCHWC_DOMAIN),
     ]

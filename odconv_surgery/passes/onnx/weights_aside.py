@@ -2,12 +2,12 @@
 
 Protobuf copies a subgraph, weights included, each time it is nested: ``make_graph``, ``make_attribute``, the node,
 the enclosing graph. The ort-cpu file holds its weights two or three levels down (the ``If`` on the batch size, the
-per-sample ``Scan``), so every pass that exported it copied them four to six times: exporting resnet18 CondConv
-(a 650 MB file) spent most of its time in those copies, and lowering resnet50 CondConv (1.3 GB) peaked near 14 GB.
-Here each constant of at least ``ASIDE_MIN_BYTES`` is replaced by a placeholder that keeps its name, type and
-dims (so shape inference still sees them) and carries a short token instead of its data; ``WeightStore.refill``
-puts the data back by token, in every graph of the model, once. A placeholder never reaches a user: the store
-refuses to leave any behind (``refill`` raises when a token is missing).
+per-sample ``Scan``), so every pass that exported it copied them four to six times: lowering resnet18 CondConv
+(a 650 MB file) spent most of its 70 s in those copies. Here each constant of at least ``ASIDE_MIN_BYTES`` is
+replaced by a placeholder that keeps its name, type and dims (so shape inference still sees them) and carries a
+short token instead of its data; ``WeightStore.refill`` puts the data back by token, in every graph of the model,
+once. Each caller refills what it set aside before returning, and ``refill`` raises on a token its store does not
+hold (onnxruntime would also refuse a placeholder: its data is shorter than its dims say).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from odconv_surgery import ODConv2d
 from odconv_surgery.deploy.export import export_marked, export_onnx
 from odconv_surgery.deploy.runtime import OrtRunner, check_parity
 from odconv_surgery.deploy.schema import OD_DOMAIN, metadata
-from odconv_surgery.passes.onnx.common import subgraphs
+from odconv_surgery.passes.onnx.graph_walk import subgraphs
 
 from helpers.onnx_models import build, tiny
 

@@ -26,7 +26,8 @@ from odconv_surgery.deploy.schema import META_FORMS, META_LAYERS, META_PASSES, N
 from odconv_surgery.errors import OnnxModelError
 from odconv_surgery.methods import METHODS
 from odconv_surgery.passes.onnx import run_pipeline
-from odconv_surgery.passes.onnx.common import detect_nchwc_block, import_graph, odconv_layers, subgraphs
+from odconv_surgery.passes.onnx.common import detect_nchwc_block, import_graph, odconv_layers
+from odconv_surgery.passes.onnx.graph_walk import subgraphs
 from odconv_surgery.passes.onnx.find_odconv import find_odconv
 from odconv_surgery.passes.onnx.lowering.nchwc_layout import nchwc_ok, padded
 from odconv_surgery.passes.onnx.lowering.builder import LOWERED_TAG, Builder

@@ -11,7 +11,8 @@ from __future__ import annotations
 import onnx
 
 from .base import OnnxPass, PassContext, export_sorted, logger
-from .common import import_graph, subgraphs
+from .common import import_graph
+from .graph_walk import subgraphs
 from .weights_aside import WeightStore
 
 

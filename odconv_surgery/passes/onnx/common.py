@@ -189,12 +189,6 @@ def export_graph(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
-    """Every graph attribute (``If`` branch, ``Scan`` body) under ``graph``, at any depth."""
-    return [g for node in graph.node for attr in node.attribute if attr.type == onnx.AttributeProto.GRAPH
-            for g in (attr.g, *subgraphs(attr.g))]
-
-
 def odconv_node_count(model: onnx.ModelProto) -> int:
     """How many ODConv marker nodes the model's main graph holds."""
     return sum(1 for node in model.graph.node if node.domain == OD_DOMAIN and node.op_type == OD_OP)

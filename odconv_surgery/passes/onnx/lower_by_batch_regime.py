@@ -28,7 +28,8 @@ from onnx import helper
 
 from ...deploy.schema import BATCH_FORMS, META_BATCH_FORM, META_FORMS, META_FORMS_DEPART, META_OTHER_BATCH, metadata, set_metadata
 from .base import OnnxPass, PassContext
-from .common import has_odconv_nodes, odconv_node_count, subgraphs
+from .common import has_odconv_nodes, odconv_node_count
+from .graph_walk import subgraphs
 from .lowering import lower
 from .lowering.plan import planner_for
 from .weights_aside import WeightStore

@@ -22,6 +22,7 @@ import onnx_graphsurgeon as gs
 from onnx_graphsurgeon.ir.tensor import LazyValues, SparseValues
 
 from ...errors import ODConvError
+from .graph_walk import subgraphs
 
 #: Constants smaller than this are copied as they are (attention vectors, shapes, axes: cheap, and shape
 #: inference may read their values).
@@ -124,15 +125,8 @@ def _onnx_dtype(tensor: gs.Constant) -> int:
     return dtype_to_onnx(tensor.export_dtype)
 
 
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            elif attr.type == onnx.AttributeProto.GRAPHS:
-                for g in attr.graphs:
-                    yield from _graphs(g)
+def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    return [graph, *subgraphs(graph)]
 
 
 def _tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:

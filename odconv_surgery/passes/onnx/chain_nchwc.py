@@ -197,8 +197,8 @@ def pool_blocked(graph: gs.Graph) -> int:
     next ReorderInput cancels it: a resnet stem's MaxPool stays between two blocked convs)."""
     count = 0
     for node in list(graph.nodes):
-        if (node.domain or node.op not in NCHWC_POOLS or len(node.outputs) != 1 or node.attrs.get("storage_order", 0)
-                or any(k not in NCHWC_POOLS[node.op] for k in node.attrs)):
+        if (node.domain or node.op not in NCHWC_POOLS or len(node.outputs) != 1
+                or any(k not in NCHWC_POOLS[node.op] for k in node.attrs)):  # e.g. storage_order: left alone
             continue
         r = _single_producer(node.inputs[0])
         if r is None or not _is(r, "ReorderOutput") or r.attrs.get("channels_last", 0) != 0:

@@ -165,7 +165,7 @@ def _lower_by_batch_regime(model: onnx.ModelProto, ctx: PassContext) -> onnx.Mod
         b1_model = lower(model, "batch1", prefix="b1/", nchwc_block=nchwc_block, planner=planner)
         any_model = b1_model if per_sample_graph else lower(model, "any", prefix="any/", nchwc_block=nchwc_block, planner=planner)
     store = WeightStore()  # the branches below are copied several times over: their weights join once, at the end
-    for m in {id(b1_model): b1_model, id(any_model): any_model}.values():
+    for m in (b1_model, any_model):  # the same model twice with the per-sample graph: set aside once
         store.set_aside(m.graph)
     inp = model.graph.input[0].name
     inits: dict[str, onnx.TensorProto] = {}

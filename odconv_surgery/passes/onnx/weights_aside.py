@@ -48,17 +48,20 @@ class WeightStore:
         return token
 
     def set_aside(self, graph: onnx.GraphProto) -> None:
-        """Replace the ``raw_data`` of every large initializer of ``graph`` and its subgraphs by a token."""
+        """Replace the ``raw_data`` of every large initializer of ``graph`` and its subgraphs by a token (a tensor
+        that already holds one is left as it is, so setting a graph aside twice is harmless)."""
         for g in _graphs(graph):
             for tensor in g.initializer:
-                if tensor.data_location != onnx.TensorProto.EXTERNAL and len(tensor.raw_data) >= max(ASIDE_MIN_BYTES, 1):
-                    tensor.raw_data = self.put(tensor.raw_data)
+                raw = tensor.raw_data  # a copy of the bytes: read once
+                if (tensor.data_location != onnx.TensorProto.EXTERNAL and len(raw) >= max(ASIDE_MIN_BYTES, 1)
+                        and not raw.startswith(_TOKEN)):
+                    tensor.raw_data = self.put(raw)
 
     def refill(self, graph: onnx.GraphProto) -> None:
         """Put the data back into every placeholder under ``graph`` (initializers and tensor attributes)."""
         for tensor in _tensors(graph):
-            raw = tensor.raw_data if len(tensor.raw_data) <= _MAX_TOKEN_BYTES else b""
-            if not raw.startswith(_TOKEN):
+            raw = tensor.raw_data
+            if len(raw) > _MAX_TOKEN_BYTES or not raw.startswith(_TOKEN):
                 continue
             if raw not in self._data:
                 raise ODConvError(f"tensor {tensor.name!r} holds a placeholder whose data was not kept; this is a bug "
